@@ -1,0 +1,41 @@
+using TorchSharp;
+
+namespace MLNetFinetune.TorchSharp;
+
+/// <summary>Where and how libtorch computes: device choice and thread count, shared by every training stage.</summary>
+public static class TorchRuntime
+{
+    /// <summary>
+    /// Resolves a device name: <c>auto</c> picks CUDA when TorchSharp sees a GPU, else CPU; <c>cpu</c>, <c>cuda</c>
+    /// and <c>cuda:N</c> are taken as given, and <c>cuda</c> without a usable GPU fails with the reason.
+    /// </summary>
+    public static torch.Device ResolveDevice(string name)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        string n = name.Trim().ToLowerInvariant();
+        if (n == "auto") return torch.cuda.is_available() ? torch.CUDA : torch.CPU;
+        if (n == "cpu") return torch.CPU;
+        if (n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal))
+        {
+            if (!torch.cuda.is_available())
+                throw new InvalidOperationException(
+                    $"Device '{name}' was requested but TorchSharp sees no CUDA GPU. This build uses the '{TorchBackend}' " +
+                    "backend; build with -p:TorchBackend=cuda on a machine with an NVIDIA driver, or use device 'cpu'.");
+            return new torch.Device(n);
+        }
+        throw new ArgumentException($"Unknown device '{name}': use auto, cpu, cuda or cuda:N.", nameof(name));
+    }
+
+    /// <summary>Sets libtorch's intra-op threads; 0 keeps libtorch's default (one per core).</summary>
+    public static void SetThreads(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        if (threads > 0) torch.set_num_threads(threads);
+    }
+
+    /// <summary>The TorchSharp backend this assembly was built with (cpu or cuda: the TorchBackend build property).</summary>
+    public static string TorchBackend { get; } =
+        typeof(TorchRuntime).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+            .Cast<System.Reflection.AssemblyMetadataAttribute>()
+            .FirstOrDefault(a => a.Key == "TorchBackend")?.Value ?? "cpu";
+}
