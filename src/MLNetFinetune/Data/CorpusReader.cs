@@ -1,0 +1,148 @@
+using System.Text;
+using System.Text.Json;
+
+namespace MLNetFinetune.Data;
+
+/// <summary>One streaming pass over a corpus's files, document by document.</summary>
+internal sealed class CorpusReader : IDisposable
+{
+    const int MaxSkipReasons = 5;
+
+    readonly CorpusOptions _options;
+    readonly IReadOnlyList<string> _files;
+    readonly IReadOnlyList<(string Column, string Path)> _metadata;
+    readonly List<string> _skipReasons = [];
+    readonly StringBuilder _document = new();
+    int _fileIndex = -1;
+    Utf8LineReader? _lines;
+    bool _json;
+    long _bytesOfClosedFiles;
+
+    public CorpusReader(CorpusOptions options, IReadOnlyList<string> files, IReadOnlyList<(string Column, string Path)> metadata)
+    {
+        _options = options;
+        _files = files;
+        _metadata = metadata;
+        Metadata = new string?[metadata.Count];
+    }
+
+    public string Text { get; private set; } = "";
+    public string?[] Metadata { get; }
+    public long Documents { get; private set; }
+    public long Skipped { get; private set; }
+    public long Bytes => _bytesOfClosedFiles + (_lines?.BytesRead ?? 0);
+
+    public DataLoadReport Report() => new(_options.Path, Documents, Skipped, Bytes, _skipReasons.ToArray());
+
+    public bool MoveNext()
+    {
+        while (true)
+        {
+            if (_lines == null && !OpenNextFile()) return false;
+            bool found = _json ? NextJsonDocument() : NextTextDocument();
+            if (found)
+            {
+                Documents++;
+                return true;
+            }
+            _bytesOfClosedFiles += _lines!.BytesRead;
+            _lines.Dispose();
+            _lines = null;
+        }
+    }
+
+    bool OpenNextFile()
+    {
+        if (++_fileIndex >= _files.Count) return false;
+        string path = _files[_fileIndex];
+        string name = DataFiles.UncompressedName(path);
+        _json = name.EndsWith(".jsonl", StringComparison.Ordinal) || name.EndsWith(".json", StringComparison.Ordinal);
+        if (!_json && !name.EndsWith(".txt", StringComparison.Ordinal))
+            throw new DataFileException(path, 0, $"unsupported corpus file type (supported: {string.Join(", ", CorpusOptions.SupportedExtensions)})");
+        _lines = new Utf8LineReader(DataFiles.OpenRead(path), path, _options.MaxRecordBytes);
+        return true;
+    }
+
+    bool NextJsonDocument()
+    {
+        string path = _files[_fileIndex];
+        while (_lines!.TryReadLine(out var line))
+        {
+            if (line.IsWhiteSpace()) continue;
+            try
+            {
+                using JsonDocument record = JsonRecords.ParseObject(line, path, _lines.LineNumber);
+                JsonElement root = record.RootElement;
+                var kind = JsonRecords.KindAt(root, _options.TextField);
+                if (kind != JsonValueKind.String)
+                    throw new DataFileException(path, _lines.LineNumber,
+                        kind == JsonValueKind.Undefined
+                            ? $"no '{_options.TextField}' field (the record has: {string.Join(", ", root.EnumerateObject().Select(p => p.Name))})"
+                            : $"field '{_options.TextField}' is {kind}, expected a string",
+                        field: _options.TextField);
+                string text = JsonRecords.GetText(root, _options.TextField)!;
+                if (string.IsNullOrWhiteSpace(text))
+                    throw new DataFileException(path, _lines.LineNumber, $"field '{_options.TextField}' is empty", field: _options.TextField);
+                Text = text;
+                for (int i = 0; i < _metadata.Count; i++) Metadata[i] = JsonRecords.GetText(root, _metadata[i].Path);
+                return true;
+            }
+            catch (DataFileException e) when (_options.OnBadRecord == BadRecordPolicy.SkipAndCount)
+            {
+                Skipped++;
+                if (_skipReasons.Count < MaxSkipReasons) _skipReasons.Add(e.Message);
+            }
+        }
+        return false;
+    }
+
+    bool NextTextDocument()
+    {
+        var mode = _options.TextMode;
+        _document.Clear();
+        long firstLine = 0;
+        while (_lines!.TryReadLine(out var line))
+        {
+            bool blank = line.IsWhiteSpace();
+            if (mode == TextDocumentMode.Line)
+            {
+                if (blank) continue;
+                Text = Encoding.UTF8.GetString(line);
+                return true;
+            }
+            if (blank && mode == TextDocumentMode.Paragraph)
+            {
+                if (_document.Length > 0) break;
+                continue;
+            }
+            if (firstLine == 0) firstLine = _lines.LineNumber;
+            if (_document.Length > 0) _document.Append('\n');
+            _document.Append(Encoding.UTF8.GetString(line));
+            if (_document.Length > _options.MaxRecordBytes) // chars ≤ bytes, so this never fires early
+                throw new DataFileException(_files[_fileIndex], firstLine,
+                    $"{(mode == TextDocumentMode.File ? "file" : "paragraph")} is longer than the limit of {_options.MaxRecordBytes:N0} bytes (raise MaxRecordBytes if this is intended)");
+        }
+        if (mode == TextDocumentMode.File) TrimTrailingBlankLines();
+        if (_document.Length == 0 || string.IsNullOrWhiteSpace(Text = _document.ToString())) return false;
+        return true;
+    }
+
+    void TrimTrailingBlankLines()
+    {
+        int end = _document.Length;
+        while (end > 0 && char.IsWhiteSpace(_document[end - 1])) end--;
+        _document.Length = end;
+    }
+
+    public void Dispose() => _lines?.Dispose();
+}
+
+file static class SpanExtensions
+{
+    public static bool IsWhiteSpace(this ReadOnlySpan<byte> utf8)
+    {
+        foreach (byte b in utf8)
+            if (b != (byte)' ' && b != (byte)'\t' && b != (byte)'\r' && b != (byte)'\f' && b != (byte)'\v') return false;
+        return true;
+    }
+}

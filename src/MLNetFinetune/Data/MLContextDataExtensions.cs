@@ -1,0 +1,39 @@
+using Microsoft.Data.Analysis;
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+
+namespace MLNetFinetune.Data;
+
+/// <summary>Catalog entry points of the data stage: <c>ml.Data.LoadCorpus(...)</c>, <c>ml.Transforms.Text.ApplyPromptTemplate(...)</c>, …</summary>
+public static class MLContextDataExtensions
+{
+    /// <summary>Streams a pretraining corpus (txt, jsonl, jsonl.gz, jsonl.zst; file, folder or glob). Pass reports go to the ML.NET log.</summary>
+    public static CorpusDataView LoadCorpus(this DataOperationsCatalog catalog, CorpusOptions options) =>
+        new(options, GetEnvironment(catalog));
+
+    /// <summary>Streams the <c>text</c> field of a JSON Lines corpus, or the documents of text files, into a <c>Text</c> column.</summary>
+    public static CorpusDataView LoadCorpus(this DataOperationsCatalog catalog, string path) =>
+        catalog.LoadCorpus(new CorpusOptions { Path = path });
+
+    /// <summary>Loads question/answer, Alpaca or prompt/completion pairs from JSONL or CSV. Skips, if allowed, are logged.</summary>
+    public static DataFrame LoadInstructionData(this DataOperationsCatalog catalog, string path, InstructionDataOptions? options = null) =>
+        InstructionData.Load(path, options, GetEnvironment(catalog));
+
+    /// <summary>Writes every visible column of <paramref name="data"/> to a JSON Lines file (atomically; .gz/.zst compress).</summary>
+    public static void SaveAsJsonl(this DataOperationsCatalog catalog, IDataView data, string path, JsonlWriteOptions? options = null) =>
+        JsonlWriter.Write(data, path, options);
+
+    /// <summary>Renders <paramref name="template"/> over each row into <paramref name="outputColumnName"/>.</summary>
+    public static PromptTemplateEstimator ApplyPromptTemplate(this TransformsCatalog.TextTransforms catalog, string outputColumnName, PromptTemplate template) =>
+        new(new PromptTemplateOptions { OutputColumnName = outputColumnName, Template = template });
+
+    /// <summary>Renders a template given as text (<c>"### Question:\n{question}\n\n### Answer:"</c>) into <paramref name="outputColumnName"/>.</summary>
+    public static PromptTemplateEstimator ApplyPromptTemplate(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string template) =>
+        catalog.ApplyPromptTemplate(outputColumnName, new PromptTemplate(template));
+
+    // A catalog exposes its MLContext's environment (what ML.NET components log through) only via the internal
+    // IInternalCatalog interface; without it, loaders still work and report through IProgress alone.
+    static IChannelProvider? GetEnvironment(object catalog) =>
+        catalog.GetType().GetInterfaces().FirstOrDefault(i => i.Name == "IInternalCatalog")
+            ?.GetProperty("Environment")?.GetValue(catalog) as IChannelProvider;
+}

@@ -1,0 +1,118 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNetFinetune.DataViews;
+
+namespace MLNetFinetune.Data;
+
+/// <summary>Options of the prompt-template transform.</summary>
+public sealed class PromptTemplateOptions
+{
+    /// <summary>The text column to create (or replace).</summary>
+    public required string OutputColumnName { get; init; }
+
+    /// <summary>The template; each <c>{placeholder}</c> names an input text column.</summary>
+    public required PromptTemplate Template { get; init; }
+}
+
+/// <summary>Renders a <see cref="PromptTemplate"/> over every row into a new text column. Trivial to fit: it learns nothing.</summary>
+public sealed class PromptTemplateEstimator : IEstimator<PromptTemplateTransformer>
+{
+    readonly PromptTemplateOptions _options;
+
+    /// <summary>Creates the estimator.</summary>
+    public PromptTemplateEstimator(PromptTemplateOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.OutputColumnName);
+        ArgumentNullException.ThrowIfNull(options.Template);
+        _options = options;
+    }
+
+    /// <inheritdoc />
+    public PromptTemplateTransformer Fit(IDataView input)
+    {
+        var transformer = new PromptTemplateTransformer(_options);
+        transformer.GetOutputSchema(input.Schema); // fail now, not at the first cursor
+        return transformer;
+    }
+
+    /// <inheritdoc />
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        foreach (string name in _options.Template.Columns)
+        {
+            var column = inputSchema.FirstOrDefault(c => c.Name == name);
+            if (column.Name == null)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                    $"The prompt template reads column '{name}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
+            if (!column.IsTextScalar())
+                throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                    $"The prompt template reads column '{name}', which is {column.ItemType} ({column.Kind}); it must be a text column.");
+        }
+        return SchemaShapes.Append(inputSchema,
+            SchemaShapes.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar, TextDataViewType.Instance));
+    }
+}
+
+/// <summary>Adds a text column rendered from a <see cref="PromptTemplate"/> to each row.</summary>
+public sealed class PromptTemplateTransformer : AppendColumnsTransformer
+{
+    readonly string[] _columns;
+
+    /// <summary>Creates the transformer.</summary>
+    public PromptTemplateTransformer(PromptTemplateOptions options)
+    {
+        Options = options;
+        _columns = options.Template.Columns.ToArray();
+        OutputColumns = [(options.OutputColumnName, TextDataViewType.Instance)];
+    }
+
+    /// <summary>The options the transformer was made with.</summary>
+    public PromptTemplateOptions Options { get; }
+
+    /// <inheritdoc />
+    protected override IReadOnlyList<(string Name, DataViewType Type)> OutputColumns { get; }
+
+    /// <inheritdoc />
+    protected override void ValidateInput(DataViewSchema inputSchema)
+    {
+        foreach (string name in _columns)
+        {
+            var column = inputSchema.GetColumnOrNull(name);
+            if (column == null)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                    $"The prompt template reads column '{name}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
+            if (column.Value.Type is not TextDataViewType)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                    $"The prompt template reads column '{name}', which is {column.Value.Type}; it must be a text column.");
+        }
+    }
+
+    /// <inheritdoc />
+    protected override IEnumerable<string> InputsOf(int outputIndex) => _columns;
+
+    /// <inheritdoc />
+    protected override Delegate MakeGetter(DataViewRow input, int outputIndex)
+    {
+        var getters = _columns.ToDictionary(c => c, c => input.GetGetter<ReadOnlyMemory<char>>(input.Schema[c]), StringComparer.Ordinal);
+        var values = new Dictionary<string, ReadOnlyMemory<char>>(StringComparer.Ordinal);
+        long cachedPosition = -1;
+        string cached = "";
+        ValueGetter<ReadOnlyMemory<char>> getter = (ref ReadOnlyMemory<char> value) =>
+        {
+            if (input.Position != cachedPosition)
+            {
+                foreach (var (name, get) in getters)
+                {
+                    ReadOnlyMemory<char> v = default;
+                    get(ref v);
+                    values[name] = v;
+                }
+                cached = Options.Template.Format(name => values[name]);
+                cachedPosition = input.Position;
+            }
+            value = cached.AsMemory();
+        };
+        return getter;
+    }
+}

@@ -1,0 +1,144 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace MLNetFinetune.DataViews;
+
+/// <summary>
+/// Base of the transformers that append computed columns to each row (prompt templates, tokenization, generation).
+/// ML.NET's own RowToRowTransformerBase and its mappers are internal, so this is the public equivalent:
+/// a subclass names its output columns and the input columns they read, and makes one getter per output column.
+/// Output columns hide input columns of the same name, as in ML.NET.
+/// </summary>
+public abstract class AppendColumnsTransformer : ITransformer
+{
+    /// <summary>The columns this transformer appends.</summary>
+    protected abstract IReadOnlyList<(string Name, DataViewType Type)> OutputColumns { get; }
+
+    /// <summary>Checks the input schema, throwing an error that names any missing or mistyped column.</summary>
+    protected abstract void ValidateInput(DataViewSchema inputSchema);
+
+    /// <summary>The input columns that output column <paramref name="outputIndex"/> reads.</summary>
+    protected abstract IEnumerable<string> InputsOf(int outputIndex);
+
+    /// <summary>Makes the getter (a <c>ValueGetter&lt;T&gt;</c> of the column's type) for one output column over an input row.</summary>
+    protected abstract Delegate MakeGetter(DataViewRow input, int outputIndex);
+
+    /// <inheritdoc />
+    public bool IsRowToRowMapper => true;
+
+    /// <inheritdoc />
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ValidateInput(inputSchema);
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        foreach (var (name, type) in OutputColumns) builder.AddColumn(name, type);
+        return builder.ToSchema();
+    }
+
+    /// <inheritdoc />
+    public IDataView Transform(IDataView input) => new View(this, input);
+
+    /// <inheritdoc />
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) => throw new NotSupportedException(
+        $"{GetType().Name} cannot be written into an ML.NET model zip: ML.NET keeps the serialization API for custom " +
+        "transformers internal. Recreate it from its options (or, for models, save and load the model directory).");
+
+    // Which input columns a set of active output-schema columns needs.
+    bool[] InputColumnsNeeded(DataViewSchema inputSchema, DataViewSchema outputSchema, Func<int, bool> outputActive)
+    {
+        var needed = new bool[inputSchema.Count];
+        for (int i = 0; i < inputSchema.Count; i++) needed[i] = outputActive(i);
+        for (int j = 0; j < OutputColumns.Count; j++)
+        {
+            if (!outputActive(inputSchema.Count + j)) continue;
+            foreach (string name in InputsOf(j)) needed[inputSchema[name].Index] = true;
+        }
+        return needed;
+    }
+
+    /// <summary>An input row plus the appended columns, computed lazily from it.</summary>
+    sealed class Row : DataViewRowCursor
+    {
+        readonly AppendColumnsTransformer _parent;
+        readonly DataViewRow _input;
+        readonly bool[] _active;
+        readonly Delegate?[] _getters;
+
+        public Row(AppendColumnsTransformer parent, DataViewRow input, DataViewSchema schema, bool[] active)
+        {
+            _parent = parent;
+            _input = input;
+            Schema = schema;
+            _active = active;
+            _getters = new Delegate?[parent.OutputColumns.Count];
+        }
+
+        public override DataViewSchema Schema { get; }
+        public override long Position => _input.Position;
+        public override long Batch => _input.Batch;
+        public override bool MoveNext() => ((DataViewRowCursor)_input).MoveNext();
+        public override bool IsColumnActive(DataViewSchema.Column column) => _active[column.Index];
+        public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
+
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+        {
+            if (!_active[column.Index]) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
+            int inputCount = _input.Schema.Count;
+            if (column.Index < inputCount) return _input.GetGetter<TValue>(_input.Schema[column.Index]);
+            int j = column.Index - inputCount;
+            var getter = _getters[j] ??= _parent.MakeGetter(_input, j);
+            return getter as ValueGetter<TValue> ?? throw new InvalidOperationException(
+                $"Column '{column.Name}' is {column.Type}; it cannot be read as {typeof(TValue).Name}.");
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) _input.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+
+    sealed class View(AppendColumnsTransformer parent, IDataView input) : IDataView
+    {
+        public DataViewSchema Schema { get; } = parent.GetOutputSchema(input.Schema);
+        public bool CanShuffle => input.CanShuffle;
+        public long? GetRowCount() => input.GetRowCount();
+
+        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
+        {
+            var active = new bool[Schema.Count];
+            foreach (var c in columnsNeeded) active[c.Index] = true;
+            var needed = parent.InputColumnsNeeded(input.Schema, Schema, i => active[i]);
+            var inputCursor = input.GetRowCursor(input.Schema.Where(c => needed[c.Index]), rand);
+            return new Row(parent, inputCursor, Schema, active);
+        }
+
+        // The appended getters may hold per-row state, so one cursor serves the pass.
+        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
+            => [GetRowCursor(columnsNeeded, rand)];
+    }
+
+    sealed class Mapper(AppendColumnsTransformer parent, DataViewSchema inputSchema) : IRowToRowMapper
+    {
+        public DataViewSchema InputSchema => inputSchema;
+        public DataViewSchema OutputSchema { get; } = parent.GetOutputSchema(inputSchema);
+
+        public IEnumerable<DataViewSchema.Column> GetDependencies(IEnumerable<DataViewSchema.Column> dependingColumns)
+        {
+            var active = new bool[OutputSchema.Count];
+            foreach (var c in dependingColumns) active[c.Index] = true;
+            var needed = parent.InputColumnsNeeded(inputSchema, OutputSchema, i => active[i]);
+            return inputSchema.Where(c => needed[c.Index]);
+        }
+
+        public DataViewRow GetRow(DataViewRow input, IEnumerable<DataViewSchema.Column> activeColumns)
+        {
+            var active = new bool[OutputSchema.Count];
+            foreach (var c in activeColumns) active[c.Index] = true;
+            return new Row(parent, input, OutputSchema, active);
+        }
+    }
+}
