@@ -20,6 +20,15 @@ public static class SchemaShapes
     public static SchemaShape.Column Column(string name, SchemaShape.Column.VectorKind kind, DataViewType itemType) =>
         (SchemaShape.Column)ColumnConstructor.Invoke([name, kind, itemType, false, new SchemaShape([])]);
 
+    /// <summary>The shape of a schema's visible columns (ML.NET's own <c>SchemaShape.Create</c> is internal).</summary>
+    public static SchemaShape FromSchema(DataViewSchema schema) => new(schema.Where(c => !c.IsHidden).Select(c =>
+    {
+        var (kind, item) = c.Type is VectorDataViewType v
+            ? (v.IsKnownSize ? SchemaShape.Column.VectorKind.Vector : SchemaShape.Column.VectorKind.VariableVector, v.ItemType)
+            : (SchemaShape.Column.VectorKind.Scalar, c.Type);
+        return (SchemaShape.Column)ColumnConstructor.Invoke([c.Name, kind, item, item is KeyDataViewType, new SchemaShape([])]);
+    }));
+
     /// <summary>The input shape with <paramref name="added"/> appended; an added column replaces an input column of the same name.</summary>
     public static SchemaShape Append(SchemaShape input, params SchemaShape.Column[] added)
     {
