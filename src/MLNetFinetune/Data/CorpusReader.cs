@@ -13,6 +13,9 @@ internal sealed class CorpusReader : IDisposable
     readonly IReadOnlyList<(string Column, string Path)> _metadata;
     readonly List<string> _skipReasons = [];
     readonly StringBuilder _document = new();
+    readonly string[][] _paths;      // text field first, then the metadata fields
+    readonly string?[] _values;
+    readonly JsonValueKind[] _kinds;
     int _fileIndex = -1;
     Utf8LineReader? _lines;
     bool _json;
@@ -24,6 +27,9 @@ internal sealed class CorpusReader : IDisposable
         _files = files;
         _metadata = metadata;
         Metadata = new string?[metadata.Count];
+        _paths = [options.TextField.Split('.'), .. metadata.Select(m => m.Path.Split('.'))];
+        _values = new string?[_paths.Length];
+        _kinds = new JsonValueKind[_paths.Length];
     }
 
     public string Text { get; private set; } = "";
@@ -71,20 +77,19 @@ internal sealed class CorpusReader : IDisposable
             if (line.IsWhiteSpace()) continue;
             try
             {
-                using JsonDocument record = JsonRecords.ParseObject(line, path, _lines.LineNumber);
-                JsonElement root = record.RootElement;
-                var kind = JsonRecords.KindAt(root, _options.TextField);
+                JsonRecords.ReadFields(line, _paths, _values, _kinds, path, _lines.LineNumber);
+                var kind = _kinds[0];
                 if (kind != JsonValueKind.String)
                     throw new DataFileException(path, _lines.LineNumber,
                         kind == JsonValueKind.Undefined
-                            ? $"no '{_options.TextField}' field (the record has: {string.Join(", ", root.EnumerateObject().Select(p => p.Name))})"
+                            ? $"no '{_options.TextField}' field (the record starts: {DataFileException.Snippet(line)})"
                             : $"field '{_options.TextField}' is {kind}, expected a string",
                         field: _options.TextField);
-                string text = JsonRecords.GetText(root, _options.TextField)!;
+                string text = _values[0]!;
                 if (string.IsNullOrWhiteSpace(text))
                     throw new DataFileException(path, _lines.LineNumber, $"field '{_options.TextField}' is empty", field: _options.TextField);
                 Text = text;
-                for (int i = 0; i < _metadata.Count; i++) Metadata[i] = JsonRecords.GetText(root, _metadata[i].Path);
+                Array.Copy(_values, 1, Metadata, 0, Metadata.Length);
                 return true;
             }
             catch (DataFileException e) when (_options.OnBadRecord == BadRecordPolicy.SkipAndCount)

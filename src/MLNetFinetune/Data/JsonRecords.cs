@@ -13,9 +13,7 @@ internal static class JsonRecords
         try
         {
             document = JsonDocument.ParseValue(ref reader);
-            if (reader.Read())
-                throw new DataFileException(path, lineNumber,
-                    $"malformed JSON: more than one value on the line (at column {reader.TokenStartIndex + 1}): {DataFileException.Snippet(line)}");
+            reader.Read(); // throws on anything but whitespace after the object
         }
         catch (JsonException e)
         {
@@ -32,18 +30,93 @@ internal static class JsonRecords
     }
 
     /// <summary>
-    /// The value at a dotted path: strings as they are, other values as their JSON text; null when the path
-    /// is missing or the value is JSON null.
+    /// Reads only the fields at <paramref name="paths"/> (each a dotted path split into segments) from a line holding
+    /// one JSON object, skipping everything else without building a document: the corpus hot path, where a
+    /// <see cref="JsonDocument"/> per line costs a third of the throughput. Values as in <see cref="ToText"/>;
+    /// <paramref name="kinds"/> gets each value's kind (Undefined when missing).
     /// </summary>
-    public static string? GetText(JsonElement root, string dottedPath)
+    public static void ReadFields(ReadOnlySpan<byte> line, string[][] paths, string?[] values, JsonValueKind[] kinds, string path, long lineNumber)
     {
-        JsonElement current = root;
-        foreach (var segment in dottedPath.Split('.'))
+        Array.Clear(values);
+        Array.Fill(kinds, JsonValueKind.Undefined);
+        var reader = new Utf8JsonReader(line);
+        try
         {
-            if (current.ValueKind != JsonValueKind.Object || !current.TryGetProperty(segment, out current)) return null;
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+                throw new DataFileException(path, lineNumber, $"expected a JSON object, found {Describe(reader.TokenType)}: {DataFileException.Snippet(line)}");
+            var open = new List<string>(); // property names of the objects we descended into
+            while (reader.Read())
+            {
+                if (reader.TokenType == JsonTokenType.EndObject)
+                {
+                    if (open.Count == 0) break;
+                    open.RemoveAt(open.Count - 1);
+                    continue;
+                }
+                string name = reader.GetString()!;
+                reader.Read();
+                int match = Match(paths, open, name, out bool isPrefix);
+                if (match >= 0)
+                {
+                    kinds[match] = KindOf(reader.TokenType);
+                    values[match] = reader.TokenType switch
+                    {
+                        JsonTokenType.String => reader.GetString(),
+                        JsonTokenType.Null => null,
+                        JsonTokenType.StartObject or JsonTokenType.StartArray => JsonElement.ParseValue(ref reader).GetRawText(),
+                        _ => System.Text.Encoding.UTF8.GetString(reader.ValueSpan),
+                    };
+                }
+                else if (isPrefix && reader.TokenType == JsonTokenType.StartObject) open.Add(name);
+                else reader.Skip();
+            }
+            reader.Read(); // throws on anything but whitespace after the object
         }
-        return ToText(current);
+        catch (JsonException e)
+        {
+            throw new DataFileException(path, lineNumber,
+                $"malformed JSON ({Reason(e)}, at column {e.BytePositionInLine + 1}): {DataFileException.Snippet(line)}", inner: e);
+        }
     }
+
+    // The path that open + name completes (or -1), and whether open + name starts a longer path.
+    static int Match(string[][] paths, List<string> open, string name, out bool isPrefix)
+    {
+        isPrefix = false;
+        for (int p = 0; p < paths.Length; p++)
+        {
+            string[] segments = paths[p];
+            if (segments.Length <= open.Count || segments[open.Count] != name) continue;
+            bool same = true;
+            for (int i = 0; i < open.Count && same; i++) same = segments[i] == open[i];
+            if (!same) continue;
+            if (segments.Length == open.Count + 1) return p;
+            isPrefix = true;
+        }
+        return -1;
+    }
+
+    static JsonValueKind KindOf(JsonTokenType token) => token switch
+    {
+        JsonTokenType.String => JsonValueKind.String,
+        JsonTokenType.Number => JsonValueKind.Number,
+        JsonTokenType.True => JsonValueKind.True,
+        JsonTokenType.False => JsonValueKind.False,
+        JsonTokenType.Null => JsonValueKind.Null,
+        JsonTokenType.StartObject => JsonValueKind.Object,
+        JsonTokenType.StartArray => JsonValueKind.Array,
+        _ => JsonValueKind.Undefined,
+    };
+
+    static string Describe(JsonTokenType token) => token switch
+    {
+        JsonTokenType.StartArray => "Array",
+        JsonTokenType.String => "String",
+        JsonTokenType.Number => "Number",
+        JsonTokenType.True or JsonTokenType.False => "Boolean",
+        JsonTokenType.Null => "Null",
+        _ => token.ToString(),
+    };
 
     /// <summary>A string as it is, another value as its JSON text, JSON null as null.</summary>
     public static string? ToText(JsonElement value) => value.ValueKind switch
@@ -52,17 +125,6 @@ internal static class JsonRecords
         JsonValueKind.Null or JsonValueKind.Undefined => null,
         _ => value.GetRawText(),
     };
-
-    /// <summary>The kind of the value at a dotted path, Undefined when missing.</summary>
-    public static JsonValueKind KindAt(JsonElement root, string dottedPath)
-    {
-        JsonElement current = root;
-        foreach (var segment in dottedPath.Split('.'))
-        {
-            if (current.ValueKind != JsonValueKind.Object || !current.TryGetProperty(segment, out current)) return JsonValueKind.Undefined;
-        }
-        return current.ValueKind;
-    }
 
     // System.Text.Json messages end with "LineNumber: 0 | BytePositionInLine: 12."; the position is reported separately.
     static string Reason(JsonException e)

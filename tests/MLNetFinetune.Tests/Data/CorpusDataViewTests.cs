@@ -121,7 +121,7 @@ public class CorpusDataViewTests : IDisposable
         Assert.Equal(2, view.LastPass.Records);
         Assert.Equal(view.LastPass, reported);
         Assert.Contains(":2: malformed JSON", view.LastPass.SkipReasons[0]);
-        Assert.Contains(":3: no 'text' field (the record has: body)", view.LastPass.SkipReasons[1]);
+        Assert.Contains(":3: no 'text' field (the record starts: {\"body\":\"no text field\"})", view.LastPass.SkipReasons[1]);
         Assert.Contains(":4: field 'text' is empty", view.LastPass.SkipReasons[2]);
         Assert.Contains(":5: field 'text' is Number, expected a string", view.LastPass.SkipReasons[3]);
         Assert.Contains(log, m => m.Contains("4 skipped"));
@@ -176,6 +176,29 @@ public class CorpusDataViewTests : IDisposable
         Directory.CreateDirectory(Path.Combine(_dir.Path, "emptyfolder"));
         var folder = Assert.Throws<FileNotFoundException>(() => new CorpusDataView(new CorpusOptions { Path = Path.Combine(_dir.Path, "emptyfolder") }));
         Assert.Contains("holds no data files", folder.Message);
+    }
+
+    [Fact]
+    public void MetadataValuesOfAnyKindAreReadByPathAndOtherFieldsAreSkipped()
+    {
+        string path = _dir.File("kinds.jsonl",
+            "{\"skip\": {\"text\": \"nested decoy\", \"deep\": [1, {\"a\": 2}]}, \"meta\": {\"n\": 3, \"tags\": [\"x\", \"y\"], \"obj\": {\"k\": true}, \"nil\": null}, \"text\": \"real\"}\n" +
+            "{\"text\": \"second\", \"meta\": \"not an object\"}\n");
+        var view = new CorpusDataView(new CorpusOptions { Path = path, MetadataFields = ["meta.n", "meta.tags", "meta.obj", "meta.nil", "meta.absent"] });
+        var rows = ReadAll(view);
+        Assert.Equal(["real", "3", "[\"x\", \"y\"]", "{\"k\": true}", "", ""], rows[0]);
+        Assert.Equal(["second", "", "", "", "", ""], rows[1]);
+    }
+
+    [Theory]
+    [InlineData("[1, 2]", "expected a JSON object, found Array")]
+    [InlineData("{\"text\": \"a\"} {\"text\": \"b\"}", "malformed JSON ('{' is invalid after a single JSON value. Expected end of data, at column 15)")]
+    [InlineData("{\"text\": \"a\",}", "malformed JSON")]
+    public void NonObjectLinesAndTrailingDataAreMalformed(string line, string expected)
+    {
+        string path = _dir.File("odd.jsonl", line + "\n");
+        var e = Assert.Throws<DataFileException>(() => ReadAll(new CorpusDataView(new CorpusOptions { Path = path })));
+        Assert.StartsWith($"{path}:1: {expected}", e.Message);
     }
 
     [Fact]
