@@ -1,4 +1,3 @@
-using System.CommandLine;
+using MLNetFinetune.Cli;
 
-var root = new RootCommand("mlnet-finetune: explore data, pretrain, finetune, evaluate, export and generate with causal language models in .NET.");
-return root.Parse(args).Invoke();
+return CliApp.Run(args, Console.Out, Console.Error);

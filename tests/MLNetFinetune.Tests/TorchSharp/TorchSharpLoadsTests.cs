@@ -5,6 +5,7 @@ using static TorchSharp.torch;
 
 namespace MLNetFinetune.Tests.TorchSharp;
 
+[Collection(TorchCollection.Name)]
 public class TorchSharpLoadsTests
 {
     [Fact]
