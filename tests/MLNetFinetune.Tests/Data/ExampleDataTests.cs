@@ -7,15 +7,7 @@ namespace MLNetFinetune.Tests.Data;
 /// <summary>The bundled example data loads through the public API as the lab program uses it.</summary>
 public class ExampleDataTests
 {
-    static string DataFile(string name)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, "examples", "data", name);
-            if (File.Exists(candidate)) return candidate;
-        }
-        throw new FileNotFoundException(name);
-    }
+    static string DataFile(string name) => RepoPaths.Of("examples", "data", name);
 
     [Fact]
     public void PretrainingSampleIsAPileStyleCorpus()
