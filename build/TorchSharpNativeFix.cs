@@ -27,8 +27,14 @@ namespace MLNetFinetune.Build
         /// <inheritdoc />
         public override bool Execute()
         {
-            if (Mode.Equals("false", StringComparison.OrdinalIgnoreCase)) return true;
-            if (Mode.Equals("auto", StringComparison.OrdinalIgnoreCase))
+            string mode = Mode.ToLowerInvariant();
+            if (mode != "auto" && mode != "true" && mode != "false")
+            {
+                Log.LogError($"TorchSharp native fix: PatchTorchSharpNative is '{Mode}'; use auto, true or false.");
+                return false;
+            }
+            if (mode == "false") return true;
+            if (mode == "auto")
             {
                 string? libstdcxx = ElfVersionPatcher.FindHostLibstdcxx();
                 if (libstdcxx == null)
@@ -36,10 +42,17 @@ namespace MLNetFinetune.Build
                     Log.LogMessage(MessageImportance.Low, "TorchSharp native fix: no libstdc++.so.6 found on this host; nothing patched.");
                     return true;
                 }
-                if (ElfVersionPatcher.DefinesVersion(libstdcxx, ElfVersionPatcher.Glibcxx3432))
+                try
                 {
-                    Log.LogMessage(MessageImportance.Low, $"TorchSharp native fix: {libstdcxx} defines {ElfVersionPatcher.Glibcxx3432}; nothing to patch.");
-                    return true;
+                    if (ElfVersionPatcher.DefinesVersion(libstdcxx, ElfVersionPatcher.Glibcxx3432))
+                    {
+                        Log.LogMessage(MessageImportance.Low, $"TorchSharp native fix: {libstdcxx} defines {ElfVersionPatcher.Glibcxx3432}; nothing to patch.");
+                        return true;
+                    }
+                }
+                catch (Exception e) when (e is IOException || e is InvalidDataException || e is UnauthorizedAccessException)
+                {
+                    Log.LogWarning($"TorchSharp native fix: cannot read {libstdcxx} ({e.Message}); patching to be safe.");
                 }
             }
             foreach (ITaskItem item in Files)
@@ -84,11 +97,9 @@ namespace MLNetFinetune.Build
         /// <summary>The libstdc++.so.6 the dynamic linker would pick, or null when there is none.</summary>
         public static string? FindHostLibstdcxx()
         {
-            string[] dirs =
-            {
-                "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                "/lib64", "/usr/lib64", "/lib", "/usr/lib",
-            };
+            string triplet = System.Runtime.InteropServices.RuntimeInformation.OSArchitecture == System.Runtime.InteropServices.Architecture.Arm64
+                ? "aarch64-linux-gnu" : "x86_64-linux-gnu";
+            string[] dirs = { "/lib/" + triplet, "/usr/lib/" + triplet, "/lib64", "/usr/lib64", "/lib", "/usr/lib" };
             foreach (string dir in dirs)
             {
                 string candidate = Path.Combine(dir, "libstdc++.so.6");
@@ -103,7 +114,7 @@ namespace MLNetFinetune.Build
             var elf = new Elf(File.ReadAllBytes(path), path);
             Section? verdef = elf.FindSection(ShtGnuVerdef);
             if (verdef == null) return false;
-            Section strings = elf.Sections[(int)verdef.Link];
+            Section strings = elf.Linked(verdef);
             long offset = verdef.Offset;
             for (int i = 0; i < (int)verdef.Info; i++)
             {
@@ -137,7 +148,7 @@ namespace MLNetFinetune.Build
 
             Section dynsym = elf.FindSection(ShtDynsym) ?? throw new InvalidDataException($"{path}: no .dynsym section");
             Section versym = elf.FindSection(ShtGnuVersym) ?? throw new InvalidDataException($"{path}: no .gnu.version section");
-            Section symbolNames = elf.Sections[(int)dynsym.Link];
+            Section symbolNames = elf.Linked(dynsym);
             long symbolCount = dynsym.Size / 24;
             for (long k = 0; k < symbolCount; k++)
             {
@@ -153,8 +164,15 @@ namespace MLNetFinetune.Build
 
             // Write beside the file, then rename: a killed build never leaves a half-written library.
             string temp = path + ".patching";
-            File.WriteAllBytes(temp, bytes);
-            File.Replace(temp, path, null);
+            try
+            {
+                File.WriteAllBytes(temp, bytes);
+                File.Replace(temp, path, null);
+            }
+            finally
+            {
+                if (File.Exists(temp)) File.Delete(temp);
+            }
             return PatchResult.Patched;
         }
 
@@ -171,7 +189,7 @@ namespace MLNetFinetune.Build
         // Walks .gnu.version_r (Verneed entries, each with a chain of Vernaux) to the Vernaux naming the version.
         static long FindRequirement(Elf elf, Section verneed, string version)
         {
-            Section strings = elf.Sections[(int)verneed.Link];
+            Section strings = elf.Linked(verneed);
             long need = verneed.Offset;
             for (int i = 0; i < (int)verneed.Info; i++)
             {
@@ -225,10 +243,18 @@ namespace MLNetFinetune.Build
 
             public Section? FindSection(uint type) => Sections.Find(s => s.Type == type);
 
-            public ushort U16(long at) => (ushort)(_b[at] | _b[at + 1] << 8);
-            public uint U32(long at) => (uint)(_b[at] | _b[at + 1] << 8 | _b[at + 2] << 16 | _b[at + 3] << 24);
+            public ushort U16(long at) { Check(at, 2); return (ushort)(_b[at] | _b[at + 1] << 8); }
+            public uint U32(long at) { Check(at, 4); return (uint)(_b[at] | _b[at + 1] << 8 | _b[at + 2] << 16 | _b[at + 3] << 24); }
             public ulong U64(long at) => U32(at) | (ulong)U32(at + 4) << 32;
-            public void PutU16(long at, ushort v) { _b[at] = (byte)v; _b[at + 1] = (byte)(v >> 8); }
+            public void PutU16(long at, ushort v) { Check(at, 2); _b[at] = (byte)v; _b[at + 1] = (byte)(v >> 8); }
+
+            public Section Linked(Section s) => s.Link < Sections.Count ? Sections[(int)s.Link]
+                : throw new InvalidDataException($"{_path}: a section links to section {s.Link}, which does not exist");
+
+            void Check(long at, int size)
+            {
+                if (at < 0 || at + size > _b.Length) throw new InvalidDataException($"{_path}: a version-table entry points outside the file (offset {at})");
+            }
 
             public string String(Section table, uint offset)
             {

@@ -26,6 +26,8 @@ public sealed class CorpusDataView : IDataView
         _log = log;
         Files = DataFiles.Resolve(options.Path, CorpusOptions.SupportedExtensions);
         _metadata = options.MetadataFields.Select(ParseMetadataField).ToArray();
+        CheckFieldPaths(options, _metadata);
+        foreach (string file in Files) CorpusReader.CheckFileType(file); // fail now, not hours into a pass
         if (_metadata.Length > 0 && Files.All(f => DataFiles.UncompressedName(f).EndsWith(".txt", StringComparison.Ordinal)))
             throw new ArgumentException($"Metadata fields ({string.Join(", ", options.MetadataFields)}) need JSON Lines input; '{options.Path}' holds only text files.");
 
@@ -33,7 +35,6 @@ public sealed class CorpusDataView : IDataView
         builder.AddColumn(options.TextColumnName, TextDataViewType.Instance);
         foreach (var (column, _) in _metadata)
         {
-            if (column == options.TextColumnName) throw new ArgumentException($"Metadata column '{column}' has the same name as the text column.");
             builder.AddColumn(column, TextDataViewType.Instance);
         }
         Schema = builder.ToSchema();
@@ -65,7 +66,23 @@ public sealed class CorpusDataView : IDataView
     static (string, string) ParseMetadataField(string field)
     {
         int eq = field.IndexOf('=');
-        return eq < 0 ? (field, field) : (field[..eq].Trim(), field[(eq + 1)..].Trim());
+        var (column, path) = eq < 0 ? (field, field) : (field[..eq].Trim(), field[(eq + 1)..].Trim());
+        if (column.Length == 0 || path.Length == 0 || path.Split('.').Any(s => s.Length == 0))
+            throw new ArgumentException($"Metadata field '{field}' is not 'path' or 'column=path' (paths are dotted field names, e.g. meta.pile_set_name).");
+        return (column, path);
+    }
+
+    // Each JSON field is read once, so one path may not repeat another or contain it (meta vs meta.pile_set_name).
+    static void CheckFieldPaths(CorpusOptions options, (string Column, string Path)[] metadata)
+    {
+        var paths = metadata.Select(m => m.Path).Prepend(options.TextField).ToList();
+        for (int i = 0; i < paths.Count; i++)
+            for (int j = i + 1; j < paths.Count; j++)
+                if (paths[i] == paths[j] || paths[j].StartsWith(paths[i] + ".", StringComparison.Ordinal) || paths[i].StartsWith(paths[j] + ".", StringComparison.Ordinal))
+                    throw new ArgumentException($"Fields '{paths[i]}' and '{paths[j]}' overlap: read each JSON field once (the text field included).");
+        var columns = metadata.Select(m => m.Column).Prepend(options.TextColumnName).ToList();
+        var duplicate = columns.GroupBy(c => c).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate != null) throw new ArgumentException($"Column name '{duplicate.Key}' is used twice.");
     }
 
     void Completed(CorpusReader reader)

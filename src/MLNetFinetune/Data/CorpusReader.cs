@@ -6,12 +6,10 @@ namespace MLNetFinetune.Data;
 /// <summary>One streaming pass over a corpus's files, document by document.</summary>
 internal sealed class CorpusReader : IDisposable
 {
-    const int MaxSkipReasons = 5;
-
     readonly CorpusOptions _options;
     readonly IReadOnlyList<string> _files;
     readonly IReadOnlyList<(string Column, string Path)> _metadata;
-    readonly List<string> _skipReasons = [];
+    readonly SkippedRecords _skipped = new();
     readonly StringBuilder _document = new();
     readonly string[][] _paths;      // text field first, then the metadata fields
     readonly string?[] _values;
@@ -35,10 +33,9 @@ internal sealed class CorpusReader : IDisposable
     public string Text { get; private set; } = "";
     public string?[] Metadata { get; }
     public long Documents { get; private set; }
-    public long Skipped { get; private set; }
     public long Bytes => _bytesOfClosedFiles + (_lines?.BytesRead ?? 0);
 
-    public DataLoadReport Report() => new(_options.Path, Documents, Skipped, Bytes, _skipReasons.ToArray());
+    public DataLoadReport Report() => new(_options.Path, Documents, _skipped.Count, Bytes, _skipped.Reasons.ToArray());
 
     public bool MoveNext()
     {
@@ -61,12 +58,18 @@ internal sealed class CorpusReader : IDisposable
     {
         if (++_fileIndex >= _files.Count) return false;
         string path = _files[_fileIndex];
-        string name = DataFiles.UncompressedName(path);
-        _json = name.EndsWith(".jsonl", StringComparison.Ordinal) || name.EndsWith(".json", StringComparison.Ordinal);
-        if (!_json && !name.EndsWith(".txt", StringComparison.Ordinal))
-            throw new DataFileException(path, 0, $"unsupported corpus file type (supported: {string.Join(", ", CorpusOptions.SupportedExtensions)})");
+        _json = CheckFileType(path);
         _lines = new Utf8LineReader(DataFiles.OpenRead(path), path, _options.MaxRecordBytes);
         return true;
+    }
+
+    /// <summary>True for JSON Lines, false for text; other names fail.</summary>
+    internal static bool CheckFileType(string path)
+    {
+        string name = DataFiles.UncompressedName(path);
+        if (name.EndsWith(".jsonl", StringComparison.Ordinal) || name.EndsWith(".json", StringComparison.Ordinal)) return true;
+        if (name.EndsWith(".txt", StringComparison.Ordinal)) return false;
+        throw new DataFileException(path, 0, $"unsupported corpus file type (supported: {string.Join(", ", CorpusOptions.SupportedExtensions)})");
     }
 
     bool NextJsonDocument()
@@ -74,7 +77,7 @@ internal sealed class CorpusReader : IDisposable
         string path = _files[_fileIndex];
         while (_lines!.TryReadLine(out var line))
         {
-            if (line.IsWhiteSpace()) continue;
+            if (Utf8LineReader.IsBlank(line)) continue;
             try
             {
                 JsonRecords.ReadFields(line, _paths, _values, _kinds, path, _lines.LineNumber);
@@ -94,8 +97,7 @@ internal sealed class CorpusReader : IDisposable
             }
             catch (DataFileException e) when (_options.OnBadRecord == BadRecordPolicy.SkipAndCount)
             {
-                Skipped++;
-                if (_skipReasons.Count < MaxSkipReasons) _skipReasons.Add(e.Message);
+                _skipped.Add(e);
             }
         }
         return false;
@@ -104,11 +106,12 @@ internal sealed class CorpusReader : IDisposable
     bool NextTextDocument()
     {
         var mode = _options.TextMode;
+        Array.Clear(Metadata); // a folder may mix JSON and text files; text documents have no metadata
         _document.Clear();
-        long firstLine = 0;
+        long firstLine = 0, bytes = 0;
         while (_lines!.TryReadLine(out var line))
         {
-            bool blank = line.IsWhiteSpace();
+            bool blank = Utf8LineReader.IsBlank(line);
             if (mode == TextDocumentMode.Line)
             {
                 if (blank) continue;
@@ -123,7 +126,8 @@ internal sealed class CorpusReader : IDisposable
             if (firstLine == 0) firstLine = _lines.LineNumber;
             if (_document.Length > 0) _document.Append('\n');
             _document.Append(Encoding.UTF8.GetString(line));
-            if (_document.Length > _options.MaxRecordBytes) // chars ≤ bytes, so this never fires early
+            bytes += line.Length + 1;
+            if (bytes > _options.MaxRecordBytes)
                 throw new DataFileException(_files[_fileIndex], firstLine,
                     $"{(mode == TextDocumentMode.File ? "file" : "paragraph")} is longer than the limit of {_options.MaxRecordBytes:N0} bytes (raise MaxRecordBytes if this is intended)");
         }
@@ -140,14 +144,4 @@ internal sealed class CorpusReader : IDisposable
     }
 
     public void Dispose() => _lines?.Dispose();
-}
-
-file static class SpanExtensions
-{
-    public static bool IsWhiteSpace(this ReadOnlySpan<byte> utf8)
-    {
-        foreach (byte b in utf8)
-            if (b != (byte)' ' && b != (byte)'\t' && b != (byte)'\r' && b != (byte)'\f' && b != (byte)'\v') return false;
-        return true;
-    }
 }

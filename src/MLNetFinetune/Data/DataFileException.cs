@@ -52,6 +52,23 @@ public enum BadRecordPolicy
     SkipAndCount,
 }
 
+/// <summary>Counts the records skipped under <see cref="BadRecordPolicy.SkipAndCount"/> and keeps the first reasons.</summary>
+internal sealed class SkippedRecords
+{
+    const int ReasonsKept = 5;
+    readonly List<string> _reasons = [];
+
+    public long Count { get; private set; }
+
+    public IReadOnlyList<string> Reasons => _reasons;
+
+    public void Add(DataFileException e)
+    {
+        Count++;
+        if (_reasons.Count < ReasonsKept) _reasons.Add(e.Message);
+    }
+}
+
 /// <summary>What one pass over a data source read, and what it skipped.</summary>
 /// <param name="Source">The path, folder or glob that was read.</param>
 /// <param name="Records">Records (documents or pairs) delivered.</param>

@@ -67,7 +67,7 @@ public static class DataFiles
     {
         string full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string temp = full + $".tmp-{Environment.ProcessId}";
+        string temp = $"{full}.tmp-{Path.GetRandomFileName()}";
         try
         {
             using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
@@ -89,7 +89,7 @@ public static class DataFiles
         }
         catch
         {
-            File.Delete(temp);
+            try { File.Delete(temp); } catch (IOException) { } // keep the original error
             throw;
         }
     }

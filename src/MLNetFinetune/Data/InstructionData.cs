@@ -46,8 +46,6 @@ public sealed class InstructionDataOptions
 /// <summary>Loads instruction datasets (question/answer, Alpaca, prompt/completion) from JSONL or CSV into a <see cref="DataFrame"/> of text columns.</summary>
 public static class InstructionData
 {
-    const int MaxSkipReasons = 5;
-
     /// <summary>The fields of each layout, required ones first; Alpaca's <c>input</c> may be missing or empty.</summary>
     public static IReadOnlyList<string> FieldsOf(InstructionLayout layout) => layout switch
     {
@@ -100,7 +98,7 @@ public static class InstructionData
         using var lines = new Utf8LineReader(DataFiles.OpenRead(path), path, options.MaxRecordBytes);
         while (lines.TryReadLine(out var line))
         {
-            if (line.Trim((byte)' ').IsEmpty) continue;
+            if (Utf8LineReader.IsBlank(line)) continue;
             long lineNumber = lines.LineNumber;
             byte[] record = line.ToArray();
             builder.Add(lineNumber, () =>
@@ -110,7 +108,7 @@ public static class InstructionData
                 foreach (var property in document.RootElement.EnumerateObject())
                     fields[property.Name] = property.Value.ValueKind is JsonValueKind.Object or JsonValueKind.Array
                         ? new FieldValue(null, IsText: false)
-                        : new FieldValue(JsonRecords.ToText(property.Value));
+                        : new FieldValue(JsonRecords.ToText(property.Value, path, lineNumber), IsNull: property.Value.ValueKind == JsonValueKind.Null);
                 return fields;
             });
         }
@@ -121,7 +119,8 @@ public static class InstructionData
     {
         options ??= new InstructionDataOptions();
         if (!File.Exists(path)) throw new FileNotFoundException($"Instruction data file '{path}' does not exist.", path);
-        // StreamReader would turn invalid bytes into U+FFFD silently; one streaming pass checks UTF-8 and line lengths first.
+        // A first streaming pass gives invalid UTF-8 its line and byte offset (the decoder below only knows it failed)
+        // and enforces the line limit before CsvHelper buffers anything.
         long bytes = 0;
         using (var check = new Utf8LineReader(DataFiles.OpenRead(path), path, options.MaxRecordBytes))
         {
@@ -130,7 +129,13 @@ public static class InstructionData
         }
 
         var builder = new PairsBuilder(path, options);
-        var config = new CsvConfiguration(CultureInfo.InvariantCulture) { DetectColumnCountChanges = false, BadDataFound = null };
+        var config = new CsvConfiguration(CultureInfo.InvariantCulture)
+        {
+            DetectColumnCountChanges = false,
+            MaxFieldSize = options.MaxRecordBytes,
+            BadDataFound = bad => throw new DataFileException(path, bad.Context.Parser?.RawRow ?? 0,
+                $"malformed CSV: a quote inside an unquoted field or an unterminated quoted field: {bad.RawRecord.ReplaceLineEndings(" ").Trim()}"),
+        };
         using var reader = new StreamReader(DataFiles.OpenRead(path), new UTF8Encoding(false, throwOnInvalidBytes: true));
         using var csv = new CsvReader(reader, config);
         if (!csv.Read() || !csv.ReadHeader())
@@ -162,16 +167,15 @@ public static class InstructionData
     static bool IsOptional(InstructionLayout layout, string field) => layout == InstructionLayout.Alpaca && field == "input";
 
     /// <summary>One field of a record: its text, or null with <c>IsText</c> false for an object or array.</summary>
-    internal readonly record struct FieldValue(string? Text, bool IsText = true);
+    internal readonly record struct FieldValue(string? Text, bool IsText = true, bool IsNull = false);
 
     /// <summary>Accumulates validated pairs into string columns, applying the field map, the layout and the bad-record policy.</summary>
     sealed class PairsBuilder(string path, InstructionDataOptions options)
     {
-        readonly List<string> _skipReasons = [];
+        readonly SkippedRecords _skipped = new();
         InstructionLayout _layout = options.Layout;
         IReadOnlyList<string> _fields = [];
         List<string>[] _values = [];
-        long _skipped;
 
         public void Add(long line, Func<Dictionary<string, FieldValue>> read)
         {
@@ -197,7 +201,8 @@ public static class InstructionData
                         throw new DataFileException(path, line, $"field '{field}' is an object or array; it must be text", field: field);
                     if (string.IsNullOrWhiteSpace(value.Text) && !IsOptional(_layout, field))
                         throw new DataFileException(path, line,
-                            value.Text == null ? $"missing field '{field}' (the record has: {string.Join(", ", fields.Keys)})" : $"field '{field}' is empty",
+                            !present ? $"missing field '{field}' (the record has: {string.Join(", ", fields.Keys)})"
+                            : value.IsNull ? $"field '{field}' is null" : $"field '{field}' is empty",
                             field: field);
                     row[i] = value.Text ?? "";
                 }
@@ -209,11 +214,7 @@ public static class InstructionData
             }
         }
 
-        void Skip(DataFileException e)
-        {
-            _skipped++;
-            if (_skipReasons.Count < MaxSkipReasons) _skipReasons.Add(e.Message);
-        }
+        void Skip(DataFileException e) => _skipped.Add(e);
 
         void ChooseLayout(IEnumerable<string> fields, long line)
         {
@@ -227,18 +228,20 @@ public static class InstructionData
 
         public DataFrame Finish(long bytes, IChannelProvider? log)
         {
-            if (_fields.Count == 0) throw new DataFileException(path, 0, "the file holds no records");
+            if (_fields.Count == 0)
+                throw new DataFileException(path, 0, _skipped.Count == 0 ? "the file holds no records"
+                    : $"no usable records: all {_skipped.Count:N0} were skipped (first: {_skipped.Reasons[0]})");
             long records = _values[0].Count;
-            var report = new DataLoadReport(path, records, _skipped, bytes, _skipReasons.ToArray());
+            var report = new DataLoadReport(path, records, _skipped.Count, bytes, _skipped.Reasons.ToArray());
             options.Progress?.Report(report);
             if (log != null)
             {
                 using var channel = log.Start("InstructionData");
-                if (_skipped > 0) channel.Warning(MessageSensitivity.None, report.ToString());
+                if (_skipped.Count > 0) channel.Warning(MessageSensitivity.None, report.ToString());
                 else channel.Info(MessageSensitivity.None, report.ToString());
             }
             if (records == 0)
-                throw new DataFileException(path, 0, $"no usable records: all {_skipped:N0} were skipped (first: {_skipReasons[0]})");
+                throw new DataFileException(path, 0, $"no usable records: all {_skipped.Count:N0} were skipped (first: {_skipped.Reasons[0]})");
             return new DataFrame(_fields.Select((f, i) => (DataFrameColumn)new StringDataFrameColumn(f, _values[i])));
         }
     }

@@ -13,12 +13,19 @@ internal static class JsonRecords
         try
         {
             document = JsonDocument.ParseValue(ref reader);
+        }
+        catch (JsonException e)
+        {
+            throw Malformed(e, line, path, lineNumber);
+        }
+        try
+        {
             reader.Read(); // throws on anything but whitespace after the object
         }
         catch (JsonException e)
         {
-            throw new DataFileException(path, lineNumber,
-                $"malformed JSON ({Reason(e)}, at column {e.BytePositionInLine + 1}): {DataFileException.Snippet(line)}", inner: e);
+            document.Dispose();
+            throw Malformed(e, line, path, lineNumber);
         }
         if (document.RootElement.ValueKind != JsonValueKind.Object)
         {
@@ -32,7 +39,7 @@ internal static class JsonRecords
     /// <summary>
     /// Reads only the fields at <paramref name="paths"/> (each a dotted path split into segments) from a line holding
     /// one JSON object, skipping everything else without building a document: the corpus hot path, where a
-    /// <see cref="JsonDocument"/> per line costs a third of the throughput. Values as in <see cref="ToText"/>;
+    /// <see cref="JsonDocument"/> per line costs a third of the throughput. Values as in <see cref="ToText(JsonElement)"/>;
     /// <paramref name="kinds"/> gets each value's kind (Undefined when missing).
     /// </summary>
     public static void ReadFields(ReadOnlySpan<byte> line, string[][] paths, string?[] values, JsonValueKind[] kinds, string path, long lineNumber)
@@ -74,10 +81,33 @@ internal static class JsonRecords
         }
         catch (JsonException e)
         {
-            throw new DataFileException(path, lineNumber,
-                $"malformed JSON ({Reason(e)}, at column {e.BytePositionInLine + 1}): {DataFileException.Snippet(line)}", inner: e);
+            throw Malformed(e, line, path, lineNumber);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw InvalidString(e, line, path, lineNumber);
         }
     }
+
+    /// <summary>A value as text (see <see cref="ToText(JsonElement)"/>); a lone surrogate escape (<c>"\ud800"</c>, seen in web corpora) fails with the location.</summary>
+    public static string? ToText(JsonElement value, string path, long lineNumber)
+    {
+        try
+        {
+            return ToText(value);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw InvalidString(e, [], path, lineNumber);
+        }
+    }
+
+    static DataFileException Malformed(JsonException e, ReadOnlySpan<byte> line, string path, long lineNumber) =>
+        new(path, lineNumber, $"malformed JSON ({Reason(e)}, at column {e.BytePositionInLine + 1}): {DataFileException.Snippet(line)}", inner: e);
+
+    // Utf8JsonReader.GetString throws InvalidOperationException for escapes that are not valid UTF-16 (lone surrogates).
+    static DataFileException InvalidString(InvalidOperationException e, ReadOnlySpan<byte> line, string path, long lineNumber) =>
+        new(path, lineNumber, $"a JSON string cannot be read as text ({e.Message.TrimEnd('.')}){(line.IsEmpty ? "" : ": " + DataFileException.Snippet(line))}", inner: e);
 
     // The path that open + name completes (or -1), and whether open + name starts a longer path.
     static int Match(string[][] paths, List<string> open, string name, out bool isPrefix)

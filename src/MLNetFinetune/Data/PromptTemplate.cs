@@ -29,7 +29,7 @@ public sealed class PromptTemplate
     /// <summary>The template text as given.</summary>
     public string Text { get; }
 
-    /// <summary>The column names the template reads, in order of first use (the alternative's included).</summary>
+    /// <summary>The column names this template's text reads, in order of first use (see <see cref="Columns"/> for all).</summary>
     public IReadOnlyList<string> Placeholders { get; }
 
     /// <summary>The column whose emptiness selects <see cref="WhenEmptyTemplate"/>, if any.</summary>
@@ -43,7 +43,9 @@ public sealed class PromptTemplate
         .Where(c => c.Length > 0).Distinct(StringComparer.Ordinal);
 
     /// <summary>This template, with <paramref name="alternative"/> used where <paramref name="column"/> is empty.</summary>
-    public PromptTemplate WhenEmpty(string column, string alternative) => new(Text, column, new PromptTemplate(alternative));
+    public PromptTemplate WhenEmpty(string column, string alternative) => WhenEmptyTemplate == null
+        ? new(Text, column, new PromptTemplate(alternative))
+        : throw new InvalidOperationException($"The template already has an alternative for an empty '{WhenEmptyColumn}'.");
 
     /// <summary>Renders the template for one row; <paramref name="value"/> returns a column's text.</summary>
     public string Format(Func<string, ReadOnlyMemory<char>> value)

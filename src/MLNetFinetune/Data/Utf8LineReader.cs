@@ -24,7 +24,7 @@ internal sealed class Utf8LineReader : IDisposable
         _stream = stream;
         _path = path;
         _maxLineBytes = maxLineBytes;
-        _buffer = new byte[Math.Min(initialBufferBytes, maxLineBytes + 1)];
+        _buffer = new byte[(int)Math.Min(initialBufferBytes, (long)maxLineBytes + 1)];
     }
 
     /// <summary>1-based number of the line last returned.</summary>
@@ -49,7 +49,7 @@ internal sealed class Utf8LineReader : IDisposable
                 return true;
             }
             _scanned = _end;
-            if (_end - _start > _maxLineBytes) throw TooLong();
+            if (_end - _start > (long)_maxLineBytes + 1) throw TooLong(); // + 1: room for the \r of a CRLF ending
             if (_eof)
             {
                 if (_start == _end) { line = default; return false; }
@@ -62,7 +62,7 @@ internal sealed class Utf8LineReader : IDisposable
 
     ReadOnlySpan<byte> Take(int lineEnd, int next)
     {
-        if (lineEnd - _start > _maxLineBytes) throw TooLong();
+        if (lineEnd - _start > _maxLineBytes + (lineEnd > _start && _buffer[lineEnd - 1] == (byte)'\r' ? 1 : 0)) throw TooLong();
         LineNumber++;
         LineOffset = _bufferOffset + _start;
         var line = _buffer.AsSpan(_start, lineEnd - _start);
@@ -90,7 +90,7 @@ internal sealed class Utf8LineReader : IDisposable
         }
         if (_end == _buffer.Length)
         {
-            int grown = (int)Math.Min((long)_buffer.Length * 2, (long)_maxLineBytes + 1);
+            int grown = (int)Math.Min(Math.Min((long)_buffer.Length * 2, (long)_maxLineBytes + 2), Array.MaxLength);
             if (grown <= _buffer.Length) throw TooLong();
             Array.Resize(ref _buffer, grown);
         }
@@ -102,6 +102,9 @@ internal sealed class Utf8LineReader : IDisposable
     DataFileException TooLong() => new(_path, LineNumber + 1,
         $"line is longer than the limit of {_maxLineBytes:N0} bytes (raise MaxRecordBytes if this is intended)",
         byteOffset: _bufferOffset + _start);
+
+    /// <summary>True for a line of spaces, tabs and other ASCII whitespace only (a separator, not a record).</summary>
+    public static bool IsBlank(ReadOnlySpan<byte> line) => line.IndexOfAnyExcept(" \t\r\f\v"u8) < 0;
 
     internal static int FirstInvalidByte(ReadOnlySpan<byte> utf8)
     {

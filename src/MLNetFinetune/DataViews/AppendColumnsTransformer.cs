@@ -47,7 +47,7 @@ public abstract class AppendColumnsTransformer : ITransformer
         "transformers internal. Recreate it from its options (or, for models, save and load the model directory).");
 
     // Which input columns a set of active output-schema columns needs.
-    bool[] InputColumnsNeeded(DataViewSchema inputSchema, DataViewSchema outputSchema, Func<int, bool> outputActive)
+    bool[] InputColumnsNeeded(DataViewSchema inputSchema, Func<int, bool> outputActive)
     {
         var needed = new bool[inputSchema.Count];
         for (int i = 0; i < inputSchema.Count; i++) needed[i] = outputActive(i);
@@ -59,18 +59,23 @@ public abstract class AppendColumnsTransformer : ITransformer
         return needed;
     }
 
-    /// <summary>An input row plus the appended columns, computed lazily from it.</summary>
+    /// <summary>
+    /// An input row plus the appended columns, computed lazily from it. Over a cursor it moves with it and owns it;
+    /// over a row handed to <see cref="IRowToRowMapper.GetRow"/> it neither moves nor disposes the caller's row.
+    /// </summary>
     sealed class Row : DataViewRowCursor
     {
         readonly AppendColumnsTransformer _parent;
         readonly DataViewRow _input;
+        readonly DataViewRowCursor? _cursor;
         readonly bool[] _active;
         readonly Delegate?[] _getters;
 
-        public Row(AppendColumnsTransformer parent, DataViewRow input, DataViewSchema schema, bool[] active)
+        public Row(AppendColumnsTransformer parent, DataViewRow input, DataViewSchema schema, bool[] active, bool ownsCursor)
         {
             _parent = parent;
             _input = input;
+            _cursor = ownsCursor ? (DataViewRowCursor)input : null;
             Schema = schema;
             _active = active;
             _getters = new Delegate?[parent.OutputColumns.Count];
@@ -79,7 +84,7 @@ public abstract class AppendColumnsTransformer : ITransformer
         public override DataViewSchema Schema { get; }
         public override long Position => _input.Position;
         public override long Batch => _input.Batch;
-        public override bool MoveNext() => ((DataViewRowCursor)_input).MoveNext();
+        public override bool MoveNext() => _cursor?.MoveNext() ?? throw new InvalidOperationException("A mapped row does not move; move the row it maps.");
         public override bool IsColumnActive(DataViewSchema.Column column) => _active[column.Index];
         public override ValueGetter<DataViewRowId> GetIdGetter() => _input.GetIdGetter();
 
@@ -96,7 +101,7 @@ public abstract class AppendColumnsTransformer : ITransformer
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) _input.Dispose();
+            if (disposing) _cursor?.Dispose();
             base.Dispose(disposing);
         }
     }
@@ -111,9 +116,9 @@ public abstract class AppendColumnsTransformer : ITransformer
         {
             var active = new bool[Schema.Count];
             foreach (var c in columnsNeeded) active[c.Index] = true;
-            var needed = parent.InputColumnsNeeded(input.Schema, Schema, i => active[i]);
+            var needed = parent.InputColumnsNeeded(input.Schema, i => active[i]);
             var inputCursor = input.GetRowCursor(input.Schema.Where(c => needed[c.Index]), rand);
-            return new Row(parent, inputCursor, Schema, active);
+            return new Row(parent, inputCursor, Schema, active, ownsCursor: true);
         }
 
         // The appended getters may hold per-row state, so one cursor serves the pass.
@@ -130,7 +135,7 @@ public abstract class AppendColumnsTransformer : ITransformer
         {
             var active = new bool[OutputSchema.Count];
             foreach (var c in dependingColumns) active[c.Index] = true;
-            var needed = parent.InputColumnsNeeded(inputSchema, OutputSchema, i => active[i]);
+            var needed = parent.InputColumnsNeeded(inputSchema, i => active[i]);
             return inputSchema.Where(c => needed[c.Index]);
         }
 
@@ -138,7 +143,7 @@ public abstract class AppendColumnsTransformer : ITransformer
         {
             var active = new bool[OutputSchema.Count];
             foreach (var c in activeColumns) active[c.Index] = true;
-            return new Row(parent, input, OutputSchema, active);
+            return new Row(parent, input, OutputSchema, active, ownsCursor: false);
         }
     }
 }

@@ -202,6 +202,49 @@ public class CorpusDataViewTests : IDisposable
     }
 
     [Fact]
+    public void ALoneSurrogateEscapeIsABadRecordWithItsLocation()
+    {
+        string path = _dir.File("surrogate.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"broken \\ud800 pair\"}\n");
+        var e = Assert.Throws<DataFileException>(() => ReadAll(new CorpusDataView(new CorpusOptions { Path = path })));
+        Assert.StartsWith($"{path}:2: a JSON string cannot be read as text", e.Message);
+        var skipping = new CorpusDataView(new CorpusOptions { Path = path, OnBadRecord = BadRecordPolicy.SkipAndCount });
+        Assert.Equal(["ok"], ReadAll(skipping).Select(r => r[0]));
+        Assert.Equal(1, skipping.LastPass!.Skipped);
+    }
+
+    [Theory]
+    [InlineData("meta", "meta.pile_set_name")]
+    [InlineData("meta.x", "meta.x")]
+    [InlineData("text", "")]
+    public void OverlappingFieldsAreRejectedUpFront(string first, string second)
+    {
+        string path = _dir.File("a.jsonl", "{\"text\":\"x\"}\n");
+        var fields = new[] { first, second }.Where(f => f.Length > 0).ToArray();
+        var e = Assert.Throws<ArgumentException>(() => new CorpusDataView(new CorpusOptions { Path = path, MetadataFields = fields }));
+        Assert.Contains("overlap", e.Message);
+    }
+
+    [Fact]
+    public void UnsupportedFilesInAGlobFailBeforeReading()
+    {
+        _dir.File("mixed/a.jsonl", "{\"text\":\"x\"}\n");
+        string bad = _dir.File("mixed/b.parquet", "PAR1");
+        var e = Assert.Throws<DataFileException>(() => new CorpusDataView(new CorpusOptions { Path = Path.Combine(_dir.Path, "mixed", "*") }));
+        Assert.Equal(bad, e.FilePath);
+        Assert.Contains("unsupported corpus file type", e.Message);
+    }
+
+    [Fact]
+    public void TextDocumentsInAMixedFolderCarryNoMetadata()
+    {
+        _dir.File("mix/a.jsonl", "{\"text\":\"json doc\",\"url\":\"https://example.com\"}\n");
+        _dir.File("mix/b.txt", "text doc");
+        var rows = ReadAll(new CorpusDataView(new CorpusOptions { Path = Path.Combine(_dir.Path, "mix"), MetadataFields = ["url"] }));
+        Assert.Equal(["json doc", "https://example.com"], rows[0]);
+        Assert.Equal(["text doc", ""], rows[1]);
+    }
+
+    [Fact]
     public void MetadataOnTextFilesIsRejected()
     {
         string path = _dir.File("a.txt", "text");

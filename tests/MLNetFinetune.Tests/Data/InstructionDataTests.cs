@@ -112,6 +112,25 @@ public class InstructionDataTests : IDisposable
     }
 
     [Fact]
+    public void NullFieldsAreNamedAsNullAndAllSkippedIsReported()
+    {
+        string path = _dir.File("nulls.jsonl", "{\"question\": \"Q1\", \"answer\": \"A1\"}\n{\"question\": \"Q2\", \"answer\": null}\n");
+        Assert.Equal($"{path}:2: field 'answer' is null", Assert.Throws<DataFileException>(() => InstructionData.LoadJsonl(path)).Message);
+
+        string garbage = _dir.File("garbage.jsonl", "not json\nstill not\n");
+        var e = Assert.Throws<DataFileException>(() => InstructionData.LoadJsonl(garbage, new InstructionDataOptions { OnBadRecord = BadRecordPolicy.SkipAndCount }));
+        Assert.StartsWith($"{garbage}: no usable records: all 2 were skipped (first: {garbage}:1: malformed JSON", e.Message);
+    }
+
+    [Fact]
+    public void BadCsvQuotingFailsWithTheRow()
+    {
+        string path = _dir.File("quotes.csv", "question,answer\nQ1,A1\nQ\"2,A2\n");
+        var e = Assert.Throws<DataFileException>(() => InstructionData.LoadCsv(path));
+        Assert.StartsWith($"{path}:3: malformed CSV", e.Message);
+    }
+
+    [Fact]
     public void EmptyAndMissingFilesFailClearly()
     {
         string empty = _dir.File("empty.jsonl", "");

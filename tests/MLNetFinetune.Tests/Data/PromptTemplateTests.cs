@@ -67,6 +67,7 @@ public class PromptTemplateTests
         var model = _ml.Transforms.Text.ApplyPromptTemplate("Prompt", "Q: {question}\nA:").Fit(Pairs());
         var engine = _ml.Model.CreatePredictionEngine<QuestionRow, PromptRow>(model);
         Assert.Equal("Q: Why?\nA:", engine.Predict(new QuestionRow { question = "Why?", answer = "" }).Prompt);
+        Assert.Equal("Q: How?\nA:", engine.Predict(new QuestionRow { question = "How?", answer = "" }).Prompt); // no stale row
     }
 
     [Fact]
