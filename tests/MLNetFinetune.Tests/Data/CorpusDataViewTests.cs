@@ -272,9 +272,3 @@ public class CorpusDataViewTests : IDisposable
         Assert.Equal([2, 1], words);
     }
 }
-
-/// <summary>IProgress that reports on the calling thread (Progress&lt;T&gt; posts to the thread pool).</summary>
-sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-{
-    public void Report(T value) => report(value);
-}

@@ -1,0 +1,75 @@
+namespace MLNetFinetune.Tokenization;
+
+/// <summary>
+/// A byte-level BPE vocabulary as Hugging Face stores it: tokens spelled in <see cref="ByteLevel"/> characters with
+/// their ids, the merges in priority order, and the special (added) tokens, which are matched whole and never merged.
+/// </summary>
+public sealed class BpeVocabulary
+{
+    /// <summary>Validates and wraps the parts; <paramref name="source"/> names the files in error messages.</summary>
+    public BpeVocabulary(IReadOnlyDictionary<string, int> tokens, IReadOnlyList<(string Left, string Right)> merges,
+        IReadOnlyDictionary<string, int> specialTokens, string source)
+    {
+        Tokens = tokens;
+        Merges = merges;
+        SpecialTokens = specialTokens;
+        Source = source;
+        var ids = new HashSet<int>();
+        foreach (var (token, id) in tokens)
+        {
+            if (id < 0) throw new InvalidDataException($"{source}: token '{token}' has a negative id {id}.");
+            if (!ids.Add(id)) throw new InvalidDataException($"{source}: id {id} is given to more than one token (one of them '{token}').");
+            if (!specialTokens.ContainsKey(token) && !ByteLevel.TryDecode(token, out _))
+                throw new InvalidDataException($"{source}: token '{token}' (id {id}) is not byte-level: it holds characters outside GPT-2's byte alphabet.");
+        }
+        foreach (var (special, id) in specialTokens)
+            if (tokens.TryGetValue(special, out int vocabId) && vocabId != id)
+                throw new InvalidDataException($"{source}: special token '{special}' has id {id}, but the vocabulary gives it {vocabId}.");
+        for (int b = 0; b < 256; b++)
+            if (!tokens.ContainsKey(ByteLevel.ByteToChar[b].ToString()))
+                throw new InvalidDataException($"{source}: the vocabulary lacks the single-byte token for byte 0x{b:X2} ('{ByteLevel.ByteToChar[b]}'), which byte-level BPE needs.");
+        for (int i = 0; i < merges.Count; i++)
+        {
+            var (left, right) = merges[i];
+            foreach (string part in new[] { left, right, left + right })
+                if (!tokens.ContainsKey(part))
+                    throw new InvalidDataException($"{source}: merge {i + 1} ('{left} {right}') uses '{part}', which is not in the vocabulary.");
+        }
+        VocabSize = Math.Max(tokens.Count == 0 ? 0 : tokens.Values.Max() + 1, specialTokens.Count == 0 ? 0 : specialTokens.Values.Max() + 1);
+    }
+
+    /// <summary>Every token (special ones included when the file lists them) and its id.</summary>
+    public IReadOnlyDictionary<string, int> Tokens { get; }
+
+    /// <summary>Merges, highest priority first.</summary>
+    public IReadOnlyList<(string Left, string Right)> Merges { get; }
+
+    /// <summary>Special tokens and their ids.</summary>
+    public IReadOnlyDictionary<string, int> SpecialTokens { get; }
+
+    /// <summary>Where the vocabulary came from (file names), for messages.</summary>
+    public string Source { get; }
+
+    /// <summary>One more than the largest id.</summary>
+    public int VocabSize { get; }
+
+    /// <summary>
+    /// True when each merge creates a token whose id is larger than that of every earlier merge's token: then the
+    /// merge priority equals id order, and a Tiktoken encoder ranking tokens by id gives the same ids as BPE over
+    /// the merge list (and encodes about three times faster).
+    /// </summary>
+    public bool MergesFollowIdOrder()
+    {
+        // Every multi-byte token must come from exactly one merge, or Tiktoken could reach a token BPE cannot.
+        int multiByte = Tokens.Count(t => !SpecialTokens.ContainsKey(t.Key) && t.Key.Length > 1);
+        if (multiByte != Merges.Count) return false;
+        int last = -1;
+        foreach (var (left, right) in Merges)
+        {
+            int id = Tokens[left + right];
+            if (id <= last) return false;
+            last = id;
+        }
+        return true;
+    }
+}

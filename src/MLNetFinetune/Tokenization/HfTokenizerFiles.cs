@@ -1,0 +1,181 @@
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MLNetFinetune.Data;
+
+namespace MLNetFinetune.Tokenization;
+
+/// <summary>
+/// Reads and writes Hugging Face tokenizer files: <c>vocab.json</c> + <c>merges.txt</c> (GPT-2 layout) and
+/// <c>tokenizer.json</c> (the <c>tokenizers</c> library's format, which Pythia/GPT-NeoX checkpoints ship).
+/// Every error names the file and what is wrong in it.
+/// </summary>
+public static class HfTokenizerFiles
+{
+    /// <summary>The file names of a tokenizer in a model directory.</summary>
+    public const string VocabFile = "vocab.json", MergesFile = "merges.txt", TokenizerJsonFile = "tokenizer.json";
+
+    /// <summary>Reads vocab.json + merges.txt; <paramref name="specialTokens"/> lists tokens matched whole (e.g. <c>&lt;|endoftext|&gt;</c>).</summary>
+    public static BpeVocabulary ReadVocabAndMerges(string vocabPath, string mergesPath, IEnumerable<string>? specialTokens = null)
+    {
+        var tokens = ReadVocab(vocabPath);
+        var merges = ReadMerges(mergesPath);
+        var special = (specialTokens ?? DefaultSpecialTokens(tokens)).ToDictionary(t => t, t => tokens.TryGetValue(t, out int id) ? id
+            : throw new InvalidDataException($"{vocabPath}: special token '{t}' is not in the vocabulary."));
+        return new BpeVocabulary(tokens, merges, special, $"{vocabPath} + {mergesPath}");
+    }
+
+    /// <summary>Reads a tokenizer.json whose model is byte-level BPE (GPT-2, GPT-NeoX/Pythia and their kin).</summary>
+    public static BpeVocabulary ReadTokenizerJson(string path)
+    {
+        JsonNode root = ParseJson(path);
+        JsonNode model = root["model"] ?? throw Bad(path, "no \"model\" object");
+        string? type = model["type"]?.GetValue<string>();
+        if (type != null && type != "BPE") throw Bad(path, $"model type is \"{type}\"; only byte-level \"BPE\" is supported");
+        CheckByteLevel(path, root["pre_tokenizer"], "pre_tokenizer");
+        if (root["normalizer"] is JsonObject normalizer && normalizer["type"]?.GetValue<string>() is { } n && n != "NFC")
+            throw Bad(path, $"normalizer \"{n}\" is not supported (only NFC or none)");
+
+        var tokens = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (model["vocab"] is not JsonObject vocab) throw Bad(path, "model.vocab is missing or not an object");
+        foreach (var (token, id) in vocab) tokens[token] = ReadId(path, $"model.vocab[\"{token}\"]", id);
+
+        var merges = new List<(string, string)>();
+        if (model["merges"] is not JsonArray mergeArray) throw Bad(path, "model.merges is missing or not an array");
+        for (int i = 0; i < mergeArray.Count; i++)
+        {
+            // Older files write "a b", newer ones ["a", "b"] (which allows spaces inside tokens).
+            merges.Add(mergeArray[i] switch
+            {
+                JsonValue v when v.TryGetValue(out string? pair) => SplitMerge(pair, () => Bad(path, $"model.merges[{i}] \"{pair}\" is not two tokens separated by one space")),
+                JsonArray { Count: 2 } a => (a[0]!.GetValue<string>(), a[1]!.GetValue<string>()),
+                _ => throw Bad(path, $"model.merges[{i}] is neither \"left right\" nor [\"left\", \"right\"]"),
+            });
+        }
+
+        var special = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (root["added_tokens"] is JsonArray added)
+        {
+            foreach (var token in added)
+            {
+                string content = token?["content"]?.GetValue<string>() ?? throw Bad(path, "an added_tokens entry has no \"content\"");
+                int id = ReadId(path, $"added_tokens[\"{content}\"].id", token["id"]);
+                special[content] = id;
+                tokens.TryAdd(content, id);
+            }
+        }
+        return new BpeVocabulary(tokens, merges, special, path);
+    }
+
+    /// <summary>Writes vocab.json, merges.txt and tokenizer.json into <paramref name="directory"/>, each atomically.</summary>
+    public static void Write(BpeVocabulary vocabulary, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var ordered = vocabulary.Tokens.OrderBy(t => t.Value).ToList();
+        var json = new JsonSerializerOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
+
+        DataFiles.WriteAtomically(Path.Combine(directory, VocabFile), s =>
+            JsonSerializer.Serialize(s, ordered.ToDictionary(t => t.Key, t => t.Value), json));
+        DataFiles.WriteAtomically(Path.Combine(directory, MergesFile), s =>
+        {
+            using var w = new StreamWriter(s, new UTF8Encoding(false), 1 << 16, leaveOpen: true) { NewLine = "\n" };
+            w.WriteLine("#version: 0.2");
+            foreach (var (left, right) in vocabulary.Merges) w.WriteLine($"{left} {right}");
+        });
+
+        // The tokenizers library's layout for a GPT-2-style byte-level BPE (as GPT-NeoX ships it).
+        var byteLevel = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true };
+        var tokenizer = new JsonObject
+        {
+            ["version"] = "1.0",
+            ["truncation"] = null,
+            ["padding"] = null,
+            ["added_tokens"] = new JsonArray(vocabulary.SpecialTokens.OrderBy(t => t.Value).Select(t => (JsonNode)new JsonObject
+            {
+                ["id"] = t.Value, ["content"] = t.Key, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
+                ["normalized"] = false, ["special"] = true,
+            }).ToArray()),
+            ["normalizer"] = null,
+            ["pre_tokenizer"] = byteLevel.DeepClone(),
+            ["post_processor"] = byteLevel.DeepClone(),
+            ["decoder"] = byteLevel.DeepClone(),
+            ["model"] = new JsonObject
+            {
+                ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = null,
+                ["end_of_word_suffix"] = null, ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false,
+                ["vocab"] = new JsonObject(ordered.Select(t => KeyValuePair.Create(t.Key, (JsonNode?)t.Value))),
+                ["merges"] = new JsonArray(vocabulary.Merges.Select(m => (JsonNode)new JsonArray(m.Left, m.Right)).ToArray()),
+            },
+        };
+        DataFiles.WriteAtomically(Path.Combine(directory, TokenizerJsonFile), s =>
+        {
+            using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, Indented = true });
+            tokenizer.WriteTo(writer);
+        });
+    }
+
+    static Dictionary<string, int> ReadVocab(string path)
+    {
+        JsonNode root = ParseJson(path);
+        if (root is not JsonObject vocab) throw Bad(path, "expected a JSON object mapping each token to its id");
+        var tokens = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (token, id) in vocab) tokens[token] = ReadId(path, $"\"{token}\"", id);
+        if (tokens.Count == 0) throw Bad(path, "the vocabulary is empty");
+        return tokens;
+    }
+
+    static List<(string, string)> ReadMerges(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
+        var merges = new List<(string, string)>();
+        int lineNumber = 0;
+        foreach (string line in File.ReadLines(path, new UTF8Encoding(false, throwOnInvalidBytes: true)))
+        {
+            lineNumber++;
+            if (lineNumber == 1 && line.StartsWith("#version", StringComparison.Ordinal)) continue;
+            if (line.Length == 0) continue;
+            merges.Add(SplitMerge(line, () => new DataFileException(path, lineNumber, $"expected two tokens separated by one space, found \"{line}\"")));
+        }
+        return merges;
+    }
+
+    static (string, string) SplitMerge(string pair, Func<Exception> error)
+    {
+        int space = pair.IndexOf(' ');
+        if (space <= 0 || space == pair.Length - 1 || pair.IndexOf(' ', space + 1) >= 0) throw error();
+        return (pair[..space], pair[(space + 1)..]);
+    }
+
+    static JsonNode ParseJson(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
+        try
+        {
+            using var stream = File.OpenRead(path);
+            return JsonNode.Parse(stream) ?? throw Bad(path, "the file holds JSON null");
+        }
+        catch (JsonException e)
+        {
+            throw new DataFileException(path, (e.LineNumber ?? -1) + 1, $"malformed JSON ({e.Message.Split(" Path:")[0].Split(" LineNumber:")[0].TrimEnd('.')})", inner: e);
+        }
+    }
+
+    static void CheckByteLevel(string path, JsonNode? preTokenizer, string what)
+    {
+        if (preTokenizer == null) return;
+        string? type = preTokenizer["type"]?.GetValue<string>();
+        if (type == "Sequence" && preTokenizer["pretokenizers"] is JsonArray parts && parts.Count == 1) { CheckByteLevel(path, parts[0], what); return; }
+        if (type != "ByteLevel") throw Bad(path, $"{what} \"{type}\" is not supported; only GPT-2's ByteLevel is");
+        if (preTokenizer["add_prefix_space"]?.GetValue<bool>() == true) throw Bad(path, $"{what} has add_prefix_space=true, which is not supported");
+        if (preTokenizer["use_regex"]?.GetValue<bool>() == false) throw Bad(path, $"{what} has use_regex=false, which is not supported");
+    }
+
+    static int ReadId(string path, string where, JsonNode? node) =>
+        node is JsonValue v && v.TryGetValue(out int id) ? id : throw Bad(path, $"{where} is not an integer id");
+
+    static IEnumerable<string> DefaultSpecialTokens(IReadOnlyDictionary<string, int> tokens) =>
+        new[] { "<|endoftext|>", "<|padding|>" }.Where(tokens.ContainsKey);
+
+    static DataFileException Bad(string path, string problem) => new(path, 0, problem);
+}
