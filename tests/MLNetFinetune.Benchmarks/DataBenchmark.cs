@@ -17,8 +17,8 @@ static class DataBenchmark
 {
     public static Task<int> RunAsync(string[] args)
     {
-        long sizeBytes = (long)(ArgValue(args, "--size-mb") is { } mb ? double.Parse(mb) * (1 << 20) : 1L << 30);
-        string dir = ArgValue(args, "--dir") ?? Path.Combine(Path.GetTempPath(), "mlnetft-bench");
+        long sizeBytes = (long)(BenchmarkArgs.Value(args, "--size-mb") is { } mb ? double.Parse(mb) * (1 << 20) : 1L << 30);
+        string dir = BenchmarkArgs.TempDir(args);
         string path = Path.Combine(dir, $"pile-style-{sizeBytes >> 20}MiB.jsonl");
         if (!File.Exists(path) || new FileInfo(path).Length < sizeBytes)
         {
@@ -77,12 +77,6 @@ static class DataBenchmark
 
     // Non-ASCII as raw UTF-8 (as C4 and most corpora store it), so validation and transcoding see multi-byte text.
     static readonly JsonSerializerOptions RawUtf8 = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
-    static string? ArgValue(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
 
     // Documents of 200 B – 20 KB of word salad with what real corpora have: some non-ASCII, a paragraph break every
     // ~60 words, a quoted word every ~50, now and then a tab or a backslash (each an escape in the JSON).

@@ -5,6 +5,7 @@ using MLNetFinetune.Benchmarks;
 var benchmarks = new Dictionary<string, Func<string[], Task<int>>>
 {
     ["data"] = DataBenchmark.RunAsync,
+    ["tokenizer"] = TokenizerBenchmark.RunAsync,
 };
 
 string? name = args.FirstOrDefault();

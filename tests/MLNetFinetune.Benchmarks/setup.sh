@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Reference tools the benchmarks compare against (not needed by CI or the tests).
+set -euo pipefail
+apt-get update -qq
+# Debian's SentencePiece, the reference BPE trainer for the tokenizer benchmark.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-sentencepiece
