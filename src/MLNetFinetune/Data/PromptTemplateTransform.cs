@@ -92,27 +92,21 @@ public sealed class PromptTemplateTransformer : AppendColumnsTransformer
     protected override IEnumerable<string> InputsOf(int outputIndex) => _columns;
 
     /// <inheritdoc />
-    protected override Delegate MakeGetter(DataViewRow input, int outputIndex)
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
     {
         var getters = _columns.ToDictionary(c => c, c => input.GetGetter<ReadOnlyMemory<char>>(input.Schema[c]), StringComparer.Ordinal);
         var values = new Dictionary<string, ReadOnlyMemory<char>>(StringComparer.Ordinal);
-        long cachedPosition = -1;
-        string cached = "";
-        ValueGetter<ReadOnlyMemory<char>> getter = (ref ReadOnlyMemory<char> value) =>
+        var rendered = new PerRow<string>(input, () =>
         {
-            if (input.Position != cachedPosition)
+            foreach (var (name, get) in getters)
             {
-                foreach (var (name, get) in getters)
-                {
-                    ReadOnlyMemory<char> v = default;
-                    get(ref v);
-                    values[name] = v;
-                }
-                cached = Options.Template.Format(name => values[name]);
-                cachedPosition = input.Position;
+                ReadOnlyMemory<char> v = default;
+                get(ref v);
+                values[name] = v;
             }
-            value = cached.AsMemory();
-        };
-        return getter;
+            return Options.Template.Format(name => values[name]);
+        });
+        ValueGetter<ReadOnlyMemory<char>> getter = (ref ReadOnlyMemory<char> value) => value = rendered.Value.AsMemory();
+        return [getter];
     }
 }

@@ -20,8 +20,12 @@ public abstract class AppendColumnsTransformer : ITransformer
     /// <summary>The input columns that output column <paramref name="outputIndex"/> reads.</summary>
     protected abstract IEnumerable<string> InputsOf(int outputIndex);
 
-    /// <summary>Makes the getter (a <c>ValueGetter&lt;T&gt;</c> of the column's type) for one output column over an input row.</summary>
-    protected abstract Delegate MakeGetter(DataViewRow input, int outputIndex);
+    /// <summary>
+    /// Makes the getters (each a <c>ValueGetter&lt;T&gt;</c> of its column's type) of all output columns over an input
+    /// row, in <see cref="OutputColumns"/> order; made together so they can share per-row work (one tokenization
+    /// serving both the ids and the mask column). <paramref name="isActive"/> tells which outputs will be read.
+    /// </summary>
+    protected abstract Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive);
 
     /// <inheritdoc />
     public bool IsRowToRowMapper => true;
@@ -69,7 +73,7 @@ public abstract class AppendColumnsTransformer : ITransformer
         readonly DataViewRow _input;
         readonly DataViewRowCursor? _cursor;
         readonly bool[] _active;
-        readonly Delegate?[] _getters;
+        Delegate[]? _getters;
 
         public Row(AppendColumnsTransformer parent, DataViewRow input, DataViewSchema schema, bool[] active, bool ownsCursor)
         {
@@ -78,7 +82,6 @@ public abstract class AppendColumnsTransformer : ITransformer
             _cursor = ownsCursor ? (DataViewRowCursor)input : null;
             Schema = schema;
             _active = active;
-            _getters = new Delegate?[parent.OutputColumns.Count];
         }
 
         public override DataViewSchema Schema { get; }
@@ -93,9 +96,8 @@ public abstract class AppendColumnsTransformer : ITransformer
             if (!_active[column.Index]) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
             int inputCount = _input.Schema.Count;
             if (column.Index < inputCount) return _input.GetGetter<TValue>(_input.Schema[column.Index]);
-            int j = column.Index - inputCount;
-            var getter = _getters[j] ??= _parent.MakeGetter(_input, j);
-            return getter as ValueGetter<TValue> ?? throw new InvalidOperationException(
+            _getters ??= _parent.MakeGetters(_input, j => _active[inputCount + j]);
+            return _getters[column.Index - inputCount] as ValueGetter<TValue> ?? throw new InvalidOperationException(
                 $"Column '{column.Name}' is {column.Type}; it cannot be read as {typeof(TValue).Name}.");
         }
 

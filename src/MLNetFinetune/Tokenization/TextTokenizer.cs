@@ -45,6 +45,9 @@ public sealed class TextTokenizer
     /// <summary>The id of <c>&lt;|endoftext|&gt;</c>, used as end of sequence (and as beginning, as GPT-NeoX does); null when absent.</summary>
     public int? EosId { get; }
 
+    /// <summary>The beginning-of-sequence id: GPT-2 and GPT-NeoX use <c>&lt;|endoftext|&gt;</c> for both ends.</summary>
+    public int? BosId => EosId;
+
     /// <summary>The id used for padding: <c>&lt;|padding|&gt;</c> when present, else end of text (as the course does).</summary>
     public int? PadId { get; }
 

@@ -1,0 +1,157 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNetFinetune.DataViews;
+
+namespace MLNetFinetune.Tokenization;
+
+/// <summary>Options of the tokenize transform: text column → token ids (and an attention mask).</summary>
+public sealed class TokenizeOptions
+{
+    /// <summary>The tokenizer.</summary>
+    public required TextTokenizer Tokenizer { get; init; }
+
+    /// <summary>The text column. Default <c>Text</c>.</summary>
+    public string InputColumnName { get; init; } = "Text";
+
+    /// <summary>The ids column (variable-length vector of Int32). Default <c>InputIds</c>.</summary>
+    public string OutputColumnName { get; init; } = "InputIds";
+
+    /// <summary>The attention-mask column (1 for tokens, 0 for padding); null for none. Default <c>AttentionMask</c>.</summary>
+    public string? AttentionMaskColumnName { get; init; } = "AttentionMask";
+
+    /// <summary>Put the beginning-of-sequence token first (GPT-NeoX uses <c>&lt;|endoftext|&gt;</c> for it).</summary>
+    public bool AddBos { get; init; }
+
+    /// <summary>Put the end-of-sequence token last.</summary>
+    public bool AddEos { get; init; }
+
+    /// <summary>Longest sequence kept, special tokens included; 0 (default) keeps all.</summary>
+    public int MaxLength { get; init; }
+
+    /// <summary>Which end loses tokens beyond <see cref="MaxLength"/>. Default right.</summary>
+    public TruncationSide Truncation { get; init; } = TruncationSide.Right;
+
+    /// <summary>Per-row padding; padding to the longest row of a batch is done by <see cref="TokenBatch"/>.</summary>
+    public PaddingMode Padding { get; init; } = PaddingMode.None;
+
+    /// <summary>The length (Fixed) or the multiple (MultipleOf) to pad to.</summary>
+    public int PadTo { get; init; }
+
+    /// <summary>Which end receives padding. Default right.</summary>
+    public PaddingSide PaddingSide { get; init; } = PaddingSide.Right;
+
+    internal void Validate()
+    {
+        ArgumentNullException.ThrowIfNull(Tokenizer);
+        if (MaxLength < 0) throw new ArgumentOutOfRangeException(nameof(MaxLength), "MaxLength must be 0 (no limit) or positive.");
+        int specials = (AddBos ? 1 : 0) + (AddEos ? 1 : 0);
+        if (MaxLength > 0 && MaxLength < specials) throw new ArgumentOutOfRangeException(nameof(MaxLength), $"MaxLength {MaxLength} leaves no room beside BOS/EOS.");
+        if (Padding != PaddingMode.None && PadTo <= 0) throw new ArgumentOutOfRangeException(nameof(PadTo), $"Padding {Padding} needs a positive PadTo.");
+        if ((AddBos || AddEos) && Tokenizer.EosId == null)
+            throw new ArgumentException($"AddBos/AddEos need an end-of-text token, which tokenizer '{Tokenizer.Source}' lacks.");
+        if (Padding != PaddingMode.None && Tokenizer.PadId == null)
+            throw new ArgumentException($"Padding needs a pad token, which tokenizer '{Tokenizer.Source}' lacks.");
+    }
+}
+
+/// <summary>Tokenizes a text column into ids, with optional BOS/EOS, truncation and padding.</summary>
+public sealed class TokenizeEstimator : IEstimator<TokenizeTransformer>
+{
+    readonly TokenizeOptions _options;
+
+    /// <summary>Creates the estimator; invalid option combinations fail here.</summary>
+    public TokenizeEstimator(TokenizeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+    }
+
+    /// <inheritdoc />
+    public TokenizeTransformer Fit(IDataView input)
+    {
+        var transformer = new TokenizeTransformer(_options);
+        transformer.GetOutputSchema(input.Schema);
+        return transformer;
+    }
+
+    /// <inheritdoc />
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        var column = inputSchema.FirstOrDefault(c => c.Name == _options.InputColumnName);
+        if (column.Name == null)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Tokenize reads column '{_options.InputColumnName}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
+        if (!column.IsTextScalar())
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Tokenize reads column '{_options.InputColumnName}', which is {column.ItemType}; it must be text.");
+        var added = new List<SchemaShape.Column> { SchemaShapes.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.VariableVector, NumberDataViewType.Int32) };
+        if (_options.AttentionMaskColumnName != null)
+            added.Add(SchemaShapes.Column(_options.AttentionMaskColumnName, SchemaShape.Column.VectorKind.VariableVector, NumberDataViewType.Int32));
+        return SchemaShapes.Append(inputSchema, [.. added]);
+    }
+}
+
+/// <summary>Adds token ids (and an attention mask) for a text column.</summary>
+public sealed class TokenizeTransformer : AppendColumnsTransformer
+{
+    /// <summary>Creates the transformer.</summary>
+    public TokenizeTransformer(TokenizeOptions options)
+    {
+        options.Validate();
+        Options = options;
+        OutputColumns = options.AttentionMaskColumnName == null
+            ? [(options.OutputColumnName, TokenSequences.IdsType)]
+            : [(options.OutputColumnName, TokenSequences.IdsType), (options.AttentionMaskColumnName, TokenSequences.IdsType)];
+    }
+
+    /// <summary>The options the transformer was made with.</summary>
+    public TokenizeOptions Options { get; }
+
+    /// <inheritdoc />
+    protected override IReadOnlyList<(string Name, DataViewType Type)> OutputColumns { get; }
+
+    /// <inheritdoc />
+    protected override void ValidateInput(DataViewSchema inputSchema)
+    {
+        var column = inputSchema.GetColumnOrNull(Options.InputColumnName) ?? throw new ArgumentOutOfRangeException(nameof(inputSchema),
+            $"Tokenize reads column '{Options.InputColumnName}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
+        if (column.Type is not TextDataViewType)
+            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Tokenize reads column '{Options.InputColumnName}', which is {column.Type}; it must be text.");
+    }
+
+    /// <inheritdoc />
+    protected override IEnumerable<string> InputsOf(int outputIndex) => [Options.InputColumnName];
+
+    /// <inheritdoc />
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
+    {
+        var text = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Options.InputColumnName]);
+        ReadOnlyMemory<char> value = default;
+        var encoded = new PerRow<(int[] Ids, int[] Mask)>(input, () =>
+        {
+            text(ref value);
+            return Encode(value.ToString());
+        });
+        ValueGetter<VBuffer<int>> ids = (ref VBuffer<int> v) => TokenSequences.Set(ref v, encoded.Value.Ids);
+        ValueGetter<VBuffer<int>> mask = (ref VBuffer<int> v) => TokenSequences.Set(ref v, encoded.Value.Mask);
+        return OutputColumns.Count == 1 ? [ids] : [ids, mask];
+    }
+
+    /// <summary>Ids and attention mask of one text, as the transform computes them.</summary>
+    public (int[] Ids, int[] Mask) Encode(string text)
+    {
+        var o = Options;
+        var ids = new List<int>(o.Tokenizer.Encode(text));
+        int maxLength = o.Padding == PaddingMode.Fixed ? (o.MaxLength > 0 ? Math.Min(o.MaxLength, o.PadTo) : o.PadTo) : o.MaxLength;
+        int specials = (o.AddBos ? 1 : 0) + (o.AddEos ? 1 : 0);
+        // Special tokens survive truncation: the text is cut to make room for them.
+        if (maxLength > 0) TokenSequences.Truncate(ids, maxLength - specials, o.Truncation);
+        if (o.AddBos) ids.Insert(0, o.Tokenizer.BosId!.Value);
+        if (o.AddEos) ids.Add(o.Tokenizer.EosId!.Value);
+        int length = TokenSequences.PaddedLength(ids.Count, o.Padding, o.PadTo);
+        var padded = new int[length];
+        var mask = new int[length];
+        TokenSequences.Pad(ids, length, o.Tokenizer.PadId ?? 0, o.PaddingSide, padded);
+        TokenSequences.Pad(Enumerable.Repeat(1, ids.Count).ToArray(), length, 0, o.PaddingSide, mask);
+        return (padded, mask);
+    }
+}
