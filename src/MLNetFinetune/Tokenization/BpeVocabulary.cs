@@ -8,8 +8,9 @@ public sealed class BpeVocabulary
 {
     /// <summary>Validates and wraps the parts; <paramref name="source"/> names the files in error messages.</summary>
     public BpeVocabulary(IReadOnlyDictionary<string, int> tokens, IReadOnlyList<(string Left, string Right)> merges,
-        IReadOnlyDictionary<string, int> specialTokens, string source)
+        IReadOnlyDictionary<string, int> specialTokens, string source, bool normalizeNfc = false)
     {
+        NormalizeNfc = normalizeNfc;
         Tokens = tokens;
         Merges = merges;
         SpecialTokens = specialTokens;
@@ -46,6 +47,9 @@ public sealed class BpeVocabulary
 
     /// <summary>Special tokens and their ids.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
+
+    /// <summary>Text is put in Unicode normalization form C before encoding (GPT-NeoX's tokenizer.json asks for it).</summary>
+    public bool NormalizeNfc { get; }
 
     /// <summary>Where the vocabulary came from (file names), for messages.</summary>
     public string Source { get; }

@@ -34,8 +34,8 @@ public static class HfTokenizerFiles
         string? type = model["type"]?.GetValue<string>();
         if (type != null && type != "BPE") throw Bad(path, $"model type is \"{type}\"; only byte-level \"BPE\" is supported");
         CheckByteLevel(path, root["pre_tokenizer"], "pre_tokenizer");
-        if (root["normalizer"] is JsonObject normalizer && normalizer["type"]?.GetValue<string>() is { } n && n != "NFC")
-            throw Bad(path, $"normalizer \"{n}\" is not supported (only NFC or none)");
+        string? normalizer = root["normalizer"]?["type"]?.GetValue<string>();
+        if (normalizer != null && normalizer != "NFC") throw Bad(path, $"normalizer \"{normalizer}\" is not supported (only NFC or none)");
 
         var tokens = new Dictionary<string, int>(StringComparer.Ordinal);
         if (model["vocab"] is not JsonObject vocab) throw Bad(path, "model.vocab is missing or not an object");
@@ -65,7 +65,7 @@ public static class HfTokenizerFiles
                 tokens.TryAdd(content, id);
             }
         }
-        return new BpeVocabulary(tokens, merges, special, path);
+        return new BpeVocabulary(tokens, merges, special, path, normalizeNfc: normalizer == "NFC");
     }
 
     /// <summary>Writes vocab.json, merges.txt and tokenizer.json into <paramref name="directory"/>, each atomically.</summary>
@@ -96,7 +96,7 @@ public static class HfTokenizerFiles
                 ["id"] = t.Value, ["content"] = t.Key, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
                 ["normalized"] = false, ["special"] = true,
             }).ToArray()),
-            ["normalizer"] = null,
+            ["normalizer"] = vocabulary.NormalizeNfc ? new JsonObject { ["type"] = "NFC" } : null,
             ["pre_tokenizer"] = byteLevel.DeepClone(),
             ["post_processor"] = byteLevel.DeepClone(),
             ["decoder"] = byteLevel.DeepClone(),

@@ -87,6 +87,7 @@ public sealed class TextTokenizer
     public static TextTokenizer FromVocabulary(BpeVocabulary vocabulary, bool forceBpe = false)
     {
         var special = vocabulary.SpecialTokens;
+        Normalizer? normalizer = vocabulary.NormalizeNfc ? new NfcNormalizer() : null;
         Tokenizer inner;
         if (!forceBpe && vocabulary.MergesFollowIdOrder())
         {
@@ -99,7 +100,7 @@ public sealed class TextTokenizer
                 ranks.Append(Convert.ToBase64String(bytes)).Append(' ').Append(id).Append('\n');
             }
             using var stream = new MemoryStream(Encoding.UTF8.GetBytes(ranks.ToString()));
-            inner = TiktokenTokenizer.Create(stream, new RegexPreTokenizer(ByteLevel.Gpt2Regex(), special), normalizer: null, special);
+            inner = TiktokenTokenizer.Create(stream, new RegexPreTokenizer(ByteLevel.Gpt2Regex(), special), normalizer, special);
         }
         else
         {
@@ -108,6 +109,7 @@ public sealed class TextTokenizer
                 Merges = vocabulary.Merges.Select(m => $"{m.Left} {m.Right}"),
                 SpecialTokens = special,
                 PreTokenizer = new RegexPreTokenizer(ByteLevel.Gpt2Regex(), special),
+                Normalizer = normalizer,
                 ByteLevel = true,
             });
         }
@@ -118,6 +120,14 @@ public sealed class TextTokenizer
     public void Save(string directory) => HfTokenizerFiles.Write(
         Vocabulary ?? throw new InvalidOperationException($"Tokenizer '{Source}' holds no BPE vocabulary to save (the packaged GPT-2 ranks are not written out)."),
         directory);
+
+    /// <summary>Unicode normalization form C, as GPT-NeoX's tokenizer.json asks (the library ships no NFC normalizer).</summary>
+    sealed class NfcNormalizer : Normalizer
+    {
+        public override string Normalize(string original) => original.Normalize(NormalizationForm.FormC);
+
+        public override string Normalize(ReadOnlySpan<char> original) => original.ToString().Normalize(NormalizationForm.FormC);
+    }
 
     /// <summary>
     /// Checks that every id fits a model's embedding table: the tokenizer's largest id must be below the config's

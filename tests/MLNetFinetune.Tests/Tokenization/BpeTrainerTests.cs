@@ -84,6 +84,33 @@ public class BpeTrainerTests : IDisposable
     }
 
     [Fact]
+    public void APythiaLayoutTokenizerJsonLoadsWithItsAddedTokensAndNfc()
+    {
+        // GPT-NeoX's tokenizer.json: <|endoftext|> = 0, <|padding|> = 1, NFC normalizer, ByteLevel pre-tokenizer
+        // without use_regex, merges as "a b" strings, and added tokens outside the special set.
+        var trained = BpeTrainer.Train(ExampleText(), new BpeTrainerOptions { VocabSize = 500 });
+        string dir = Path.Combine(_dir.Path, "pythia");
+        trained.Save(dir);
+        string path = Path.Combine(dir, "tokenizer.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!;
+        json["normalizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "NFC" };
+        json["pre_tokenizer"] = System.Text.Json.Nodes.JsonNode.Parse("{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true}");
+        var merges = json["model"]!["merges"]!.AsArray();
+        var asStrings = merges.Select(m => (System.Text.Json.Nodes.JsonNode)$"{m![0]} {m[1]}").ToArray();
+        json["model"]!["merges"] = new System.Text.Json.Nodes.JsonArray(asStrings);
+        json["added_tokens"]!.AsArray().Add(System.Text.Json.Nodes.JsonNode.Parse("{\"id\": 500, \"content\": \"    \", \"special\": false}"));
+        File.WriteAllText(path, json.ToJsonString());
+
+        var pythia = TextTokenizer.Load(dir);
+        Assert.Equal(0, pythia.EosId);
+        Assert.Equal(1, pythia.PadId);
+        Assert.Equal(501, pythia.VocabSize);
+        Assert.Equal(pythia.Encode("caf\u00e9"), pythia.Encode("cafe\u0301")); // NFC before BPE
+        Assert.Contains(500, pythia.Encode("a    b"));
+        Assert.Equal(trained.Encode("Where are the examples?"), pythia.Encode("Where are the examples?"));
+    }
+
+    [Fact]
     public void TrainedTokenizerRoundTripsAnyText()
     {
         var trained = BpeTrainer.Train(ExampleText(), new BpeTrainerOptions { VocabSize = 500 });
