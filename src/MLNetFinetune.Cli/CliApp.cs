@@ -13,6 +13,7 @@ public static class CliApp
         {
             verbose,
             ExploreCommand.Create(output),
+            TokenizerCommand.Create(output),
         };
         var parsed = root.Parse(args);
         try
