@@ -1,0 +1,194 @@
+using MLNetFinetune.ModelFiles;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace MLNetFinetune.TorchSharp.Modeling;
+
+/// <summary>
+/// The GPT-NeoX decoder of the Pythia family, driven by one <see cref="GptNeoXConfig"/>. Module fields carry the
+/// Hugging Face names, so the parameter names are HF's (<c>gpt_neox.layers.0.attention.query_key_value.weight</c>, …)
+/// and the fused QKV weight keeps HF's head-interleaved layout: a checkpoint loads without renaming or reordering.
+/// </summary>
+public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // HF parameter names
+    readonly GptNeoXBackbone gpt_neox;
+    readonly Linear embed_out;
+#pragma warning restore IDE1006
+
+    /// <summary>A model of the given shape with freshly initialised weights (normal, std = initializer_range; zero biases).</summary>
+    public GptNeoXForCausalLM(GptNeoXConfig config) : base("GPTNeoXForCausalLM")
+    {
+        Config = config.Validated("the model config");
+        gpt_neox = new GptNeoXBackbone(config);
+        embed_out = Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        RegisterComponents();
+        using var _ = no_grad();
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) init.zeros_(p);
+            else if (name.Contains("layernorm", StringComparison.Ordinal) || name.Contains("layer_norm", StringComparison.Ordinal)) init.ones_(p);
+            else init.normal_(p, 0, config.InitializerRange);
+        }
+    }
+
+    /// <summary>The shape.</summary>
+    public GptNeoXConfig Config { get; }
+
+    /// <summary>Logits <c>[batch, seq, vocab]</c> for token ids <c>[batch, seq]</c> (int64), causally masked.</summary>
+    public override Tensor forward(Tensor inputIds) => embed_out.forward(gpt_neox.forward(inputIds));
+
+    /// <summary>
+    /// Mean next-token cross-entropy: logits at position t are scored against labels at t + 1, positions labelled
+    /// −100 are ignored (the Hugging Face convention, so prompt masking works unchanged).
+    /// </summary>
+    public Tensor Loss(Tensor inputIds, Tensor labels)
+    {
+        using var logits = forward(inputIds);
+        long vocab = logits.shape[2];
+        using var shifted = logits[.., ..^1, ..].reshape(-1, vocab);
+        using var targets = labels[.., 1..].reshape(-1);
+        return functional.cross_entropy(shifted, targets, ignore_index: -100);
+    }
+}
+
+/// <summary><c>gpt_neox</c>: token embedding, the layers, the final LayerNorm.</summary>
+sealed class GptNeoXBackbone : Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    readonly Embedding embed_in;
+    readonly ModuleList<GptNeoXLayer> layers;
+    readonly LayerNorm final_layer_norm;
+#pragma warning restore IDE1006
+    readonly Rotary _rotary;
+
+    public GptNeoXBackbone(GptNeoXConfig c) : base("GPTNeoXModel")
+    {
+        embed_in = Embedding(c.VocabSize, c.HiddenSize);
+        layers = new ModuleList<GptNeoXLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new GptNeoXLayer(c)).ToArray());
+        final_layer_norm = LayerNorm(c.HiddenSize, c.LayerNormEps);
+        _rotary = new Rotary(c.RotaryDim, c.RotaryEmbBase);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor inputIds)
+    {
+        using var scope = NewDisposeScope();
+        var (cos, sin) = _rotary.Table(inputIds.shape[1], inputIds.device);
+        Tensor x = embed_in.forward(inputIds);
+        foreach (var layer in layers) x = layer.Forward(x, cos, sin);
+        return final_layer_norm.forward(x).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>One transformer layer: attention and MLP, in parallel (Pythia) or in sequence.</summary>
+sealed class GptNeoXLayer : Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    readonly LayerNorm input_layernorm;
+    readonly LayerNorm post_attention_layernorm;
+    readonly GptNeoXAttention attention;
+    readonly GptNeoXMlp mlp;
+#pragma warning restore IDE1006
+    readonly bool _parallel;
+
+    public GptNeoXLayer(GptNeoXConfig c) : base("GPTNeoXLayer")
+    {
+        input_layernorm = LayerNorm(c.HiddenSize, c.LayerNormEps);
+        post_attention_layernorm = LayerNorm(c.HiddenSize, c.LayerNormEps);
+        attention = new GptNeoXAttention(c);
+        mlp = new GptNeoXMlp(c);
+        _parallel = c.UseParallelResidual;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => throw new InvalidOperationException("Call Forward(x, cos, sin).");
+
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin)
+    {
+        var attended = attention.Forward(input_layernorm.forward(x), cos, sin);
+        if (_parallel) return x + attended + mlp.forward(post_attention_layernorm.forward(x));
+        var h = x + attended;
+        return h + mlp.forward(post_attention_layernorm.forward(h));
+    }
+}
+
+/// <summary>Causal self-attention with rotary position embedding on the first <c>rotary_dim</c> dimensions of each head.</summary>
+sealed class GptNeoXAttention : Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    readonly Linear query_key_value;
+    readonly Linear dense;
+#pragma warning restore IDE1006
+    readonly int _heads, _headDim, _rotaryDim;
+
+    public GptNeoXAttention(GptNeoXConfig c) : base("GPTNeoXAttention")
+    {
+        query_key_value = Linear(c.HiddenSize, 3 * c.HiddenSize, hasBias: c.AttentionBias);
+        dense = Linear(c.HiddenSize, c.HiddenSize, hasBias: c.AttentionBias);
+        (_heads, _headDim, _rotaryDim) = (c.NumAttentionHeads, c.HeadDim, c.RotaryDim);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => throw new InvalidOperationException("Call Forward(x, cos, sin).");
+
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin)
+    {
+        long batch = x.shape[0], seq = x.shape[1];
+        // HF layout: the fused output is [heads, 3, head_dim] per position, so view before splitting q, k, v.
+        var qkv = query_key_value.forward(x).view(batch, seq, _heads, 3 * _headDim).permute(0, 2, 1, 3);
+        var q = Rotary.Apply(qkv[.., .., .., .._headDim], cos, sin, _rotaryDim);
+        var k = Rotary.Apply(qkv[.., .., .., _headDim..(2 * _headDim)], cos, sin, _rotaryDim);
+        var v = qkv[.., .., .., (2 * _headDim)..];
+        var attended = functional.scaled_dot_product_attention(q, k, v, is_casual: true);
+        return dense.forward(attended.transpose(1, 2).reshape(batch, seq, _heads * _headDim));
+    }
+}
+
+/// <summary>The feed-forward block: up-projection, exact GELU, down-projection.</summary>
+sealed class GptNeoXMlp : Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006
+    readonly Linear dense_h_to_4h;
+    readonly Linear dense_4h_to_h;
+#pragma warning restore IDE1006
+
+    public GptNeoXMlp(GptNeoXConfig c) : base("GPTNeoXMLP")
+    {
+        dense_h_to_4h = Linear(c.HiddenSize, c.IntermediateSize);
+        dense_4h_to_h = Linear(c.IntermediateSize, c.HiddenSize);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => dense_4h_to_h.forward(functional.gelu(dense_h_to_4h.forward(x)));
+}
+
+/// <summary>
+/// Rotary position embedding as GPT-NeoX defines it: frequencies <c>base^(−2i/d)</c>, the angle table duplicated
+/// over both halves, and <c>rotate_half</c> pairing dimension i with i + d/2. Not a module: it has no weights, so
+/// no buffer reaches the state dict (HF checkpoints that carry <c>inv_freq</c> are accepted and the buffer ignored).
+/// </summary>
+public sealed class Rotary(int dim, double theta)
+{
+    /// <summary>cos and sin tables <c>[seq, dim]</c> for positions 0..seq−1, computed in float32 exactly as HF does.</summary>
+    public (Tensor Cos, Tensor Sin) Table(long seq, Device device)
+    {
+        var invFreq = 1.0f / pow(tensor((float)theta, device: device), arange(0, dim, 2, dtype: float32, device: device) / dim);
+        var angles = outer(arange(seq, dtype: float32, device: device), invFreq);
+        var both = cat([angles, angles], -1);
+        return (both.cos(), both.sin());
+    }
+
+    /// <summary>Rotates the first <paramref name="rotaryDim"/> dimensions of <paramref name="x"/> <c>[batch, heads, seq, head_dim]</c>.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rotaryDim)
+    {
+        if (rotaryDim == 0) return x;
+        var rotated = x[.., .., .., ..rotaryDim];
+        int half = rotaryDim / 2;
+        var rotateHalf = cat([-rotated[.., .., .., half..], rotated[.., .., .., ..half]], -1);
+        var result = rotated * cos.to(x.dtype) + rotateHalf * sin.to(x.dtype);
+        return rotaryDim == x.shape[3] ? result : cat([result, x[.., .., .., rotaryDim..]], -1);
+    }
+}

@@ -1,0 +1,185 @@
+using System.Text.Json.Nodes;
+using Microsoft.Data.Analysis;
+using MLNetFinetune.ModelFiles;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp;
+using MLNetFinetune.TorchSharp.Modeling;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MLNetFinetune.Tests.TorchSharp;
+
+[Collection(TorchCollection.Name)]
+public class GptNeoXModelTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+
+    public GptNeoXModelTests()
+    {
+        TorchRuntime.SetThreads(1);
+        manual_seed(1);
+    }
+
+    public void Dispose() => _dir.Dispose();
+
+    static GptNeoXConfig Tiny(int vocab = 300) => GptNeoXConfig.Preset("tiny", vocab);
+
+    static TextTokenizer SmallTokenizer() => BpeTrainer.Train(
+        new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"))])),
+        new BpeTrainerOptions { VocabSize = 300 });
+
+    static Tensor Ids(params long[][] rows) => tensor(rows.SelectMany(r => r).ToArray(), [rows.Length, rows[0].Length], dtype: int64);
+
+    [Fact]
+    public void LogitsHaveTheExpectedShapeAndParameterCountMatchesTheConfig()
+    {
+        using var model = new GptNeoXForCausalLM(Tiny());
+        using var logits = model.forward(Ids([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]));
+        Assert.Equal(new long[] { 2, 5, 300 }, logits.shape);
+        Assert.Equal(model.Config.ParameterCount(), model.parameters().Sum(p => p.numel()));
+        Assert.Equal(70_426_624, GptNeoXConfig.Preset("pythia-70m").ParameterCount()); // pythia-70m's published count
+    }
+
+    [Fact]
+    public void ChangingTokenTNeverChangesLogitsBeforeT()
+    {
+        using var model = new GptNeoXForCausalLM(Tiny());
+        model.eval();
+        using var _ = no_grad();
+        long[] tokens = [5, 17, 42, 99, 7, 3, 250, 11];
+        using var before = model.forward(Ids(tokens));
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            long[] changed = (long[])tokens.Clone();
+            changed[t] = (changed[t] + 1) % 300;
+            using var after = model.forward(Ids(changed));
+            if (t > 0) Assert.True(allclose(before[.., ..t], after[.., ..t], rtol: 0, atol: 1e-6), $"logits before {t} changed");
+            Assert.False(allclose(before[.., t..], after[.., t..], rtol: 0, atol: 1e-6), $"logits from {t} on should change");
+        }
+    }
+
+    [Fact]
+    public void RotaryMatchesItsClosedForm()
+    {
+        const int seq = 6, dim = 8, headDim = 12;
+        const double theta = 10000;
+        var x = randn(1, 2, seq, headDim, dtype: float32);
+        var (cos, sin) = new Rotary(dim, theta).Table(seq, CPU);
+        var rotated = Rotary.Apply(x, cos, sin, dim).data<float>().ToArray();
+        var input = x.data<float>().ToArray();
+        for (int h = 0; h < 2; h++)
+            for (int p = 0; p < seq; p++)
+                for (int i = 0; i < headDim; i++)
+                {
+                    int at = (h * seq + p) * headDim;
+                    double expected = input[at + i]; // dimensions past the rotary part pass through
+                    if (i < dim)
+                    {
+                        int pair = i < dim / 2 ? i : i - dim / 2;
+                        double angle = p * Math.Pow(theta, -2.0 * pair / dim);
+                        double a = input[at + pair], b = input[at + pair + dim / 2];
+                        expected = i < dim / 2 ? a * Math.Cos(angle) - b * Math.Sin(angle) : b * Math.Cos(angle) + a * Math.Sin(angle);
+                    }
+                    Assert.InRange(rotated[at + i] - expected, -1e-5, 1e-5);
+                }
+    }
+
+    [Fact]
+    public void SafetensorsRoundTripIsBitExact()
+    {
+        using var model = new GptNeoXForCausalLM(Tiny());
+        var tokenizer = SmallTokenizer();
+        string dir = Path.Combine(_dir.Path, "model");
+        GptNeoXCheckpoint.Save(model, tokenizer, dir);
+
+        var (loaded, loadedTokenizer) = GptNeoXCheckpoint.Load(dir);
+        using (loaded)
+        {
+            var original = model.state_dict();
+            foreach (var (name, value) in loaded.state_dict())
+                Assert.Equal(original[name].data<float>().ToArray().Select(BitConverter.SingleToInt32Bits), value.data<float>().ToArray().Select(BitConverter.SingleToInt32Bits));
+        }
+        Assert.Equal(tokenizer.Encode("Where are the examples?"), loadedTokenizer.Encode("Where are the examples?"));
+        Assert.True(File.Exists(Path.Combine(dir, "generation_config.json")));
+    }
+
+    [Fact]
+    public void AHuggingFaceLayoutDirectoryLoadsAsIsAndGivesTheSameLogits()
+    {
+        using var model = new GptNeoXForCausalLM(Tiny());
+        model.eval();
+        string dir = Path.Combine(_dir.Path, "pythia-like");
+        GptNeoXCheckpoint.Save(model, SmallTokenizer(), dir);
+
+        // config.json as transformers writes it, with fields that do not change the model.
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        config["attention_dropout"] = 0.0;
+        config["hidden_dropout"] = 0.0;
+        config["classifier_dropout"] = 0.1;
+        config["use_cache"] = true;
+        config["rope_scaling"] = null;
+        config["transformers_version"] = "4.44.0";
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        // Buffers older HF checkpoints carry beside the weights.
+        string weights = Path.Combine(dir, "model.safetensors");
+        var tensors = new List<(string, long[], float[])>();
+        using (var file = SafeTensorsFile.Open(weights))
+            tensors.AddRange(file.Tensors.Values.Select(t => (t.Name, t.Shape, file.ReadFloat32(t.Name))));
+        tensors.Add(("gpt_neox.layers.0.attention.rotary_emb.inv_freq", [2], [1f, 0.01f]));
+        tensors.Add(("gpt_neox.layers.0.attention.masked_bias", [], [-1e9f]));
+        tensors.Add(("gpt_neox.layers.0.attention.bias", [1, 1, 4, 4], Enumerable.Repeat(1f, 16).ToArray()));
+        SafeTensorsFile.WriteFloat32(weights, tensors);
+
+        var (loaded, _) = GptNeoXCheckpoint.Load(dir);
+        using (loaded)
+        {
+            loaded.eval();
+            using var __ = no_grad();
+            using var ids = Ids([3, 1, 4, 1, 5, 9, 2, 6]);
+            Assert.True(allclose(model.forward(ids), loaded.forward(ids), rtol: 0, atol: 0));
+        }
+    }
+
+    [Fact]
+    public void MismatchedConfigWeightsOrMissingTokenizerAreNamed()
+    {
+        using var model = new GptNeoXForCausalLM(Tiny());
+        string dir = Path.Combine(_dir.Path, "bad");
+        GptNeoXCheckpoint.Save(model, SmallTokenizer(), dir);
+        string configPath = Path.Combine(dir, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config["intermediate_size"] = 128;
+        File.WriteAllText(configPath, config.ToJsonString());
+        var e = Assert.Throws<InvalidDataException>(() => GptNeoXCheckpoint.Load(dir));
+        Assert.Contains("tensor 'gpt_neox.layers.0.mlp.dense_h_to_4h.weight' is [256, 64] but the config gives [128, 64]: config.json and the weights disagree", e.Message);
+
+        config["intermediate_size"] = 256;
+        config["vocab_size"] = 100;
+        File.WriteAllText(configPath, config.ToJsonString());
+        var vocab = Assert.Throws<InvalidDataException>(() => GptNeoXCheckpoint.Load(dir));
+        Assert.Contains("gives vocab_size 100", vocab.Message);
+
+        config["vocab_size"] = 300;
+        File.WriteAllText(configPath, config.ToJsonString());
+        foreach (var f in new[] { "tokenizer.json", "vocab.json", "merges.txt" }) File.Delete(Path.Combine(dir, f));
+        var tokenizer = Assert.Throws<FileNotFoundException>(() => GptNeoXCheckpoint.Load(dir));
+        Assert.Contains("has no tokenizer", tokenizer.Message);
+    }
+
+    [Fact]
+    public void BadConfigsAndWeightFilesAreNamed()
+    {
+        string configPath = Path.Combine(_dir.Path, "config.json");
+        File.WriteAllText(configPath, "{\"model_type\": \"gpt_neox\", \"vocab_size\": 10, \"hidden_size\": 10, \"num_hidden_layers\": 1, \"num_attention_heads\": 3, \"intermediate_size\": 4}");
+        Assert.Equal($"{configPath}: hidden_size 10 is not divisible by num_attention_heads 3", Assert.Throws<InvalidDataException>(() => GptNeoXConfig.Load(configPath)).Message);
+        File.WriteAllText(configPath, "{\"model_type\": \"llama\"}");
+        Assert.Contains("model_type is \"llama\"", Assert.Throws<InvalidDataException>(() => GptNeoXConfig.Load(configPath)).Message);
+
+        string weights = Path.Combine(_dir.Path, "model.safetensors");
+        SafeTensorsFile.WriteFloat32(weights, [("w", [2, 2], [1f, 2f, 3f, 4f])]);
+        var bytes = File.ReadAllBytes(weights);
+        File.WriteAllBytes(weights, bytes[..^4]); // truncated download
+        var e = Assert.Throws<MLNetFinetune.Data.DataFileException>(() => SafeTensorsFile.Open(weights));
+        Assert.Contains("tensor 'w' spans bytes 0..16, outside the 12-byte data section (truncated file?)", e.Message);
+    }
+}
