@@ -39,16 +39,7 @@ public sealed class PromptTemplateEstimator : IEstimator<PromptTemplateTransform
     /// <inheritdoc />
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        foreach (string name in _options.Template.Columns)
-        {
-            var column = inputSchema.FirstOrDefault(c => c.Name == name);
-            if (column.Name == null)
-                throw new ArgumentOutOfRangeException(nameof(inputSchema),
-                    $"The prompt template reads column '{name}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
-            if (!column.IsTextScalar())
-                throw new ArgumentOutOfRangeException(nameof(inputSchema),
-                    $"The prompt template reads column '{name}', which is {column.ItemType} ({column.Kind}); it must be a text column.");
-        }
+        foreach (string name in _options.Template.Columns) SchemaShapes.RequireText(inputSchema, name, "The prompt template");
         return SchemaShapes.Append(inputSchema,
             SchemaShapes.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar, TextDataViewType.Instance));
     }
@@ -76,16 +67,7 @@ public sealed class PromptTemplateTransformer : AppendColumnsTransformer
     /// <inheritdoc />
     protected override void ValidateInput(DataViewSchema inputSchema)
     {
-        foreach (string name in _columns)
-        {
-            var column = inputSchema.GetColumnOrNull(name);
-            if (column == null)
-                throw new ArgumentOutOfRangeException(nameof(inputSchema),
-                    $"The prompt template reads column '{name}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
-            if (column.Value.Type is not TextDataViewType)
-                throw new ArgumentOutOfRangeException(nameof(inputSchema),
-                    $"The prompt template reads column '{name}', which is {column.Value.Type}; it must be a text column.");
-        }
+        foreach (string name in _columns) SchemaShapes.RequireText(inputSchema, name, "The prompt template");
     }
 
     /// <inheritdoc />

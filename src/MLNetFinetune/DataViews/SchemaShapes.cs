@@ -40,6 +40,25 @@ public static class SchemaShapes
     public static bool IsTextScalar(this SchemaShape.Column column) =>
         column.Kind == SchemaShape.Column.VectorKind.Scalar && column.ItemType is TextDataViewType;
 
+    /// <summary>Fails unless the shape has a scalar text column <paramref name="name"/>; <paramref name="reader"/> names the stage.</summary>
+    public static void RequireText(SchemaShape shape, string name, string reader)
+    {
+        var column = shape.FirstOrDefault(c => c.Name == name);
+        if (column.Name == null)
+            throw new ArgumentOutOfRangeException(nameof(shape), $"{reader} reads column '{name}', which the input does not have. Input columns: {Names(shape)}.");
+        if (!column.IsTextScalar())
+            throw new ArgumentOutOfRangeException(nameof(shape), $"{reader} reads column '{name}', which is {column.ItemType} ({column.Kind}); it must be a text column.");
+    }
+
+    /// <summary>Fails unless the schema has a text column <paramref name="name"/>; <paramref name="reader"/> names the stage.</summary>
+    public static void RequireText(DataViewSchema schema, string name, string reader)
+    {
+        var column = schema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(nameof(schema),
+            $"{reader} reads column '{name}', which the input does not have. Input columns: {Names(schema)}.");
+        if (column.Type is not TextDataViewType)
+            throw new ArgumentOutOfRangeException(nameof(schema), $"{reader} reads column '{name}', which is {column.Type}; it must be a text column.");
+    }
+
     /// <summary>The column names of a shape, for error messages.</summary>
     public static string Names(SchemaShape shape) => string.Join(", ", shape.Select(c => $"'{c.Name}'"));
 

@@ -51,6 +51,9 @@ public static class BpeTrainer
             throw new ArgumentOutOfRangeException(nameof(options), $"VocabSize {options.VocabSize} is below the {baseSize} ids that special tokens and the 256 bytes take.");
         if (options.SpecialTokens.Distinct().Count() != options.SpecialTokens.Count)
             throw new ArgumentException("Special tokens must be distinct.", nameof(options));
+        if (options.SpecialTokens.Any(t => t.Length < 2))
+            throw new ArgumentException("Special tokens must be at least two characters (single characters are byte tokens).", nameof(options));
+        if (options.MinPairFrequency < 1) throw new ArgumentOutOfRangeException(nameof(options), "MinPairFrequency must be at least 1.");
         var column = data.Schema.GetColumnOrNull(options.TextColumn) ?? throw new ArgumentOutOfRangeException(nameof(options),
             $"The training data has no column '{options.TextColumn}'. Columns: {DataViews.SchemaShapes.Names(data.Schema)}.");
         if (column.Type is not TextDataViewType)
@@ -72,11 +75,13 @@ public static class BpeTrainer
         var mergeList = new List<(string, string)>();
         foreach (var (left, right, result) in merges)
         {
-            if (result - options.SpecialTokens.Count == bytesOf.Count) bytesOf.Add([.. bytesOf[left - options.SpecialTokens.Count], .. bytesOf[right - options.SpecialTokens.Count]]);
-            tokens.TryAdd(Spell(result), result);
+            bytesOf.Add([.. bytesOf[left - options.SpecialTokens.Count], .. bytesOf[right - options.SpecialTokens.Count]]);
+            // Each merge makes a new byte string when merges are applied consistently; a repeat would mean a bug here.
+            if (!tokens.TryAdd(Spell(result), result))
+                throw new InvalidOperationException($"BPE training produced the token '{Spell(result)}' twice (merge {mergeList.Count + 1}).");
             mergeList.Add((Spell(left), Spell(right)));
         }
-        var special = options.SpecialTokens.Select((t, i) => (t, i)).ToDictionary(p => p.t, p => p.i, StringComparer.Ordinal);
+        var special = options.SpecialTokens.Select((t, i) => new AddedToken(t, i)).ToList();
         return TextTokenizer.FromVocabulary(new BpeVocabulary(tokens, mergeList, special, $"BPE trained on column '{options.TextColumn}'"));
     }
 
@@ -85,6 +90,8 @@ public static class BpeTrainer
         var counts = new Dictionary<string, long>(StringComparer.Ordinal);
         var lookup = counts.GetAlternateLookup<ReadOnlySpan<char>>();
         var regex = ByteLevel.Gpt2Regex();
+        // Special tokens are matched whole when encoding, so they are cut out of the text, never learned.
+        var specials = options.SpecialTokens.OrderByDescending(t => t.Length).ToArray();
         using var cursor = data.GetRowCursor([column]);
         var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
         ReadOnlyMemory<char> text = default;
@@ -92,9 +99,20 @@ public static class BpeTrainer
         while (cursor.MoveNext())
         {
             getter(ref text);
-            ReadOnlySpan<char> span = text.Span;
-            foreach (var match in regex.EnumerateMatches(span))
-                CollectionsMarshal.GetValueRefOrAddDefault(lookup, span.Slice(match.Index, match.Length), out _)++;
+            ReadOnlySpan<char> rest = text.Span;
+            while (!rest.IsEmpty)
+            {
+                int cut = rest.Length, skip = 0;
+                foreach (string special in specials)
+                {
+                    int at = rest.IndexOf(special, StringComparison.Ordinal);
+                    if (at >= 0 && at < cut) (cut, skip) = (at, special.Length);
+                }
+                var span = rest[..cut];
+                foreach (var match in regex.EnumerateMatches(span))
+                    CollectionsMarshal.GetValueRefOrAddDefault(lookup, span.Slice(match.Index, match.Length), out _)++;
+                rest = rest[(cut + skip)..];
+            }
             if (++documents % 10_000 == 0) options.Progress?.Report(new BpeTrainingProgress("counting", documents, 0, clock.Elapsed));
         }
         options.Progress?.Report(new BpeTrainingProgress("counting", documents, 0, clock.Elapsed));

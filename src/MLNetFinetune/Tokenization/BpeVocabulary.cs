@@ -1,18 +1,37 @@
 namespace MLNetFinetune.Tokenization;
 
+/// <summary>A token matched whole in text before BPE (tokenizer.json's <c>added_tokens</c>).</summary>
+/// <param name="Content">The text of the token.</param>
+/// <param name="Id">Its id.</param>
+/// <param name="Special">Special tokens (end of text, padding) are dropped when decoding with special tokens skipped; others, such as GPT-NeoX's runs of spaces, are ordinary text.</param>
+/// <param name="Normalized">Whether the token is matched after normalization.</param>
+public sealed record AddedToken(string Content, int Id, bool Special = true, bool Normalized = false);
+
 /// <summary>
 /// A byte-level BPE vocabulary as Hugging Face stores it: tokens spelled in <see cref="ByteLevel"/> characters with
 /// their ids, the merges in priority order, and the special (added) tokens, which are matched whole and never merged.
 /// </summary>
 public sealed class BpeVocabulary
 {
-    /// <summary>Validates and wraps the parts; <paramref name="source"/> names the files in error messages.</summary>
+    /// <summary>
+    /// Validates and wraps the parts: the model's <paramref name="tokens"/> (byte-level spellings, plus any added token
+    /// the model vocabulary lists), the merges, and the added tokens; <paramref name="source"/> names the files in errors.
+    /// </summary>
     public BpeVocabulary(IReadOnlyDictionary<string, int> tokens, IReadOnlyList<(string Left, string Right)> merges,
-        IReadOnlyDictionary<string, int> specialTokens, string source, bool normalizeNfc = false)
+        IReadOnlyList<AddedToken> addedTokens, string source, bool normalizeNfc = false)
     {
         NormalizeNfc = normalizeNfc;
         Tokens = tokens;
         Merges = merges;
+        AddedTokens = addedTokens;
+        // Longest first: a regex alternation takes the first alternative that matches, Hugging Face the longest.
+        var specialTokens = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var added in addedTokens.OrderByDescending(a => a.Content.Length).ThenBy(a => a.Id))
+        {
+            if (added.Content.Length == 0) throw new InvalidDataException($"{source}: added token {added.Id} is empty.");
+            if (!specialTokens.TryAdd(added.Content, added.Id) && specialTokens[added.Content] != added.Id)
+                throw new InvalidDataException($"{source}: added token '{added.Content}' has two ids.");
+        }
         SpecialTokens = specialTokens;
         Source = source;
         var ids = new HashSet<int>();
@@ -45,8 +64,11 @@ public sealed class BpeVocabulary
     /// <summary>Merges, highest priority first.</summary>
     public IReadOnlyList<(string Left, string Right)> Merges { get; }
 
-    /// <summary>Special tokens and their ids.</summary>
+    /// <summary>Tokens matched whole before BPE (all added tokens, special or not), longest first, with their ids.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
+
+    /// <summary>The added tokens with their flags, as tokenizer.json lists them.</summary>
+    public IReadOnlyList<AddedToken> AddedTokens { get; }
 
     /// <summary>Text is put in Unicode normalization form C before encoding (GPT-NeoX's tokenizer.json asks for it).</summary>
     public bool NormalizeNfc { get; }

@@ -21,8 +21,8 @@ public static class HfTokenizerFiles
     {
         var tokens = ReadVocab(vocabPath);
         var merges = ReadMerges(mergesPath);
-        var special = (specialTokens ?? DefaultSpecialTokens(tokens)).ToDictionary(t => t, t => tokens.TryGetValue(t, out int id) ? id
-            : throw new InvalidDataException($"{vocabPath}: special token '{t}' is not in the vocabulary."));
+        var special = (specialTokens ?? DefaultSpecialTokens(tokens)).Select(t => new AddedToken(t, tokens.TryGetValue(t, out int id) ? id
+            : throw new InvalidDataException($"{vocabPath}: special token '{t}' is not in the vocabulary."))).ToList();
         return new BpeVocabulary(tokens, merges, special, $"{vocabPath} + {mergesPath}");
     }
 
@@ -33,7 +33,18 @@ public static class HfTokenizerFiles
         JsonNode model = root["model"] ?? throw Bad(path, "no \"model\" object");
         string? type = model["type"]?.GetValue<string>();
         if (type != null && type != "BPE") throw Bad(path, $"model type is \"{type}\"; only byte-level \"BPE\" is supported");
+        // Settings that would change the ids; GPT-2 and GPT-NeoX files leave them off.
+        foreach (var (setting, off) in new (string, Func<JsonNode?, bool>)[]
+        {
+            ("dropout", n => n == null), ("continuing_subword_prefix", n => n == null || n.GetValue<string>() == ""),
+            ("end_of_word_suffix", n => n == null || n.GetValue<string>() == ""), ("byte_fallback", n => n == null || !n.GetValue<bool>()),
+            ("ignore_merges", n => n == null || !n.GetValue<bool>()),
+        })
+            if (!off(model[setting])) throw Bad(path, $"model.{setting} is {model[setting]!.ToJsonString()}, which is not supported");
+        if (root["pre_tokenizer"] is null) throw Bad(path, "no pre_tokenizer: byte-level BPE needs GPT-2's ByteLevel pre-tokenizer");
         CheckByteLevel(path, root["pre_tokenizer"], "pre_tokenizer");
+        if (root["post_processor"]?["type"]?.GetValue<string>() is { } post && post != "ByteLevel")
+            throw Bad(path, $"post_processor \"{post}\" (which adds tokens around the text) is not supported; add BOS/EOS with the tokenize transform's options");
         string? normalizer = root["normalizer"]?["type"]?.GetValue<string>();
         if (normalizer != null && normalizer != "NFC") throw Bad(path, $"normalizer \"{normalizer}\" is not supported (only NFC or none)");
 
@@ -49,30 +60,36 @@ public static class HfTokenizerFiles
             merges.Add(mergeArray[i] switch
             {
                 JsonValue v when v.TryGetValue(out string? pair) => SplitMerge(pair, () => Bad(path, $"model.merges[{i}] \"{pair}\" is not two tokens separated by one space")),
-                JsonArray { Count: 2 } a => (a[0]!.GetValue<string>(), a[1]!.GetValue<string>()),
+                JsonArray { Count: 2 } a when a[0] is JsonValue l && l.TryGetValue(out string? left) && a[1] is JsonValue r && r.TryGetValue(out string? right) => (left, right),
                 _ => throw Bad(path, $"model.merges[{i}] is neither \"left right\" nor [\"left\", \"right\"]"),
             });
         }
 
-        var special = new Dictionary<string, int>(StringComparer.Ordinal);
-        if (root["added_tokens"] is JsonArray added)
+        var added = new List<AddedToken>();
+        switch (root["added_tokens"])
         {
-            foreach (var token in added)
-            {
-                string content = token?["content"]?.GetValue<string>() ?? throw Bad(path, "an added_tokens entry has no \"content\"");
-                int id = ReadId(path, $"added_tokens[\"{content}\"].id", token["id"]);
-                special[content] = id;
-                tokens.TryAdd(content, id);
-            }
+            case null:
+                added.AddRange(DefaultSpecialTokens(tokens).Select(t => new AddedToken(t, tokens[t])));
+                break;
+            case JsonArray list:
+                foreach (var token in list)
+                {
+                    string content = token?["content"]?.GetValue<string>() ?? throw Bad(path, "an added_tokens entry has no \"content\"");
+                    int id = ReadId(path, $"added_tokens[\"{content}\"].id", token["id"]);
+                    added.Add(new AddedToken(content, id, token["special"]?.GetValue<bool>() ?? true, token["normalized"]?.GetValue<bool>() ?? false));
+                }
+                break;
+            default:
+                throw Bad(path, "added_tokens is not an array");
         }
-        return new BpeVocabulary(tokens, merges, special, path, normalizeNfc: normalizer == "NFC");
+        return new BpeVocabulary(tokens, merges, added, path, normalizeNfc: normalizer == "NFC");
     }
 
     /// <summary>Writes vocab.json, merges.txt and tokenizer.json into <paramref name="directory"/>, each atomically.</summary>
     public static void Write(BpeVocabulary vocabulary, string directory)
     {
         Directory.CreateDirectory(directory);
-        var ordered = vocabulary.Tokens.OrderBy(t => t.Value).ToList();
+        var ordered = vocabulary.Tokens.OrderBy(t => t.Value).ToList(); // the model's vocabulary; added-only tokens live in added_tokens
         var json = new JsonSerializerOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
 
         DataFiles.WriteAtomically(Path.Combine(directory, VocabFile), s =>
@@ -91,10 +108,10 @@ public static class HfTokenizerFiles
             ["version"] = "1.0",
             ["truncation"] = null,
             ["padding"] = null,
-            ["added_tokens"] = new JsonArray(vocabulary.SpecialTokens.OrderBy(t => t.Value).Select(t => (JsonNode)new JsonObject
+            ["added_tokens"] = new JsonArray(vocabulary.AddedTokens.OrderBy(t => t.Id).Select(t => (JsonNode)new JsonObject
             {
-                ["id"] = t.Value, ["content"] = t.Key, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
-                ["normalized"] = false, ["special"] = true,
+                ["id"] = t.Id, ["content"] = t.Content, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
+                ["normalized"] = t.Normalized, ["special"] = t.Special,
             }).ToArray()),
             ["normalizer"] = vocabulary.NormalizeNfc ? new JsonObject { ["type"] = "NFC" } : null,
             ["pre_tokenizer"] = byteLevel.DeepClone(),
@@ -105,7 +122,8 @@ public static class HfTokenizerFiles
                 ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = null,
                 ["end_of_word_suffix"] = null, ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false,
                 ["vocab"] = new JsonObject(ordered.Select(t => KeyValuePair.Create(t.Key, (JsonNode?)t.Value))),
-                ["merges"] = new JsonArray(vocabulary.Merges.Select(m => (JsonNode)new JsonArray(m.Left, m.Right)).ToArray()),
+                // "a b" strings, which every tokenizers version reads (byte-level tokens hold no spaces).
+                ["merges"] = new JsonArray(vocabulary.Merges.Select(m => (JsonNode)$"{m.Left} {m.Right}").ToArray()),
             },
         };
         DataFiles.WriteAtomically(Path.Combine(directory, TokenizerJsonFile), s =>

@@ -61,14 +61,7 @@ public sealed class TokenizePairsEstimator : IEstimator<TokenizePairsTransformer
     /// <inheritdoc />
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        foreach (string name in new[] { _options.PromptColumnName, _options.ResponseColumnName })
-        {
-            var column = inputSchema.FirstOrDefault(c => c.Name == name);
-            if (column.Name == null)
-                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Pair tokenization reads column '{name}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
-            if (!column.IsTextScalar())
-                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Pair tokenization reads column '{name}', which is {column.ItemType}; it must be text.");
-        }
+        foreach (string name in new[] { _options.PromptColumnName, _options.ResponseColumnName }) SchemaShapes.RequireText(inputSchema, name, "Pair tokenization");
         return SchemaShapes.Append(inputSchema,
             SchemaShapes.Column(_options.InputIdsColumnName, SchemaShape.Column.VectorKind.VariableVector, NumberDataViewType.Int32),
             SchemaShapes.Column(_options.LabelsColumnName, SchemaShape.Column.VectorKind.VariableVector, NumberDataViewType.Int32));
@@ -97,6 +90,7 @@ public sealed class TokenizePairsTransformer : AppendColumnsTransformer
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(options.Tokenizer);
         if (options.MaxLength < 0) throw new ArgumentOutOfRangeException(nameof(options), "MaxLength must be 0 (no limit) or positive.");
+        if (options.InputIdsColumnName == options.LabelsColumnName) throw new ArgumentException("The ids and labels columns need different names.");
         if (options.AppendEos && options.Tokenizer.EosId == null)
             throw new ArgumentException($"AppendEos needs an end-of-text token, which tokenizer '{options.Tokenizer.Source}' lacks.");
     }
@@ -104,13 +98,7 @@ public sealed class TokenizePairsTransformer : AppendColumnsTransformer
     /// <inheritdoc />
     protected override void ValidateInput(DataViewSchema inputSchema)
     {
-        foreach (string name in new[] { Options.PromptColumnName, Options.ResponseColumnName })
-        {
-            var column = inputSchema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(nameof(inputSchema),
-                $"Pair tokenization reads column '{name}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
-            if (column.Type is not TextDataViewType)
-                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Pair tokenization reads column '{name}', which is {column.Type}; it must be text.");
-        }
+        foreach (string name in new[] { Options.PromptColumnName, Options.ResponseColumnName }) SchemaShapes.RequireText(inputSchema, name, "Pair tokenization");
     }
 
     /// <inheritdoc />

@@ -29,7 +29,7 @@ public sealed record TokenBatch(int Rows, int Length, int[] Ids, int[] Attention
         {
             var row = sequences[r];
             TokenSequences.Pad(row, length, padId, side, ids.AsSpan(r * length, length));
-            TokenSequences.Pad(Enumerable.Repeat(1, row.Count).ToArray(), length, 0, side, mask.AsSpan(r * length, length));
+            mask.AsSpan(r * length + (side == PaddingSide.Left ? length - row.Count : 0), row.Count).Fill(1);
             if (paddedLabels != null)
             {
                 if (labels![r].Count != row.Count)

@@ -93,8 +93,10 @@ public sealed class PackedTokensDataView : IDataView
     {
         readonly PackedTokensDataView _view;
         readonly DataViewRowCursor _input;
-        readonly ValueGetter<VBuffer<int>> _ids;
+        readonly ValueGetter<VBuffer<int>> _idsGetter;
         readonly List<int> _pending = [];
+        int _head;                // _pending[.._head] is consumed; compacted when it passes half
+        VBuffer<int> _ids;
         readonly int[] _block;
         readonly int[] _mask;
         int _blockLength;
@@ -105,7 +107,7 @@ public sealed class PackedTokensDataView : IDataView
         {
             _view = view;
             _input = view._input.GetRowCursor([view._inputColumn]);
-            _ids = _input.GetGetter<VBuffer<int>>(view._inputColumn);
+            _idsGetter = _input.GetGetter<VBuffer<int>>(view._inputColumn);
             _block = new int[view._options.BlockSize];
             _mask = new int[view._options.BlockSize];
         }
@@ -118,18 +120,23 @@ public sealed class PackedTokensDataView : IDataView
         public override bool MoveNext()
         {
             var o = _view._options;
-            VBuffer<int> ids = default;
-            while (_pending.Count < o.BlockSize && !_inputDone)
+            while (_pending.Count - _head < o.BlockSize && !_inputDone)
             {
                 if (!_input.MoveNext()) { _inputDone = true; break; }
-                _ids(ref ids);
-                foreach (int id in ids.DenseValues()) _pending.Add(id);
+                _idsGetter(ref _ids);
+                if (_ids.IsDense) _pending.AddRange(_ids.GetValues());
+                else _pending.AddRange(_ids.DenseValues());
                 if (o.SeparatorId is int separator) _pending.Add(separator);
             }
-            int take = Math.Min(o.BlockSize, _pending.Count);
+            int take = Math.Min(o.BlockSize, _pending.Count - _head);
             if (take == 0 || (take < o.BlockSize && o.Remainder == RemainderPolicy.Drop)) return false;
-            _pending.CopyTo(0, _block, 0, take);
-            _pending.RemoveRange(0, take);
+            _pending.CopyTo(_head, _block, 0, take);
+            _head += take;
+            if (_head > _pending.Count / 2)
+            {
+                _pending.RemoveRange(0, _head);
+                _head = 0;
+            }
             Array.Fill(_mask, 1, 0, take);
             _blockLength = take;
             if (take < o.BlockSize && o.Remainder == RemainderPolicy.Pad)

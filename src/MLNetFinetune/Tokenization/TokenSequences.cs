@@ -58,6 +58,7 @@ public static class TokenSequences
     /// <summary>Writes <paramref name="values"/> padded with <paramref name="pad"/> to <paramref name="length"/> into <paramref name="destination"/>.</summary>
     public static void Pad(IReadOnlyList<int> values, int length, int pad, PaddingSide side, Span<int> destination)
     {
+        if (values.Count > length) throw new ArgumentException($"{values.Count} values do not fit a padded length of {length}.", nameof(values));
         int offset = side == PaddingSide.Left ? length - values.Count : 0;
         destination[..length].Fill(pad);
         for (int i = 0; i < values.Count; i++) destination[offset + i] = values[i];

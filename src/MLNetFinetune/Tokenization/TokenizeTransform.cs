@@ -45,7 +45,9 @@ public sealed class TokenizeOptions
         ArgumentNullException.ThrowIfNull(Tokenizer);
         if (MaxLength < 0) throw new ArgumentOutOfRangeException(nameof(MaxLength), "MaxLength must be 0 (no limit) or positive.");
         int specials = (AddBos ? 1 : 0) + (AddEos ? 1 : 0);
-        if (MaxLength > 0 && MaxLength < specials) throw new ArgumentOutOfRangeException(nameof(MaxLength), $"MaxLength {MaxLength} leaves no room beside BOS/EOS.");
+        if (MaxLength > 0 && MaxLength <= specials) throw new ArgumentOutOfRangeException(nameof(MaxLength), $"MaxLength {MaxLength} leaves no room for text beside BOS/EOS.");
+        if (Padding == PaddingMode.Fixed && PadTo <= specials) throw new ArgumentOutOfRangeException(nameof(PadTo), $"PadTo {PadTo} leaves no room for text beside BOS/EOS.");
+        if (OutputColumnName == AttentionMaskColumnName) throw new ArgumentException("The ids and attention-mask columns need different names.");
         if (Padding != PaddingMode.None && PadTo <= 0) throw new ArgumentOutOfRangeException(nameof(PadTo), $"Padding {Padding} needs a positive PadTo.");
         if ((AddBos || AddEos) && Tokenizer.EosId == null)
             throw new ArgumentException($"AddBos/AddEos need an end-of-text token, which tokenizer '{Tokenizer.Source}' lacks.");
@@ -78,11 +80,7 @@ public sealed class TokenizeEstimator : IEstimator<TokenizeTransformer>
     /// <inheritdoc />
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        var column = inputSchema.FirstOrDefault(c => c.Name == _options.InputColumnName);
-        if (column.Name == null)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Tokenize reads column '{_options.InputColumnName}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
-        if (!column.IsTextScalar())
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Tokenize reads column '{_options.InputColumnName}', which is {column.ItemType}; it must be text.");
+        SchemaShapes.RequireText(inputSchema, _options.InputColumnName, "Tokenize");
         var added = new List<SchemaShape.Column> { SchemaShapes.Column(_options.OutputColumnName, SchemaShape.Column.VectorKind.VariableVector, NumberDataViewType.Int32) };
         if (_options.AttentionMaskColumnName != null)
             added.Add(SchemaShapes.Column(_options.AttentionMaskColumnName, SchemaShape.Column.VectorKind.VariableVector, NumberDataViewType.Int32));
@@ -112,10 +110,7 @@ public sealed class TokenizeTransformer : AppendColumnsTransformer
     /// <inheritdoc />
     protected override void ValidateInput(DataViewSchema inputSchema)
     {
-        var column = inputSchema.GetColumnOrNull(Options.InputColumnName) ?? throw new ArgumentOutOfRangeException(nameof(inputSchema),
-            $"Tokenize reads column '{Options.InputColumnName}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");
-        if (column.Type is not TextDataViewType)
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Tokenize reads column '{Options.InputColumnName}', which is {column.Type}; it must be text.");
+        SchemaShapes.RequireText(inputSchema, Options.InputColumnName, "Tokenize");
     }
 
     /// <inheritdoc />
@@ -126,32 +121,50 @@ public sealed class TokenizeTransformer : AppendColumnsTransformer
     {
         var text = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Options.InputColumnName]);
         ReadOnlyMemory<char> value = default;
-        var encoded = new PerRow<(int[] Ids, int[] Mask)>(input, () =>
+        var encoded = new PerRow<List<int>>(input, () =>
         {
             text(ref value);
-            return Encode(value.ToString());
+            return Encode(value.Span);
         });
-        ValueGetter<VBuffer<int>> ids = (ref VBuffer<int> v) => TokenSequences.Set(ref v, encoded.Value.Ids);
-        ValueGetter<VBuffer<int>> mask = (ref VBuffer<int> v) => TokenSequences.Set(ref v, encoded.Value.Mask);
+        int pad = Options.Tokenizer.PadId ?? 0;
+        // Both getters write straight into the caller's buffers: padding first, then the tokens (or ones) in place.
+        ValueGetter<VBuffer<int>> ids = (ref VBuffer<int> v) =>
+        {
+            var tokens = encoded.Value;
+            int length = TokenSequences.PaddedLength(tokens.Count, Options.Padding, Options.PadTo);
+            var editor = VBufferEditor.Create(ref v, length);
+            TokenSequences.Pad(tokens, length, pad, Options.PaddingSide, editor.Values);
+            v = editor.Commit();
+        };
+        ValueGetter<VBuffer<int>> mask = (ref VBuffer<int> v) =>
+        {
+            int count = encoded.Value.Count;
+            int length = TokenSequences.PaddedLength(count, Options.Padding, Options.PadTo);
+            var editor = VBufferEditor.Create(ref v, length);
+            editor.Values.Clear();
+            editor.Values.Slice(Options.PaddingSide == PaddingSide.Left ? length - count : 0, count).Fill(1);
+            v = editor.Commit();
+        };
         return OutputColumns.Count == 1 ? [ids] : [ids, mask];
     }
 
-    /// <summary>Ids and attention mask of one text, as the transform computes them.</summary>
-    public (int[] Ids, int[] Mask) Encode(string text)
+    /// <summary>The ids of one text before padding: BOS, the (truncated) text, EOS, as the transform computes them.</summary>
+    public List<int> Encode(ReadOnlySpan<char> text)
     {
         var o = Options;
-        var ids = new List<int>(o.Tokenizer.Encode(text));
+        var textIds = o.Tokenizer.Inner.EncodeToIds(text);
+        var ids = new List<int>(textIds.Count + 2);
+        if (o.AddBos) ids.Add(o.Tokenizer.BosId!.Value);
+        ids.AddRange(textIds);
         int maxLength = o.Padding == PaddingMode.Fixed ? (o.MaxLength > 0 ? Math.Min(o.MaxLength, o.PadTo) : o.PadTo) : o.MaxLength;
         int specials = (o.AddBos ? 1 : 0) + (o.AddEos ? 1 : 0);
-        // Special tokens survive truncation: the text is cut to make room for them.
-        if (maxLength > 0) TokenSequences.Truncate(ids, maxLength - specials, o.Truncation);
-        if (o.AddBos) ids.Insert(0, o.Tokenizer.BosId!.Value);
+        if (maxLength > 0 && textIds.Count + specials > maxLength)
+        {
+            // Special tokens survive truncation: only text tokens are cut.
+            int keep = maxLength - specials, start = o.AddBos ? 1 : 0;
+            ids.RemoveRange(o.Truncation == TruncationSide.Right ? start + keep : start, textIds.Count - keep);
+        }
         if (o.AddEos) ids.Add(o.Tokenizer.EosId!.Value);
-        int length = TokenSequences.PaddedLength(ids.Count, o.Padding, o.PadTo);
-        var padded = new int[length];
-        var mask = new int[length];
-        TokenSequences.Pad(ids, length, o.Tokenizer.PadId ?? 0, o.PaddingSide, padded);
-        TokenSequences.Pad(Enumerable.Repeat(1, ids.Count).ToArray(), length, 0, o.PaddingSide, mask);
-        return (padded, mask);
+        return ids;
     }
 }

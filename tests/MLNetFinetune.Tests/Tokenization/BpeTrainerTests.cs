@@ -87,7 +87,7 @@ public class BpeTrainerTests : IDisposable
     public void APythiaLayoutTokenizerJsonLoadsWithItsAddedTokensAndNfc()
     {
         // GPT-NeoX's tokenizer.json: <|endoftext|> = 0, <|padding|> = 1, NFC normalizer, ByteLevel pre-tokenizer
-        // without use_regex, merges as "a b" strings, and added tokens outside the special set.
+        // without use_regex, and added tokens outside the special set.
         var trained = BpeTrainer.Train(ExampleText(), new BpeTrainerOptions { VocabSize = 500 });
         string dir = Path.Combine(_dir.Path, "pythia");
         trained.Save(dir);
@@ -95,9 +95,9 @@ public class BpeTrainerTests : IDisposable
         var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!;
         json["normalizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "NFC" };
         json["pre_tokenizer"] = System.Text.Json.Nodes.JsonNode.Parse("{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true}");
-        var merges = json["model"]!["merges"]!.AsArray();
-        var asStrings = merges.Select(m => (System.Text.Json.Nodes.JsonNode)$"{m![0]} {m[1]}").ToArray();
-        json["model"]!["merges"] = new System.Text.Json.Nodes.JsonArray(asStrings);
+        var merges = json["model"]!["merges"]!.AsArray(); // written as "a b"; newer tokenizers write ["a", "b"]
+        var asArrays = merges.Select(m => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonArray(m!.GetValue<string>().Split(' ').Select(t => (System.Text.Json.Nodes.JsonNode)t).ToArray())).ToArray();
+        json["model"]!["merges"] = new System.Text.Json.Nodes.JsonArray(asArrays);
         json["added_tokens"]!.AsArray().Add(System.Text.Json.Nodes.JsonNode.Parse("{\"id\": 500, \"content\": \"    \", \"special\": false}"));
         File.WriteAllText(path, json.ToJsonString());
 
@@ -107,6 +107,15 @@ public class BpeTrainerTests : IDisposable
         Assert.Equal(501, pythia.VocabSize);
         Assert.Equal(pythia.Encode("caf\u00e9"), pythia.Encode("cafe\u0301")); // NFC before BPE
         Assert.Contains(500, pythia.Encode("a    b"));
+        Assert.Contains(pythia.Vocabulary!.AddedTokens, t => t is { Content: "    ", Special: false });
+
+        // Saved again, the added token keeps its flags and stays out of the model's vocabulary.
+        string again = Path.Combine(_dir.Path, "again");
+        pythia.Save(again);
+        var saved = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(again, "tokenizer.json")))!;
+        Assert.Contains(saved["added_tokens"]!.AsArray(), t => t!["content"]!.GetValue<string>() == "    " && !t["special"]!.GetValue<bool>());
+        Assert.Null(saved["model"]!["vocab"]!["    "]);
+        Assert.Equal(pythia.Encode("a    b"), TextTokenizer.Load(again).Encode("a    b"));
         Assert.Equal(trained.Encode("Where are the examples?"), pythia.Encode("Where are the examples?"));
     }
 

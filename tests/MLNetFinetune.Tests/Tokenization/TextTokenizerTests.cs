@@ -106,3 +106,43 @@ public class TextTokenizerTests : IDisposable
         Assert.Contains("has ids up to 50256, but models/x/config.json gives vocab_size 32000", e.Message);
     }
 }
+
+public class TokenizerJsonValidationTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    string Write(string json)
+    {
+        string dir = Path.Combine(_dir.Path, Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), json);
+        return dir;
+    }
+
+    const string Bytes = "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}";
+
+    [Theory]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"vocab\": {}, \"merges\": []}, " + Bytes + "}", "model.byte_fallback is true, which is not supported")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"dropout\": 0.1, \"vocab\": {}, \"merges\": []}, " + Bytes + "}", "model.dropout is 0.1")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}", "no pre_tokenizer")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, " + Bytes + ", \"post_processor\": {\"type\": \"TemplateProcessing\"}}", "post_processor \"TemplateProcessing\"")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": [[1, 2]]}, " + Bytes + "}", "model.merges[0] is neither")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, " + Bytes + ", \"added_tokens\": {}}", "added_tokens is not an array")]
+    public void SettingsThatWouldChangeTheIdsAreRejected(string json, string expected)
+    {
+        var e = Assert.Throws<MLNetFinetune.Data.DataFileException>(() => TextTokenizer.Load(Write(json)));
+        Assert.Contains(expected, e.Message);
+        Assert.EndsWith("tokenizer.json", e.FilePath);
+    }
+
+    [Fact]
+    public void SpecialTokensMatchLongestFirstWhateverTheirOrderInTheFile()
+    {
+        var tokens = Enumerable.Range(0, 256).ToDictionary(b => ByteLevel.ByteToChar[b].ToString(), b => b + 2);
+        var vocabulary = new BpeVocabulary(tokens, [], [new AddedToken("  ", 0, Special: false), new AddedToken("    ", 1, Special: false)], "test");
+        var tokenizer = TextTokenizer.FromVocabulary(vocabulary);
+        Assert.Equal([2 + 'a', 1, 2 + 'b'], tokenizer.Encode("a    b"));
+    }
+}
