@@ -44,13 +44,13 @@ public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
     /// Mean next-token cross-entropy: logits at position t are scored against labels at t + 1, positions labelled
     /// −100 are ignored (the Hugging Face convention, so prompt masking works unchanged).
     /// </summary>
-    public Tensor Loss(Tensor inputIds, Tensor labels)
+    public Tensor Loss(Tensor inputIds, Tensor labels, Reduction reduction = Reduction.Mean)
     {
         using var logits = forward(inputIds);
         long vocab = logits.shape[2];
         using var shifted = logits[.., ..^1, ..].reshape(-1, vocab);
         using var targets = labels[.., 1..].reshape(-1);
-        return functional.cross_entropy(shifted, targets, ignore_index: -100);
+        return functional.cross_entropy(shifted, targets, ignore_index: -100, reduction: reduction);
     }
 }
 

@@ -1,0 +1,207 @@
+using System.Diagnostics;
+using Microsoft.ML.Runtime;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MLNetFinetune.TorchSharp.Training;
+
+/// <summary>What a training run produced.</summary>
+/// <param name="Steps">Optimizer steps made (in total, across resumes).</param>
+/// <param name="History">The metrics history.</param>
+/// <param name="BestEvalLoss">The lowest held-out loss seen, if evaluation was on.</param>
+/// <param name="LastCheckpoint">The newest checkpoint folder.</param>
+public sealed record TrainingResult(int Steps, IReadOnlyList<MetricRow> History, double? BestEvalLoss, string LastCheckpoint);
+
+/// <summary>
+/// The training loop every stage shares (pretraining now, instruction finetuning on the same loop): micro-batches
+/// with gradient accumulation, AdamW without decay on biases and norms, warmup + cosine schedule, gradient
+/// clipping, periodic evaluation, atomic checkpoints with exact resume, progress and a metrics history.
+/// </summary>
+public static class CausalLMTrainer
+{
+    /// <summary>Trains <paramref name="model"/> in place and returns the history.</summary>
+    public static TrainingResult Train(GptNeoXForCausalLM model, TextTokenizer tokenizer, TrainingExamples data,
+        CausalLMTrainingOptions options, IChannelProvider? log = null)
+    {
+        options.Validate();
+        TorchRuntime.SetThreads(options.Threads);
+        var device = TorchRuntime.ResolveDevice(options.Device);
+        model.to(device);
+        int padId = tokenizer.PadId ?? 0;
+        int perStep = options.MicroBatchSize * options.GradientAccumulationSteps;
+        int totalSteps = TotalSteps(options, data.ExamplesPerEpoch, perStep);
+
+        var decay = model.named_parameters().Where(p => p.parameter.dim() >= 2).Select(p => p.parameter).ToList();
+        var noDecay = model.named_parameters().Where(p => p.parameter.dim() < 2).Select(p => p.parameter).ToList();
+        var optimizer = optim.AdamW(
+            [
+                new AdamW.ParamGroup(decay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, false, false),
+                new AdamW.ParamGroup(noDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, 0, false, false),
+            ],
+            options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+
+        var history = new List<MetricRow>();
+        int step = 0, epoch = 0;
+        long inEpoch = 0, tokens = 0;
+        double? bestEval = null;
+        string? lastCheckpoint = null;
+        if (options.ResumeFrom != null)
+        {
+            lastCheckpoint = TrainingCheckpoint.Resolve(options.ResumeFrom);
+            var state = TrainingCheckpoint.ReadState(lastCheckpoint);
+            GptNeoXCheckpoint.LoadWeights(model, Path.Combine(lastCheckpoint, MLNetFinetune.ModelFiles.ModelDirectory.WeightsFile));
+            TrainingCheckpoint.LoadOptimizer(lastCheckpoint, optimizer);
+            TrainingCheckpoint.RestoreRng(state.TorchRngState);
+            (step, epoch, inEpoch, tokens, bestEval) = (state.Step, state.Epoch, state.ExamplesInEpoch, state.Tokens, state.BestEvalLoss);
+            history.AddRange(state.History);
+            Report(log, $"resumed from {lastCheckpoint} at step {step}");
+        }
+
+        int firstStep = step;
+        using var examples = Stream(data, options, epoch, inEpoch).GetEnumerator();
+        var clock = Stopwatch.StartNew();
+        var intervalClock = Stopwatch.StartNew();
+        double intervalLoss = 0;
+        long intervalTokens = 0;
+        int intervalSteps = 0;
+        double gradNorm = 0;
+        var micro = new List<TrainingExample>(options.MicroBatchSize);
+        string metricsPath = Path.Combine(options.OutputDirectory, "metrics.csv");
+        Directory.CreateDirectory(options.OutputDirectory);
+
+        while (step < totalSteps)
+        {
+            model.train();
+            double lr = LearningRateSchedule.At(step, totalSteps, options.LearningRate, options.MinLearningRate, options.WarmupSteps);
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+            double stepLoss = 0;
+            for (int m = 0; m < options.GradientAccumulationSteps; m++)
+            {
+                micro.Clear();
+                while (micro.Count < options.MicroBatchSize)
+                {
+                    examples.MoveNext();
+                    micro.Add(examples.Current.Example);
+                    (epoch, inEpoch) = (examples.Current.Epoch, examples.Current.InEpoch);
+                }
+                using var scope = NewDisposeScope();
+                var batch = TrainingExamples.Collate(micro, padId);
+                var ids = tensor(batch.Ids.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
+                var labels = tensor(batch.Labels!.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
+                var loss = model.Loss(ids, labels);
+                double value = loss.item<float>();
+                if (!double.IsFinite(value))
+                    throw new TrainingDivergedException($"The training loss is {value} at step {step + 1}. The last good checkpoint is " +
+                        (lastCheckpoint ?? "none (no checkpoint was written yet)") + "; resume from it with a lower LearningRate or stronger clipping.");
+                (loss / options.GradientAccumulationSteps).backward();
+                stepLoss += value / options.GradientAccumulationSteps;
+                tokens += batch.AttentionMask.Sum();
+                intervalTokens += batch.AttentionMask.Sum();
+            }
+            gradNorm = options.GradientClipNorm > 0
+                ? nn.utils.clip_grad_norm_(model.parameters(), options.GradientClipNorm)
+                : GlobalNorm(model);
+            optimizer.step();
+            optimizer.zero_grad();
+            step++;
+            intervalLoss += stepLoss;
+            intervalSteps++;
+
+            bool evaluate = data.EvalExamples.Count > 0 && (step % options.EvalInterval == 0 || step == totalSteps);
+            bool logNow = step % options.LogInterval == 0 || step == totalSteps || evaluate;
+            if (logNow)
+            {
+                double? evalLoss = evaluate ? Evaluate(model, data.EvalExamples, options.MicroBatchSize, padId, device) : null;
+                double seconds = intervalClock.Elapsed.TotalSeconds;
+                double tokensPerSecond = intervalTokens / Math.Max(seconds, 1e-9);
+                var eta = TimeSpan.FromSeconds(clock.Elapsed.TotalSeconds / (step - firstStep) * (totalSteps - step));
+                var row = new MetricRow(step, epoch, tokens, intervalLoss / intervalSteps, lr, gradNorm, tokensPerSecond, evalLoss, clock.Elapsed.TotalSeconds);
+                history.Add(row);
+                var progress = new TrainingProgress(step, totalSteps, epoch, tokens, row.Loss, lr, gradNorm, tokensPerSecond, eta, evalLoss);
+                options.Progress?.Report(progress);
+                Report(log, progress.ToString());
+                TrainingCheckpoint.WriteMetrics(metricsPath, history);
+                (intervalLoss, intervalTokens, intervalSteps) = (0, 0, 0);
+                intervalClock.Restart();
+
+                if (evalLoss is { } e && (bestEval == null || e < bestEval))
+                {
+                    bestEval = e;
+                    TrainingCheckpoint.Write(Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), "best"), model, tokenizer, optimizer,
+                        State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options.Seed, history));
+                }
+            }
+            if ((options.CheckpointInterval > 0 && step % options.CheckpointInterval == 0) || step == totalSteps)
+            {
+                lastCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), $"step-{step:D7}");
+                TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options.Seed, history));
+                TrainingCheckpoint.Prune(options.OutputDirectory, options.KeepLastCheckpoints);
+            }
+        }
+        return new TrainingResult(step, history, bestEval, lastCheckpoint!);
+    }
+
+    /// <summary>Mean token loss over held-out examples (every labelled target counted once).</summary>
+    public static double Evaluate(GptNeoXForCausalLM model, IReadOnlyList<TrainingExample> examples, int batchSize, int padId, Device device)
+    {
+        model.eval();
+        using var _ = no_grad();
+        double sum = 0;
+        long count = 0;
+        for (int start = 0; start < examples.Count; start += batchSize)
+        {
+            using var scope = NewDisposeScope();
+            var batch = TrainingExamples.Collate(examples.Skip(start).Take(batchSize).ToList(), padId);
+            var ids = tensor(batch.Ids.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
+            var labels = tensor(batch.Labels!.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
+            sum += model.Loss(ids, labels, nn.Reduction.Sum).item<float>();
+            count += labels[.., 1..].ne(TokenSequences.IgnoreIndex).sum().item<long>();
+        }
+        return sum / Math.Max(1, count);
+    }
+
+    static int TotalSteps(CausalLMTrainingOptions o, long examplesPerEpoch, int perStep)
+    {
+        var limits = new List<long>();
+        if (o.MaxSteps > 0) limits.Add(o.MaxSteps);
+        if (o.MaxTokens > 0) limits.Add((o.MaxTokens + (long)perStep * o.BlockSize - 1) / ((long)perStep * o.BlockSize));
+        if (o.Epochs > 0) limits.Add((o.Epochs * examplesPerEpoch + perStep - 1) / perStep);
+        return (int)Math.Max(1, limits.Min());
+    }
+
+    // An endless stream across epochs, starting at (epoch, inEpoch) for a resumed run.
+    static IEnumerable<(TrainingExample Example, int Epoch, long InEpoch)> Stream(TrainingExamples data, CausalLMTrainingOptions o, int epoch, long skip)
+    {
+        for (; ; epoch++, skip = 0)
+        {
+            long index = 0;
+            foreach (var example in data.Epoch(epoch, o.Seed, o.ShuffleBuffer))
+            {
+                if (index++ < skip) continue;
+                yield return (example, epoch, index);
+            }
+        }
+    }
+
+    static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, int seed, List<MetricRow> history) =>
+        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, seed, TrainingCheckpoint.CaptureRng(), history.ToList());
+
+    static double GlobalNorm(GptNeoXForCausalLM model)
+    {
+        using var _ = NewDisposeScope();
+        double sum = 0;
+        foreach (var p in model.parameters())
+            if (p.grad is { } g) sum += g.pow(2).sum().item<float>();
+        return Math.Sqrt(sum);
+    }
+
+    static void Report(IChannelProvider? log, string message)
+    {
+        if (log == null) return;
+        using var channel = log.Start("CausalLM");
+        channel.Info(MessageSensitivity.None, message);
+    }
+}

@@ -1,0 +1,137 @@
+namespace MLNetFinetune.TorchSharp.Training;
+
+/// <summary>Options shared by pretraining and finetuning: the optimizer, the schedule, when to stop, evaluate and checkpoint.</summary>
+public abstract class CausalLMTrainingOptions
+{
+    /// <summary>Where checkpoints, <c>metrics.csv</c> and the final model go. Required.</summary>
+    public required string OutputDirectory { get; init; }
+
+    /// <summary>Tokens per training sequence. Default 128.</summary>
+    public int BlockSize { get; init; } = 128;
+
+    /// <summary>Sequences per forward/backward pass. Default 8.</summary>
+    public int MicroBatchSize { get; init; } = 8;
+
+    /// <summary>Micro-batches whose gradients are summed before one optimizer step. Default 1.</summary>
+    public int GradientAccumulationSteps { get; init; } = 1;
+
+    /// <summary>Peak learning rate (AdamW). Default 3e-4.</summary>
+    public double LearningRate { get; init; } = 3e-4;
+
+    /// <summary>The floor the cosine decay ends at. Default 3e-5.</summary>
+    public double MinLearningRate { get; init; } = 3e-5;
+
+    /// <summary>Steps of linear warmup from 0 to the peak. Default 20.</summary>
+    public int WarmupSteps { get; init; } = 20;
+
+    /// <summary>AdamW β1. Default 0.9.</summary>
+    public double Beta1 { get; init; } = 0.9;
+
+    /// <summary>AdamW β2. Default 0.95 (nanoGPT, Pythia).</summary>
+    public double Beta2 { get; init; } = 0.95;
+
+    /// <summary>AdamW ε. Default 1e-8.</summary>
+    public double Epsilon { get; init; } = 1e-8;
+
+    /// <summary>Decoupled weight decay, applied to matrices and embeddings, never to biases or LayerNorm. Default 0.1.</summary>
+    public double WeightDecay { get; init; } = 0.1;
+
+    /// <summary>Clip the gradient's global norm to this; 0 turns clipping off. Default 1.0.</summary>
+    public double GradientClipNorm { get; init; } = 1.0;
+
+    /// <summary>Stop after this many optimizer steps (0: no limit). At least one of steps, tokens or epochs must be set.</summary>
+    public int MaxSteps { get; init; }
+
+    /// <summary>Stop after this many training tokens (0: no limit).</summary>
+    public long MaxTokens { get; init; }
+
+    /// <summary>Stop after this many passes over the data (0: no limit).</summary>
+    public int Epochs { get; init; }
+
+    /// <summary>Fraction of the blocks held out for evaluation (every 1/fraction-th block). Default 0.05; 0 turns evaluation off.</summary>
+    public double EvalFraction { get; init; } = 0.05;
+
+    /// <summary>At most this many held-out blocks are kept and scored. Default 64.</summary>
+    public int MaxEvalBlocks { get; init; } = 64;
+
+    /// <summary>Evaluate every N steps (and at the end). Default 50.</summary>
+    public int EvalInterval { get; init; } = 50;
+
+    /// <summary>Report progress every N steps. Default 10.</summary>
+    public int LogInterval { get; init; } = 10;
+
+    /// <summary>Write a checkpoint every N steps (0: only at the end). Default 100.</summary>
+    public int CheckpointInterval { get; init; } = 100;
+
+    /// <summary>How many step checkpoints to keep (the best by eval loss is kept besides). Default 2.</summary>
+    public int KeepLastCheckpoints { get; init; } = 2;
+
+    /// <summary>Blocks drawn at random from a window this large (deterministic per seed and epoch); 1 keeps data order. Default 256.</summary>
+    public int ShuffleBuffer { get; init; } = 256;
+
+    /// <summary><c>auto</c> (CUDA when TorchSharp sees a GPU, else CPU), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
+    public string Device { get; init; } = "auto";
+
+    /// <summary>Training dtype; float32 is supported.</summary>
+    public string DType { get; init; } = "float32";
+
+    /// <summary>libtorch intra-op threads; 0 keeps libtorch's default.</summary>
+    public int Threads { get; init; }
+
+    /// <summary>Seeds weights, data order and sampling. Default 0.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>A checkpoint folder (or an output directory, meaning its latest checkpoint) to continue from.</summary>
+    public string? ResumeFrom { get; init; }
+
+    /// <summary>Receives progress every log interval and after each evaluation.</summary>
+    public IProgress<TrainingProgress>? Progress { get; init; }
+
+    internal virtual void Validate()
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(OutputDirectory);
+        void Positive(int value, string name)
+        {
+            if (value <= 0) throw new ArgumentOutOfRangeException(name, $"{name} must be positive (got {value}).");
+        }
+        Positive(BlockSize, nameof(BlockSize));
+        Positive(MicroBatchSize, nameof(MicroBatchSize));
+        Positive(GradientAccumulationSteps, nameof(GradientAccumulationSteps));
+        Positive(LogInterval, nameof(LogInterval));
+        Positive(EvalInterval, nameof(EvalInterval));
+        Positive(ShuffleBuffer, nameof(ShuffleBuffer));
+        if (MaxSteps <= 0 && MaxTokens <= 0 && Epochs <= 0)
+            throw new ArgumentException("Say when to stop: set MaxSteps, MaxTokens or Epochs.");
+        if (LearningRate <= 0 || MinLearningRate < 0 || MinLearningRate > LearningRate)
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), $"Need 0 ≤ MinLearningRate ({MinLearningRate}) ≤ LearningRate ({LearningRate}), LearningRate > 0.");
+        if (EvalFraction is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(EvalFraction), "EvalFraction must be in [0, 1).");
+        if (DType != "float32")
+            throw new ArgumentException($"DType '{DType}' is not supported for training yet; use float32.");
+    }
+}
+
+/// <summary>Training progress, reported every log interval and after each evaluation.</summary>
+/// <param name="Step">Optimizer steps done.</param>
+/// <param name="TotalSteps">Steps the run will make.</param>
+/// <param name="Epoch">Current pass over the data (0-based).</param>
+/// <param name="Tokens">Training tokens seen.</param>
+/// <param name="Loss">Mean training loss over the last log interval.</param>
+/// <param name="LearningRate">The current learning rate.</param>
+/// <param name="GradientNorm">The gradient's global norm before clipping, last step.</param>
+/// <param name="TokensPerSecond">Training throughput over the last interval.</param>
+/// <param name="Eta">Estimated time to the end.</param>
+/// <param name="EvalLoss">Held-out loss, when this report follows an evaluation.</param>
+public sealed record TrainingProgress(int Step, int TotalSteps, int Epoch, long Tokens, double Loss, double LearningRate,
+    double GradientNorm, double TokensPerSecond, TimeSpan Eta, double? EvalLoss)
+{
+    /// <summary>Perplexity of the held-out loss.</summary>
+    public double? EvalPerplexity => EvalLoss is { } l ? Math.Exp(l) : null;
+
+    /// <inheritdoc />
+    public override string ToString() =>
+        $"step {Step}/{TotalSteps}  loss {Loss:F4}  lr {LearningRate:E2}  {TokensPerSecond:N0} tok/s  ETA {Eta:hh\\:mm\\:ss}" +
+        (EvalLoss is { } e ? $"  eval {e:F4} (ppl {Math.Exp(e):F1})" : "");
+}
+
+/// <summary>The loss became NaN or infinite.</summary>
+public sealed class TrainingDivergedException(string message) : Exception(message);

@@ -1,0 +1,155 @@
+using Microsoft.Data.Analysis;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNetFinetune.Data;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Training;
+
+namespace MLNetFinetune.Tests.TorchSharp;
+
+[Collection(TorchCollection.Name)]
+public class PretrainingTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+    readonly MLContext _ml = new(seed: 0);
+    static readonly Lazy<TextTokenizer> SmallTokenizer = new(() => BpeTrainer.Train(
+        new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"))])),
+        new BpeTrainerOptions { VocabSize = 300 }));
+
+    public void Dispose() => _dir.Dispose();
+
+    static IDataView Texts(params string[] texts) => new DataFrame(new StringDataFrameColumn("Text", texts));
+
+    IDataView Docs()
+    {
+        var pairs = InstructionData.Load(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"));
+        return Texts(pairs["question"].Cast<string>().Zip(pairs["answer"].Cast<string>(), (q, a) => q + " " + a).ToArray());
+    }
+
+    PretrainingOptions Options(string name, Action<PretrainingOptionsBuilder>? configure = null)
+    {
+        var b = new PretrainingOptionsBuilder { OutputDirectory = Path.Combine(_dir.Path, name) };
+        configure?.Invoke(b);
+        return new PretrainingOptions
+        {
+            Tokenizer = SmallTokenizer.Value, Preset = "tiny", OutputDirectory = b.OutputDirectory, BlockSize = 32, MicroBatchSize = 4,
+            MaxSteps = b.MaxSteps, LearningRate = b.LearningRate, MinLearningRate = b.LearningRate / 10, WarmupSteps = 2, Threads = 1,
+            Device = "cpu", LogInterval = b.LogInterval, EvalInterval = b.EvalInterval, EvalFraction = b.EvalFraction, CheckpointInterval = b.CheckpointInterval,
+            KeepLastCheckpoints = b.Keep, GradientClipNorm = b.Clip, ResumeFrom = b.ResumeFrom, WeightDecay = b.WeightDecay, Progress = b.Progress,
+        };
+    }
+
+    sealed class PretrainingOptionsBuilder
+    {
+        public string OutputDirectory = "";
+        public int MaxSteps = 20, LogInterval = 5, EvalInterval = 10, CheckpointInterval = 0, Keep = 2;
+        public double LearningRate = 3e-3, EvalFraction = 0.1, Clip = 1.0, WeightDecay = 0.1;
+        public string? ResumeFrom;
+        public IProgress<TrainingProgress>? Progress;
+    }
+
+    [Fact]
+    public void LossFallsOnASmallCorpusAndEverythingIsWritten()
+    {
+        var reports = new List<TrainingProgress>();
+        var options = Options("run", b => { b.MaxSteps = 60; b.EvalInterval = 30; b.Progress = new SynchronousProgress<TrainingProgress>(reports.Add); });
+        using var model = _ml.CausalLM().Trainers.Pretrain(options).Fit(Docs());
+
+        var history = model.Training!.History;
+        Assert.True(history[^1].Loss < 0.7 * history[0].Loss, $"loss went from {history[0].Loss} to {history[^1].Loss}");
+        Assert.NotNull(history[^1].EvalLoss);
+        Assert.Equal(60, reports[^1].Step);
+        Assert.True(reports[^1].TokensPerSecond > 0);
+        Assert.True(File.Exists(Path.Combine(options.OutputDirectory, "metrics.csv")));
+        Assert.Equal(history.Count + 1, File.ReadAllLines(Path.Combine(options.OutputDirectory, "metrics.csv")).Length);
+        Assert.True(File.Exists(Path.Combine(options.OutputDirectory, "model", "model.safetensors")));
+        Assert.True(Directory.Exists(Path.Combine(options.OutputDirectory, "checkpoints", "best")));
+        Assert.True(Directory.Exists(model.Training.LastCheckpoint));
+    }
+
+    [Fact]
+    public void ATinyModelOverfitsAFewSentencesAndThenRecitesThem()
+    {
+        string[] sentences = ["The capital of Chile is Santiago.", "The capital of Peru is Lima.", "The capital of Ghana is Accra."];
+        var options = Options("overfit", b => { b.MaxSteps = 150; b.EvalFraction = 0; b.LearningRate = 1e-2; b.WeightDecay = 0; });
+        var pretrain = new PretrainingEstimator(new PretrainingOptions
+        {
+            // Blocks span whole sentences (about 28 tokens each here), so each fact is seen with its subject.
+            Tokenizer = options.Tokenizer, Preset = "tiny", OutputDirectory = options.OutputDirectory, BlockSize = 64, MicroBatchSize = 4,
+            MaxSteps = 150, LearningRate = 1e-2, MinLearningRate = 1e-3, WarmupSteps = 5, WeightDecay = 0, EvalFraction = 0, Threads = 1,
+            Device = "cpu", ShuffleBuffer = 1,
+        });
+        using var model = pretrain.Fit(Texts(Enumerable.Repeat(sentences, 8).SelectMany(s => s).ToArray()));
+        Assert.True(model.Training!.History[^1].Loss < 0.1, $"final loss {model.Training.History[^1].Loss}");
+        Assert.Equal(" Santiago.", model.Generate("The capital of Chile is", 12)[..10]);
+        Assert.Equal(" Accra.", model.Generate("The capital of Ghana is", 12)[..7]);
+    }
+
+    [Fact]
+    public void ResumingFromACheckpointContinuesExactlyAsTheUninterruptedRun()
+    {
+        var full = Options("full", b => { b.MaxSteps = 8; b.LogInterval = 1; b.EvalInterval = 4; b.CheckpointInterval = 4; b.Keep = 5; });
+        using var uninterrupted = new PretrainingEstimator(full).Fit(Docs());
+        string halfway = Path.Combine(full.OutputDirectory, "checkpoints", "step-0000004");
+        Assert.True(Directory.Exists(halfway));
+
+        var resumed = Options("resumed", b => { b.MaxSteps = 8; b.LogInterval = 1; b.EvalInterval = 4; b.CheckpointInterval = 4; b.ResumeFrom = halfway; });
+        using var continued = new PretrainingEstimator(resumed).Fit(Docs());
+
+        var expected = uninterrupted.Training!.History.Where(r => r.Step > 4).Select(r => (r.Step, r.Loss, r.EvalLoss, r.Tokens)).ToList();
+        var actual = continued.Training!.History.Where(r => r.Step > 4).Select(r => (r.Step, r.Loss, r.EvalLoss, r.Tokens)).ToList();
+        Assert.Equal(4, actual.Count);
+        Assert.Equal(expected, actual);
+    }
+
+    [Fact]
+    public void OnlyTheLastCheckpointsAreKept()
+    {
+        var options = Options("keep", b => { b.MaxSteps = 6; b.CheckpointInterval = 2; b.Keep = 2; b.EvalFraction = 0; });
+        using var _ = new PretrainingEstimator(options).Fit(Docs());
+        var steps = Directory.GetDirectories(Path.Combine(options.OutputDirectory, "checkpoints")).Select(d => Path.GetFileName(d)!).Order().ToArray();
+        Assert.Equal(["step-0000004", "step-0000006"], steps);
+    }
+
+    [Fact]
+    public void ADivergingRunStopsNamingTheStepAndTheLastCheckpoint()
+    {
+        var options = Options("diverge", b => { b.MaxSteps = 40; b.LearningRate = 1e6; b.Clip = 0; b.CheckpointInterval = 1; b.EvalFraction = 0; b.WeightDecay = 0; });
+        var e = Assert.Throws<TrainingDivergedException>(() => new PretrainingEstimator(options).Fit(Docs()));
+        Assert.Matches(@"The training loss is (NaN|∞|-∞|Infinity) at step \d+\. The last good checkpoint is .*step-\d+", e.Message);
+    }
+
+    [Fact]
+    public void TheTransformerScoresRowsAndRoundTripsThroughItsDirectory()
+    {
+        var options = Options("score", b => b.MaxSteps = 10);
+        using var model = new PretrainingEstimator(options).Fit(Docs());
+        var data = Texts("What is MLNetFinetune?", "zzzz qqqq xxxx");
+        var scored = model.Transform(data);
+        var losses = scored.GetColumn<float>("Loss").ToArray();
+        var perplexities = scored.GetColumn<float>("Perplexity").ToArray();
+        Assert.Equal(Math.Exp(losses[0]), perplexities[0], 3);
+
+        string dir = Path.Combine(_dir.Path, "saved");
+        model.Save(dir);
+        using var loaded = CausalLMTransformer.Load(dir, device: "cpu");
+        Assert.Equal(losses, loaded.Transform(data).GetColumn<float>("Loss").ToArray());
+
+        using var generator = loaded.WithScoring(new CausalLMScoringOptions { TextColumnName = null, PromptColumnName = "Text", MaxNewTokens = 5 });
+        var generated = generator.Transform(data).GetColumn<ReadOnlyMemory<char>>("Generated").Select(g => g.ToString()).ToArray();
+        Assert.Equal(2, generated.Length);
+        Assert.Equal(loaded.Generate("What is MLNetFinetune?", 5), generated[0]);
+    }
+
+    [Fact]
+    public void BadOptionsAndInputsAreNamed()
+    {
+        var noStop = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(Options("x", b => b.MaxSteps = 0)));
+        Assert.Contains("Say when to stop", noStop.Message);
+        var estimator = new PretrainingEstimator(Options("y"));
+        var column = Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(new DataFrame(new StringDataFrameColumn("Body", ["x"]))));
+        Assert.Contains("Pretraining reads column 'Text', which the input does not have. Input columns: 'Body'", column.Message);
+        var tooShort = Assert.Throws<InvalidDataException>(() => estimator.Fit(Texts("hi")));
+        Assert.Contains("no training sequences", tooShort.Message);
+    }
+}
