@@ -14,7 +14,7 @@ namespace MLNetFinetune.Benchmarks;
 /// Training throughput of the GPT-NeoX model against the machine's matmul ceiling and against the PyTorch reference
 /// (tests/reference, Debian's python3-torch; run setup.sh once), in one run. Default shape: 4 layers, d_model 256,
 /// 4 heads, vocab 4096, block 128, batch 8, AdamW. Options: --shape pythia-70m, --steps N (40), --device cpu|cuda,
-/// --threads N (default: all cores). Also checks that the reference reads our model.safetensors and gives the same logits.
+/// --threads N (default: all cores), --dtype float32|bfloat16 (mixed precision; the PyTorch reference stays float32), --python PATH (the reference's interpreter; default Debian's /usr/bin/python3). Also checks that the reference reads our model.safetensors and gives the same logits.
 /// </summary>
 static class TrainBenchmark
 {
@@ -23,6 +23,7 @@ static class TrainBenchmark
         string shape = BenchmarkArgs.Value(args, "--shape") ?? "small";
         int steps = int.Parse(BenchmarkArgs.Value(args, "--steps") ?? "40");
         int threads = int.Parse(BenchmarkArgs.Value(args, "--threads") ?? Environment.ProcessorCount.ToString());
+        Python = BenchmarkArgs.Value(args, "--python") ?? Python;
         var device = TorchRuntime.ResolveDevice(BenchmarkArgs.Value(args, "--device") ?? "cpu");
         const int block = 128, batch = 8;
         var config = shape == "small"
@@ -39,6 +40,8 @@ static class TrainBenchmark
         string dir = Path.Combine(BenchmarkArgs.TempDir(args), $"train-{shape}");
         double? maxDiff = ReferenceLogitsDiff(model, dir, config);
         model.to(device);
+        string dtype = BenchmarkArgs.Value(args, "--dtype") ?? "float32";
+        if (dtype is "bfloat16" or "bf16") model.ComputeType = ScalarType.BFloat16;
 
         var decay = model.parameters().Where(p => p.dim() >= 2).ToList();
         var noDecay = model.parameters().Where(p => p.dim() < 2).ToList();
@@ -64,13 +67,14 @@ static class TrainBenchmark
         double mfu = 6.0 * parameters * tokensPerSecond / (gflops * 1e9);
         Console.WriteLine($"TorchSharp: {tokensPerSecond:N0} tokens/s, MFU {mfu:P1}");
 
-        double? pytorch = device.type == DeviceType.CPU ? PyTorchTokensPerSecond(config, dir, block, batch, steps) : null;
+        double? pytorch = PyTorchTokensPerSecond(config, dir, block, batch, steps, device.type == DeviceType.CUDA ? "cuda" : "cpu");
         var result = new
         {
             benchmark = "train",
             shape,
             parameters,
             device = device.type.ToString().ToLowerInvariant(),
+            dtype,
             threads,
             tokens_per_s = Math.Round(tokensPerSecond, 1),
             matmul_gflops = Math.Round(gflops, 1),
@@ -129,25 +133,31 @@ static class TrainBenchmark
         return diff;
     }
 
-    static double? PyTorchTokensPerSecond(GptNeoXConfig config, string dir, int block, int batch, int steps)
+    // On CPU the reference runs at 1 and 2 torch threads and the faster counts (Debian's OpenBLAS threads GEMMs itself,
+    // so one torch thread avoids oversubscription); on CUDA, once.
+    static double? PyTorchTokensPerSecond(GptNeoXConfig config, string dir, int block, int batch, int steps, string device)
     {
         string configPath = Path.Combine(dir, ModelDirectory.ConfigFile);
         config.Save(configPath);
         double? best = null;
-        foreach (int threads in new[] { 1, 2 }.Where(t => t <= Environment.ProcessorCount))
+        int[] threadCounts = device == "cuda" ? [1] : [1, 2];
+        foreach (int threads in threadCounts.Where(t => t <= Environment.ProcessorCount))
         {
-            if (!RunPython(["train", configPath, block.ToString(), batch.ToString(), steps.ToString(), threads.ToString()], out string output)) return null;
+            if (!RunPython(["train", configPath, block.ToString(), batch.ToString(), steps.ToString(), threads.ToString(), device], out string output)) return null;
             double value = JsonDocument.Parse(output.Trim().Split('\n')[^1]).RootElement.GetProperty("tokens_per_s").GetDouble();
-            Console.WriteLine($"PyTorch ({threads} thread{(threads > 1 ? "s" : "")}): {value:N0} tokens/s");
+            Console.WriteLine($"PyTorch {device} ({threads} thread{(threads > 1 ? "s" : "")}): {value:N0} tokens/s");
             best = Math.Max(best ?? 0, value);
         }
         return best;
     }
 
+    // Debian's python3 (with python3-torch) by default; --python picks another (e.g. a GPU machine's own PyTorch).
+    static string Python = "/usr/bin/python3";
+
     static bool RunPython(string[] arguments, out string output)
     {
         string script = Path.Combine(FindRepoRoot(), "tests", "reference", "gpt_neox_reference.py");
-        var info = new ProcessStartInfo("/usr/bin/python3", [script, .. arguments]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var info = new ProcessStartInfo(Python, [script, .. arguments]) { RedirectStandardOutput = true, RedirectStandardError = true };
         try
         {
             using var process = Process.Start(info)!;
@@ -167,8 +177,9 @@ static class TrainBenchmark
 
     static string FindRepoRoot()
     {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "MLNetFinetune.sln"))) return dir.FullName;
+        foreach (string start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
+            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "MLNetFinetune.sln"))) return dir.FullName;
         throw new DirectoryNotFoundException("Run the benchmark from inside the repository.");
     }
 }

@@ -4,7 +4,7 @@ definition (HF transformers' GPTNeoX semantics): it loads our model directory (c
 HF names) and either prints logits for given ids, or times training steps on random data as a speed baseline.
 
   python3 gpt_neox_reference.py logits MODEL_DIR IDS_JSON OUT.f32        # logits as raw float32, row-major
-  python3 gpt_neox_reference.py train CONFIG_JSON BLOCK BATCH STEPS THREADS  # prints tokens/s
+  python3 gpt_neox_reference.py train CONFIG_JSON BLOCK BATCH STEPS THREADS [cpu|cuda]  # prints tokens/s
 
 Needs Debian's python3-torch (and libopenblas0-pthread for speed); nothing else.
 """
@@ -47,7 +47,7 @@ class Attention(nn.Module):
         q = torch.cat((q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]), dim=-1)
         k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(c.head_dim)
-        mask = torch.ones(t, t, dtype=torch.bool).triu(1)
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         scores = scores.masked_fill(mask, float("-inf"))
         out = F.softmax(scores, dim=-1) @ v
         return self.dense(out.transpose(1, 2).reshape(b, t, c.hidden_size))
@@ -90,8 +90,8 @@ class Backbone(nn.Module):
 
     def forward(self, ids):
         c, t = self.c, ids.shape[1]
-        inv_freq = 1.0 / (c.rotary_emb_base ** (torch.arange(0, c.rotary_dim, 2).float() / c.rotary_dim))
-        angles = torch.outer(torch.arange(t, dtype=torch.float32), inv_freq)
+        inv_freq = 1.0 / (c.rotary_emb_base ** (torch.arange(0, c.rotary_dim, 2, device=ids.device).float() / c.rotary_dim))
+        angles = torch.outer(torch.arange(t, dtype=torch.float32, device=ids.device), inv_freq)
         emb = torch.cat((angles, angles), dim=-1)
         cos, sin = emb.cos(), emb.sin()
         x = self.embed_in(ids)
@@ -138,15 +138,15 @@ def logits(model_dir, ids_json, out_path):
         f.write(out.numpy().astype("float32").tobytes())
 
 
-def train(config_json, block, batch, steps, threads):
+def train(config_json, block, batch, steps, threads, device="cpu"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     c = Config(json.load(open(config_json)))
-    model = GPTNeoXForCausalLM(c)
+    model = GPTNeoXForCausalLM(c).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=3e-4, betas=(0.9, 0.95))
-    data = torch.randint(0, c.vocab_size, (steps + 5, batch, block))
+    data = torch.randint(0, c.vocab_size, (steps + 5, batch, block), device=device)
     def step(i):
         ids = data[i]
         out = model(ids)
@@ -154,11 +154,14 @@ def train(config_json, block, batch, steps, threads):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for i in range(5):
         step(i)
+    sync()
     start = time.perf_counter()
     for i in range(5, steps + 5):
         step(i)
+    sync()
     seconds = time.perf_counter() - start
     print(json.dumps({"tokens_per_s": steps * batch * block / seconds, "threads": threads, "torch": torch.__version__}))
 
@@ -167,6 +170,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "logits":
         logits(sys.argv[2], sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "train":
-        train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+        train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7] if len(sys.argv) > 7 else "cpu")
     else:
         sys.exit(__doc__)

@@ -18,11 +18,13 @@ public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
     readonly Linear embed_out;
 #pragma warning restore IDE1006
 
+    readonly ComputePrecision _precision = new();
+
     /// <summary>A model of the given shape with freshly initialised weights (normal, std = initializer_range; zero biases).</summary>
     public GptNeoXForCausalLM(GptNeoXConfig config) : base("GPTNeoXForCausalLM")
     {
         Config = config.Validated("the model config");
-        gpt_neox = new GptNeoXBackbone(config);
+        gpt_neox = new GptNeoXBackbone(config, _precision);
         embed_out = Linear(config.HiddenSize, config.VocabSize, hasBias: false);
         RegisterComponents();
         using var _ = no_grad();
@@ -37,8 +39,23 @@ public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
     /// <summary>The shape.</summary>
     public GptNeoXConfig Config { get; }
 
-    /// <summary>Logits <c>[batch, seq, vocab]</c> for token ids <c>[batch, seq]</c> (int64), causally masked.</summary>
-    public override Tensor forward(Tensor inputIds) => embed_out.forward(gpt_neox.forward(inputIds));
+    /// <summary>
+    /// Mixed precision: when set (bfloat16 on CUDA), every matrix product runs in this type on a cast of the float32
+    /// weights, while embeddings, LayerNorm, the residual stream, the loss and the weights themselves stay float32,
+    /// as PyTorch's autocast does (TorchSharp has no autocast). Null (default) computes in float32.
+    /// </summary>
+    public ScalarType? ComputeType
+    {
+        get => _precision.Type;
+        set => _precision.Type = value;
+    }
+
+    /// <summary>Logits <c>[batch, seq, vocab]</c> (float32) for token ids <c>[batch, seq]</c> (int64), causally masked.</summary>
+    public override Tensor forward(Tensor inputIds)
+    {
+        var logits = _precision.Linear(embed_out, gpt_neox.forward(inputIds));
+        return logits.dtype == float32 ? logits : logits.to(float32);
+    }
 
     /// <summary>
     /// Mean next-token cross-entropy: logits at position t are scored against labels at t + 1, positions labelled
@@ -64,10 +81,10 @@ sealed class GptNeoXBackbone : Module<Tensor, Tensor>
 #pragma warning restore IDE1006
     readonly Rotary _rotary;
 
-    public GptNeoXBackbone(GptNeoXConfig c) : base("GPTNeoXModel")
+    public GptNeoXBackbone(GptNeoXConfig c, ComputePrecision precision) : base("GPTNeoXModel")
     {
         embed_in = Embedding(c.VocabSize, c.HiddenSize);
-        layers = new ModuleList<GptNeoXLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new GptNeoXLayer(c)).ToArray());
+        layers = new ModuleList<GptNeoXLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new GptNeoXLayer(c, precision)).ToArray());
         final_layer_norm = LayerNorm(c.HiddenSize, c.LayerNormEps);
         _rotary = new Rotary(c.RotaryDim, c.RotaryEmbBase);
         RegisterComponents();
@@ -94,12 +111,12 @@ sealed class GptNeoXLayer : Module<Tensor, Tensor>
 #pragma warning restore IDE1006
     readonly bool _parallel;
 
-    public GptNeoXLayer(GptNeoXConfig c) : base("GPTNeoXLayer")
+    public GptNeoXLayer(GptNeoXConfig c, ComputePrecision precision) : base("GPTNeoXLayer")
     {
         input_layernorm = LayerNorm(c.HiddenSize, c.LayerNormEps);
         post_attention_layernorm = LayerNorm(c.HiddenSize, c.LayerNormEps);
-        attention = new GptNeoXAttention(c);
-        mlp = new GptNeoXMlp(c);
+        attention = new GptNeoXAttention(c, precision);
+        mlp = new GptNeoXMlp(c, precision);
         _parallel = c.UseParallelResidual;
         RegisterComponents();
     }
@@ -123,9 +140,11 @@ sealed class GptNeoXAttention : Module<Tensor, Tensor>
     readonly Linear dense;
 #pragma warning restore IDE1006
     readonly int _heads, _headDim, _rotaryDim;
+    readonly ComputePrecision _precision;
 
-    public GptNeoXAttention(GptNeoXConfig c) : base("GPTNeoXAttention")
+    public GptNeoXAttention(GptNeoXConfig c, ComputePrecision precision) : base("GPTNeoXAttention")
     {
+        _precision = precision;
         query_key_value = Linear(c.HiddenSize, 3 * c.HiddenSize, hasBias: c.AttentionBias);
         dense = Linear(c.HiddenSize, c.HiddenSize, hasBias: c.AttentionBias);
         (_heads, _headDim, _rotaryDim) = (c.NumAttentionHeads, c.HeadDim, c.RotaryDim);
@@ -138,12 +157,12 @@ sealed class GptNeoXAttention : Module<Tensor, Tensor>
     {
         long batch = x.shape[0], seq = x.shape[1];
         // HF layout: the fused output is [heads, 3, head_dim] per position, so view before splitting q, k, v.
-        var qkv = query_key_value.forward(x).view(batch, seq, _heads, 3 * _headDim).permute(0, 2, 1, 3);
+        var qkv = _precision.Linear(query_key_value, x).view(batch, seq, _heads, 3 * _headDim).permute(0, 2, 1, 3);
         var q = Rotary.Apply(qkv[.., .., .., .._headDim], cos, sin, _rotaryDim);
         var k = Rotary.Apply(qkv[.., .., .., _headDim..(2 * _headDim)], cos, sin, _rotaryDim);
         var v = qkv[.., .., .., (2 * _headDim)..];
         var attended = functional.scaled_dot_product_attention(q, k, v, is_casual: true);
-        return dense.forward(attended.transpose(1, 2).reshape(batch, seq, _heads * _headDim));
+        return _precision.Linear(dense, attended.transpose(1, 2).reshape(batch, seq, _heads * _headDim));
     }
 }
 
@@ -155,14 +174,28 @@ sealed class GptNeoXMlp : Module<Tensor, Tensor>
     readonly Linear dense_4h_to_h;
 #pragma warning restore IDE1006
 
-    public GptNeoXMlp(GptNeoXConfig c) : base("GPTNeoXMLP")
+    readonly ComputePrecision _precision;
+
+    public GptNeoXMlp(GptNeoXConfig c, ComputePrecision precision) : base("GPTNeoXMLP")
     {
+        _precision = precision;
         dense_h_to_4h = Linear(c.HiddenSize, c.IntermediateSize);
         dense_4h_to_h = Linear(c.IntermediateSize, c.HiddenSize);
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => dense_4h_to_h.forward(functional.gelu(dense_h_to_4h.forward(x)));
+    public override Tensor forward(Tensor x) => _precision.Linear(dense_4h_to_h, functional.gelu(_precision.Linear(dense_h_to_4h, x)));
+}
+
+/// <summary>The compute type shared by a model's modules (see <see cref="GptNeoXForCausalLM.ComputeType"/>).</summary>
+sealed class ComputePrecision
+{
+    public ScalarType? Type;
+
+    /// <summary>A linear layer in the compute type: input, weight and bias cast (autograd carries gradients back to the float32 weights).</summary>
+    public Tensor Linear(Linear layer, Tensor x) => Type is { } t
+        ? functional.linear(x.to(t), layer.weight!.to(t), layer.bias?.to(t))
+        : layer.forward(x);
 }
 
 /// <summary>

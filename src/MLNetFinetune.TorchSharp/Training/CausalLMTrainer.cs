@@ -30,6 +30,20 @@ public static class CausalLMTrainer
         TorchRuntime.SetThreads(options.Threads);
         var device = TorchRuntime.ResolveDevice(options.Device);
         model.to(device);
+        model.ComputeType = options.ComputeType;
+        try
+        {
+            return Run(model, tokenizer, data, options, log, device);
+        }
+        finally
+        {
+            model.ComputeType = null; // checkpoints and later inference are float32
+        }
+    }
+
+    static TrainingResult Run(GptNeoXForCausalLM model, TextTokenizer tokenizer, TrainingExamples data, CausalLMTrainingOptions options,
+        IChannelProvider? log, Device device)
+    {
         int padId = tokenizer.PadId ?? 0;
         int perStep = options.MicroBatchSize * options.GradientAccumulationSteps;
         int totalSteps = TotalSteps(options, data.ExamplesPerEpoch, perStep);

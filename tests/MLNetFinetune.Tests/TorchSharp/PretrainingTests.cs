@@ -142,6 +142,47 @@ public class PretrainingTests : IDisposable
     }
 
     [Fact]
+    public void Bfloat16MixedPrecisionTrainsAndKeepsFloat32Weights()
+    {
+        var fp32 = Options("fp32", b => { b.MaxSteps = 30; b.EvalFraction = 0; });
+        var bf16 = new PretrainingOptions
+        {
+            Tokenizer = fp32.Tokenizer, Preset = "tiny", OutputDirectory = Path.Combine(_dir.Path, "bf16"), BlockSize = 32, MicroBatchSize = 4,
+            MaxSteps = 30, LearningRate = 3e-3, MinLearningRate = 3e-4, WarmupSteps = 2, EvalFraction = 0, Threads = 1, Device = "cpu", DType = "bfloat16",
+        };
+        using var reference = new PretrainingEstimator(fp32).Fit(Docs());
+        using var mixed = new PretrainingEstimator(bf16).Fit(Docs());
+        var (first, last) = (mixed.Training!.History[0].Loss, mixed.Training.History[^1].Loss);
+        Assert.True(last < 0.8 * first, $"bf16 loss went from {first} to {last}");
+        Assert.InRange(last, 0.8 * reference.Training!.History[^1].Loss, 1.2 * reference.Training.History[^1].Loss);
+        Assert.Null(mixed.Model.ComputeType);
+        Assert.All(mixed.Model.parameters(), p => Assert.Equal(global::TorchSharp.torch.ScalarType.Float32, p.dtype));
+
+        var bad = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(new PretrainingOptions
+        {
+            Tokenizer = fp32.Tokenizer, Preset = "tiny", OutputDirectory = Path.Combine(_dir.Path, "bad"), MaxSteps = 1, DType = "float8",
+        }));
+        Assert.Contains("DType 'float8' is not supported: use float32 or bfloat16", bad.Message);
+    }
+
+    [Fact]
+    public void TrainsFromATokenIdsColumn()
+    {
+        var tokenizer = SmallTokenizer.Value;
+        var ids = _ml.Transforms.Text.TokenizeForCausalLM(new TokenizeOptions { Tokenizer = tokenizer, AddEos = true, AttentionMaskColumnName = null, OutputColumnName = "Ids" })
+            .Fit(Docs()).Transform(Docs());
+        var options = new PretrainingOptions
+        {
+            Tokenizer = tokenizer, Preset = "tiny", OutputDirectory = Path.Combine(_dir.Path, "ids"), TokenIdsColumnName = "Ids", BlockSize = 32,
+            MicroBatchSize = 4, MaxSteps = 30, LearningRate = 3e-3, MinLearningRate = 3e-4, WarmupSteps = 2, EvalFraction = 0, Threads = 1, Device = "cpu",
+        };
+        using var model = _ml.CausalLM().Trainers.Pretrain(options).Fit(ids);
+        Assert.True(model.Training!.History[^1].Loss < 0.8 * model.Training.History[0].Loss);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => _ml.CausalLM().Trainers.Pretrain(options).Fit(Docs()));
+        Assert.Contains("reads column 'Ids', which the input does not have", e.Message);
+    }
+
+    [Fact]
     public void BadOptionsAndInputsAreNamed()
     {
         var noStop = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(Options("x", b => b.MaxSteps = 0)));
