@@ -167,6 +167,29 @@ public class GptNeoXModelTests : IDisposable
     }
 
     [Fact]
+    public void HalfPrecisionCheckpointsAreReadExactly()
+    {
+        // Pythia's published safetensors are float16; bfloat16 is common too. Both widen to float32 without loss.
+        string path = Path.Combine(_dir.Path, "half.safetensors");
+        Half[] f16 = [(Half)1.5f, (Half)(-0.25f), Half.MaxValue];
+        float[] bf16Values = [3.0f, -1.0f / 128];
+        byte[] f16Bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(f16.AsSpan()).ToArray();
+        byte[] bf16Bytes = bf16Values.SelectMany(v => BitConverter.GetBytes((ushort)(BitConverter.SingleToInt32Bits(v) >> 16))).ToArray();
+        string header = "{\"a\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,6]},\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[6,10]}}";
+        using (var file = File.Create(path))
+        {
+            file.Write(BitConverter.GetBytes((ulong)header.Length));
+            file.Write(System.Text.Encoding.ASCII.GetBytes(header));
+            file.Write(f16Bytes);
+            file.Write(bf16Bytes);
+        }
+        using var weights = SafeTensorsFile.Open(path);
+        Assert.Equal([1.5f, -0.25f, 65504f], weights.ReadFloat32("a"));
+        Assert.Equal(bf16Values, weights.ReadFloat32("b"));
+        Assert.Contains("no tensor 'c'", Assert.Throws<KeyNotFoundException>(() => weights.ReadFloat32("c")).Message);
+    }
+
+    [Fact]
     public void BadConfigsAndWeightFilesAreNamed()
     {
         string configPath = Path.Combine(_dir.Path, "config.json");

@@ -183,6 +183,30 @@ public class PretrainingTests : IDisposable
     }
 
     [Fact]
+    public void StopsByTokensOrByEpochs()
+    {
+        var byTokens = Options("tokens", b => { b.MaxSteps = 0; b.EvalFraction = 0; });
+        using var tokens = new PretrainingEstimator(new PretrainingOptions
+        {
+            Tokenizer = byTokens.Tokenizer, Preset = "tiny", OutputDirectory = byTokens.OutputDirectory, BlockSize = 32, MicroBatchSize = 4,
+            MaxTokens = 5 * 4 * 32, EvalFraction = 0, Threads = 1, Device = "cpu",
+        }).Fit(Docs());
+        Assert.Equal(5, tokens.Training!.Steps);
+        Assert.Equal(5 * 4 * 32, tokens.Training.History[^1].Tokens);
+
+        var blocks = new TrainingExamples(_ml.Data.PackTokens(
+            _ml.Transforms.Text.TokenizeForCausalLM(new TokenizeOptions { Tokenizer = byTokens.Tokenizer, AttentionMaskColumnName = null }).Fit(Docs()).Transform(Docs()),
+            new PackingOptions { BlockSize = 32, SeparatorId = byTokens.Tokenizer.EosId }), "InputIds", null, 0, 0);
+        using var epochs = new PretrainingEstimator(new PretrainingOptions
+        {
+            Tokenizer = byTokens.Tokenizer, Preset = "tiny", OutputDirectory = Path.Combine(_dir.Path, "epochs"), BlockSize = 32, MicroBatchSize = 4,
+            Epochs = 2, EvalFraction = 0, Threads = 1, Device = "cpu",
+        }).Fit(Docs());
+        Assert.Equal((int)((2 * blocks.ExamplesPerEpoch + 3) / 4), epochs.Training!.Steps);
+        Assert.Equal(1, epochs.Training.History[^1].Epoch);
+    }
+
+    [Fact]
     public void BadOptionsAndInputsAreNamed()
     {
         var noStop = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(Options("x", b => b.MaxSteps = 0)));
