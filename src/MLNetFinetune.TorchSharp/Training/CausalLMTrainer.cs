@@ -66,6 +66,10 @@ public static class CausalLMTrainer
         {
             lastCheckpoint = TrainingCheckpoint.Resolve(options.ResumeFrom);
             var state = TrainingCheckpoint.ReadState(lastCheckpoint);
+            // Resuming continues the same run: the schedule and the data order must be the ones the checkpoint used.
+            if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.ShuffleBuffer != options.ShuffleBuffer)
+                throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, shuffle window {state.ShuffleBuffer}; " +
+                    $"these options give {totalSteps} steps, seed {options.Seed}, window {options.ShuffleBuffer}. Resume with the options of that run.");
             GptNeoXCheckpoint.LoadWeights(model, Path.Combine(lastCheckpoint, MLNetFinetune.ModelFiles.ModelDirectory.WeightsFile));
             TrainingCheckpoint.LoadOptimizer(lastCheckpoint, optimizer);
             TrainingCheckpoint.RestoreRng(state.TorchRngState);
@@ -83,6 +87,7 @@ public static class CausalLMTrainer
         int intervalSteps = 0;
         double gradNorm = 0;
         var micro = new List<TrainingExample>(options.MicroBatchSize);
+        var batches = new List<(Tensor Ids, Tensor Labels, long Tokens, long Targets)>(options.GradientAccumulationSteps);
         string metricsPath = Path.Combine(options.OutputDirectory, "metrics.csv");
         Directory.CreateDirectory(options.OutputDirectory);
 
@@ -91,7 +96,7 @@ public static class CausalLMTrainer
             model.train();
             double lr = LearningRateSchedule.At(step, totalSteps, options.LearningRate, options.MinLearningRate, options.WarmupSteps);
             foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
-            double stepLoss = 0;
+            double stepLoss;
             for (int m = 0; m < options.GradientAccumulationSteps; m++)
             {
                 micro.Clear();
@@ -101,23 +106,31 @@ public static class CausalLMTrainer
                     micro.Add(examples.Current.Example);
                     (epoch, inEpoch) = (examples.Current.Epoch, examples.Current.InEpoch);
                 }
-                using var scope = NewDisposeScope();
-                var batch = TrainingExamples.Collate(micro, padId);
-                var ids = tensor(batch.Ids.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
-                var labels = tensor(batch.Labels!.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
-                var loss = model.Loss(ids, labels);
-                double value = loss.item<float>();
-                if (!double.IsFinite(value))
-                    throw new TrainingDivergedException($"The training loss is {value} at step {step + 1}. The last good checkpoint is " +
-                        (lastCheckpoint ?? "none (no checkpoint was written yet)") + "; resume from it with a lower LearningRate or stronger clipping.");
-                (loss / options.GradientAccumulationSteps).backward();
-                stepLoss += value / options.GradientAccumulationSteps;
-                tokens += batch.AttentionMask.Sum();
-                intervalTokens += batch.AttentionMask.Sum();
+                batches.Add(TrainingExamples.Collate(micro, padId, device));
             }
-            gradNorm = options.GradientClipNorm > 0
-                ? nn.utils.clip_grad_norm_(model.parameters(), options.GradientClipNorm)
-                : GlobalNorm(model);
+            // Every labelled target of the step weighs the same, however the micro-batches split them (a mean per
+            // micro-batch would overweight short ones), and training and evaluation losses mean the same thing.
+            long stepTargets = batches.Sum(b => b.Targets);
+            using (var scope = NewDisposeScope())
+            {
+                var lossSum = zeros(1, device: device);
+                foreach (var (ids, labels, batchTokens, _) in batches)
+                {
+                    var loss = model.Loss(ids, labels, nn.Reduction.Sum);
+                    (loss / stepTargets).backward();
+                    lossSum += loss.detach();
+                    tokens += batchTokens;
+                    intervalTokens += batchTokens;
+                }
+                stepLoss = lossSum.item<float>() / stepTargets;
+            }
+            foreach (var (ids, labels, _, _) in batches) { ids.Dispose(); labels.Dispose(); }
+            batches.Clear();
+            // An infinite norm clips to NaN weights, so check it before the optimizer moves anything.
+            gradNorm = nn.utils.clip_grad_norm_(model.parameters(), options.GradientClipNorm > 0 ? options.GradientClipNorm : double.PositiveInfinity);
+            if (!double.IsFinite(stepLoss) || !double.IsFinite(gradNorm))
+                throw new TrainingDivergedException($"The training {(double.IsFinite(stepLoss) ? $"gradient norm is {gradNorm}" : $"loss is {stepLoss}")} at step {step + 1}. " +
+                    "The last good checkpoint is " + (lastCheckpoint ?? "none (no checkpoint was written yet)") + "; resume from it with a lower LearningRate or stronger clipping.");
             optimizer.step();
             optimizer.zero_grad();
             step++;
@@ -145,13 +158,13 @@ public static class CausalLMTrainer
                 {
                     bestEval = e;
                     TrainingCheckpoint.Write(Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), "best"), model, tokenizer, optimizer,
-                        State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options.Seed, history));
+                        State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
                 }
             }
             if ((options.CheckpointInterval > 0 && step % options.CheckpointInterval == 0) || step == totalSteps)
             {
                 lastCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), $"step-{step:D7}");
-                TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options.Seed, history));
+                TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
                 TrainingCheckpoint.Prune(options.OutputDirectory, options.KeepLastCheckpoints);
             }
         }
@@ -168,11 +181,9 @@ public static class CausalLMTrainer
         for (int start = 0; start < examples.Count; start += batchSize)
         {
             using var scope = NewDisposeScope();
-            var batch = TrainingExamples.Collate(examples.Skip(start).Take(batchSize).ToList(), padId);
-            var ids = tensor(batch.Ids.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
-            var labels = tensor(batch.Labels!.Select(i => (long)i).ToArray(), [batch.Rows, batch.Length], dtype: int64, device: device);
+            var (ids, labels, _, targets) = TrainingExamples.Collate(examples.Skip(start).Take(batchSize).ToList(), padId, device);
             sum += model.Loss(ids, labels, nn.Reduction.Sum).item<float>();
-            count += labels[.., 1..].ne(TokenSequences.IgnoreIndex).sum().item<long>();
+            count += targets;
         }
         return sum / Math.Max(1, count);
     }
@@ -200,17 +211,8 @@ public static class CausalLMTrainer
         }
     }
 
-    static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, int seed, List<MetricRow> history) =>
-        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, seed, TrainingCheckpoint.CaptureRng(), history.ToList());
-
-    static double GlobalNorm(GptNeoXForCausalLM model)
-    {
-        using var _ = NewDisposeScope();
-        double sum = 0;
-        foreach (var p in model.parameters())
-            if (p.grad is { } g) sum += g.pow(2).sum().item<float>();
-        return Math.Sqrt(sum);
-    }
+    static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, CausalLMTrainingOptions o, List<MetricRow> history) =>
+        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, o.Seed, o.ShuffleBuffer, TrainingCheckpoint.CaptureRng(), history.ToList());
 
     static void Report(IChannelProvider? log, string message)
     {

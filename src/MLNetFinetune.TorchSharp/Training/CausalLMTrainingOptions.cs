@@ -57,7 +57,7 @@ public abstract class CausalLMTrainingOptions
     /// <summary>Evaluate every N steps (and at the end). Default 50.</summary>
     public int EvalInterval { get; init; } = 50;
 
-    /// <summary>Report progress every N steps. Default 10.</summary>
+    /// <summary>Report progress every N steps (a report right after a resume averages only the steps since resuming). Default 10.</summary>
     public int LogInterval { get; init; } = 10;
 
     /// <summary>Write a checkpoint every N steps (0: only at the end). Default 100.</summary>
@@ -111,6 +111,18 @@ public abstract class CausalLMTrainingOptions
         Positive(LogInterval, nameof(LogInterval));
         Positive(EvalInterval, nameof(EvalInterval));
         Positive(ShuffleBuffer, nameof(ShuffleBuffer));
+        Positive(KeepLastCheckpoints, nameof(KeepLastCheckpoints));
+        void NotNegative(double value, string name)
+        {
+            if (value < 0 || double.IsNaN(value)) throw new ArgumentOutOfRangeException(name, $"{name} must not be negative (got {value}).");
+        }
+        NotNegative(WarmupSteps, nameof(WarmupSteps));
+        NotNegative(CheckpointInterval, nameof(CheckpointInterval));
+        NotNegative(MaxEvalBlocks, nameof(MaxEvalBlocks));
+        NotNegative(GradientClipNorm, nameof(GradientClipNorm));
+        NotNegative(WeightDecay, nameof(WeightDecay));
+        if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta1), $"AdamW betas must be in [0, 1) (got {Beta1}, {Beta2}).");
+        if (Epsilon <= 0) throw new ArgumentOutOfRangeException(nameof(Epsilon), "Epsilon must be positive.");
         if (MaxSteps <= 0 && MaxTokens <= 0 && Epochs <= 0)
             throw new ArgumentException("Say when to stop: set MaxSteps, MaxTokens or Epochs.");
         if (LearningRate <= 0 || MinLearningRate < 0 || MinLearningRate > LearningRate)

@@ -7,7 +7,7 @@ public static class LearningRateSchedule
     public static double At(int step, int totalSteps, double peak, double floor, int warmupSteps)
     {
         if (warmupSteps > 0 && step < warmupSteps) return peak * (step + 1) / warmupSteps;
-        int decaySteps = Math.Max(1, totalSteps - warmupSteps);
+        int decaySteps = Math.Max(1, totalSteps - warmupSteps - 1); // the last step (totalSteps − 1) lands on the floor
         double progress = Math.Clamp((double)(step - warmupSteps) / decaySteps, 0, 1);
         return floor + 0.5 * (1 + Math.Cos(Math.PI * progress)) * (peak - floor);
     }

@@ -30,6 +30,7 @@ public sealed record TrainerState(
     [property: JsonPropertyName("tokens")] long Tokens,
     [property: JsonPropertyName("best_eval_loss")] double? BestEvalLoss,
     [property: JsonPropertyName("seed")] int Seed,
+    [property: JsonPropertyName("shuffle_buffer")] int ShuffleBuffer,
     [property: JsonPropertyName("torch_rng_state")] string TorchRngState,
     [property: JsonPropertyName("history")] IReadOnlyList<MetricRow> History);
 
@@ -94,7 +95,7 @@ public static class TrainingCheckpoint
         if (File.Exists(Path.Combine(path, StateFile))) return path;
         string folder = Folder(path);
         var latest = Directory.Exists(folder)
-            ? Directory.GetDirectories(folder, "step-*").Where(d => !d.Contains(".tmp-") && !d.Contains(".old-")).Order(StringComparer.Ordinal).LastOrDefault()
+            ? StepCheckpoints(folder).LastOrDefault()
             : null;
         return latest ?? throw new DirectoryNotFoundException($"Nothing to resume from at '{path}': it is not a checkpoint and holds no checkpoints/step-* folder.");
     }
@@ -104,9 +105,17 @@ public static class TrainingCheckpoint
     {
         string folder = Folder(outputDirectory);
         if (!Directory.Exists(folder)) return;
-        var steps = Directory.GetDirectories(folder, "step-*").Where(d => !d.Contains(".tmp-") && !d.Contains(".old-")).Order(StringComparer.Ordinal).ToList();
+        var steps = StepCheckpoints(folder);
         foreach (string old in steps.Take(Math.Max(0, steps.Count - keep))) Directory.Delete(old, recursive: true);
+        // Folders a killed run left half-written.
+        foreach (string leftover in Directory.GetDirectories(folder).Where(d => IsTemporary(Path.GetFileName(d))))
+            Directory.Delete(leftover, recursive: true);
     }
+
+    static List<string> StepCheckpoints(string folder) => Directory.GetDirectories(folder, "step-*")
+        .Where(d => !IsTemporary(Path.GetFileName(d))).Order(StringComparer.Ordinal).ToList();
+
+    static bool IsTemporary(string name) => name.Contains(".tmp-", StringComparison.Ordinal) || name.Contains(".old-", StringComparison.Ordinal);
 
     /// <summary>The torch RNG state as base64 (restored with <see cref="RestoreRng"/>).</summary>
     public static string CaptureRng()

@@ -18,20 +18,25 @@ public sealed class TrainingExamples
     readonly IDataView _data;
     readonly string _idsColumn;
     readonly string? _labelsColumn;
-    readonly int _evalEvery;
+    readonly int _evalEvery, _maxEval, _vocabSize;
 
-    /// <summary>Makes one counting pass over <paramref name="data"/> and collects the held-out examples.</summary>
-    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples)
+    /// <summary>
+    /// Makes one counting pass over <paramref name="data"/> and collects the held-out examples. Ids must be below
+    /// <paramref name="vocabSize"/>; examples with nothing to learn (no labelled target) are left out.
+    /// </summary>
+    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples, int vocabSize)
     {
         _data = data;
         _idsColumn = idsColumn;
         _labelsColumn = labelsColumn;
+        _vocabSize = vocabSize;
         _evalEvery = evalFraction > 0 ? Math.Max(2, (int)Math.Round(1 / evalFraction)) : 0;
+        _maxEval = maxEvalExamples;
         var eval = new List<TrainingExample>();
         long training = 0;
         foreach (var (index, example) in Read())
         {
-            if (IsEval(index)) { if (eval.Count < maxEvalExamples) eval.Add(example); }
+            if (IsEval(index)) eval.Add(example);
             else training++;
         }
         if (training == 0) throw new InvalidDataException(
@@ -46,12 +51,14 @@ public sealed class TrainingExamples
     /// <summary>Training examples in one epoch.</summary>
     public long ExamplesPerEpoch { get; }
 
-    bool IsEval(long index) => _evalEvery > 0 && index % _evalEvery == _evalEvery - 1;
+    // Every _evalEvery-th example, until _maxEval are held out; later ones train.
+    bool IsEval(long index) => _evalEvery > 0 && index % _evalEvery == _evalEvery - 1 && index / _evalEvery < _maxEval;
 
     /// <summary>The training examples of <paramref name="epoch"/>, shuffled within a window of <paramref name="window"/>.</summary>
     public IEnumerable<TrainingExample> Epoch(int epoch, int seed, int window)
     {
-        var random = new Random(HashCode.Combine(seed, epoch, 0x5eed));
+        // A fixed mix (HashCode.Combine is randomised per process), so a resumed run in a new process sees the same order.
+        var random = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 0x5eed));
         var buffer = new List<TrainingExample>(window);
         foreach (var (index, example) in Read())
         {
@@ -93,12 +100,31 @@ public sealed class TrainingExamples
                 if (labelArray.Length != idArray.Length)
                     throw new InvalidDataException($"Row {index}: {idArray.Length} ids but {labelArray.Length} labels.");
             }
-            if (idArray.Length < 2) { index++; continue; } // nothing to predict
+            foreach (int id in idArray)
+                if ((uint)id >= (uint)_vocabSize)
+                    throw new InvalidDataException($"Row {index} of column '{_idsColumn}' holds token id {id}, outside the model's vocabulary of {_vocabSize}.");
+            bool learnable = false;
+            for (int i = 1; i < labelArray.Length && !learnable; i++) learnable = labelArray[i] != TokenSequences.IgnoreIndex;
+            if (!learnable) continue; // nothing to predict; not counted, so the split stays fixed
             yield return (index++, new TrainingExample(idArray, labelArray));
         }
     }
 
-    /// <summary>Pads a micro-batch (labels padded with the ignore index).</summary>
-    internal static TokenBatch Collate(IReadOnlyList<TrainingExample> examples, int padId) =>
-        TokenBatch.Pad(examples.Select(e => (IReadOnlyList<int>)e.Ids).ToList(), padId, labels: examples.Select(e => (IReadOnlyList<int>)e.Labels).ToList());
+    /// <summary>
+    /// Pads a micro-batch (labels with the ignore index) into int64 tensors on <paramref name="device"/>, and counts
+    /// the labelled targets (labels after the first position), which weight the loss.
+    /// </summary>
+    internal static (global::TorchSharp.torch.Tensor Ids, global::TorchSharp.torch.Tensor Labels, long Tokens, long Targets) Collate(
+        IReadOnlyList<TrainingExample> examples, int padId, global::TorchSharp.torch.Device device)
+    {
+        var batch = TokenBatch.Pad(examples.Select(e => (IReadOnlyList<int>)e.Ids).ToList(), padId, labels: examples.Select(e => (IReadOnlyList<int>)e.Labels).ToList());
+        long tokens = batch.AttentionMask.Sum(), targets = 0;
+        for (int r = 0; r < batch.Rows; r++)
+            for (int t = 1; t < batch.Length; t++)
+                if (batch.Labels![r * batch.Length + t] != TokenSequences.IgnoreIndex) targets++;
+        long[] shape = [batch.Rows, batch.Length];
+        var ids = global::TorchSharp.torch.tensor(batch.Ids, shape).to(global::TorchSharp.torch.int64, device);
+        var labels = global::TorchSharp.torch.tensor(batch.Labels!, shape).to(global::TorchSharp.torch.int64, device);
+        return (ids, labels, tokens, targets);
+    }
 }

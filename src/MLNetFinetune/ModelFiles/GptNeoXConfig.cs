@@ -133,9 +133,8 @@ public sealed record GptNeoXConfig
         if (!File.Exists(path)) throw new FileNotFoundException($"Model config '{path}' does not exist.", path);
         try
         {
-            using var stream = File.OpenRead(path);
-            var config = JsonSerializer.Deserialize<GptNeoXConfig>(stream, Json) ?? throw new DataFileException(path, 0, "the file holds JSON null");
             using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+            var config = document.Deserialize<GptNeoXConfig>(Json) ?? throw new DataFileException(path, 0, "the file holds JSON null");
             if (document.RootElement.TryGetProperty("rope_scaling", out var scaling) && scaling.ValueKind != JsonValueKind.Null)
                 throw new DataFileException(path, 0, "rope_scaling is set; scaled rotary embeddings are not supported");
             return config.Validated(path);
@@ -153,7 +152,8 @@ public sealed record GptNeoXConfig
     public long ParameterCount()
     {
         long h = HiddenSize, i = IntermediateSize, v = VocabSize;
-        long layer = 2 * 2 * h /* two LayerNorms */ + (3 * h * h + 3 * h) + (h * h + h) + (h * i + i) + (i * h + h);
+        long attentionBias = AttentionBias ? 3 * h + h : 0;
+        long layer = 2 * 2 * h /* two LayerNorms */ + 3 * h * h + h * h + attentionBias + (h * i + i) + (i * h + h);
         return v * h * 2 + NumHiddenLayers * layer + 2 * h;
     }
 }

@@ -101,7 +101,7 @@ public sealed class SafeTensorsFile : IDisposable
                         throw Bad(path, $"tensor '{name}' is {dtype} [{string.Join(", ", shape)}] = {info.ElementCount * size:N0} bytes, but its range holds {info.End - info.Begin:N0}");
                     tensors[name] = info;
                 }
-                catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
+                catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException or ArgumentOutOfRangeException)
                 {
                     throw Bad(path, $"tensor '{name}' lacks a valid dtype, shape or data_offsets");
                 }

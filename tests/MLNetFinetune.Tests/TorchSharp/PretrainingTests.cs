@@ -196,7 +196,7 @@ public class PretrainingTests : IDisposable
 
         var blocks = new TrainingExamples(_ml.Data.PackTokens(
             _ml.Transforms.Text.TokenizeForCausalLM(new TokenizeOptions { Tokenizer = byTokens.Tokenizer, AttentionMaskColumnName = null }).Fit(Docs()).Transform(Docs()),
-            new PackingOptions { BlockSize = 32, SeparatorId = byTokens.Tokenizer.EosId }), "InputIds", null, 0, 0);
+            new PackingOptions { BlockSize = 32, SeparatorId = byTokens.Tokenizer.EosId }), "InputIds", null, 0, 0, 320);
         using var epochs = new PretrainingEstimator(new PretrainingOptions
         {
             Tokenizer = byTokens.Tokenizer, Preset = "tiny", OutputDirectory = Path.Combine(_dir.Path, "epochs"), BlockSize = 32, MicroBatchSize = 4,
@@ -207,10 +207,40 @@ public class PretrainingTests : IDisposable
     }
 
     [Fact]
+    public void ResumingWithOtherOptionsIsRefused()
+    {
+        var first = Options("first", b => { b.MaxSteps = 4; b.CheckpointInterval = 2; b.EvalFraction = 0; });
+        using var _ = new PretrainingEstimator(first).Fit(Docs());
+        var longer = Options("longer", b => { b.MaxSteps = 8; b.EvalFraction = 0; b.ResumeFrom = first.OutputDirectory; });
+        var e = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(longer).Fit(Docs()));
+        Assert.Contains("was written by a run of 4 steps, seed 0, shuffle window 256; these options give 8 steps", e.Message);
+    }
+
+    [Fact]
+    public void HeldOutExamplesStopAtTheLimitAndIdsMustFitTheVocabulary()
+    {
+        var rows = Enumerable.Range(0, 100).Select(i => new IdsRow { Ids = [1, 2, i % 50] }).ToList();
+        var examples = new TrainingExamples(_ml.Data.LoadFromEnumerable(rows), "Ids", null, evalFraction: 0.1, maxEvalExamples: 3, vocabSize: 64);
+        Assert.Equal(3, examples.EvalExamples.Count);
+        Assert.Equal(97, examples.ExamplesPerEpoch);
+
+        rows.Add(new IdsRow { Ids = [1, 70] });
+        var e = Assert.Throws<InvalidDataException>(() => new TrainingExamples(_ml.Data.LoadFromEnumerable(rows), "Ids", null, 0, 0, vocabSize: 64));
+        Assert.Equal("Row 100 of column 'Ids' holds token id 70, outside the model's vocabulary of 64.", e.Message);
+    }
+
+    sealed class IdsRow
+    {
+        [VectorType] public int[] Ids { get; set; } = [];
+    }
+
+    [Fact]
     public void BadOptionsAndInputsAreNamed()
     {
         var noStop = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(Options("x", b => b.MaxSteps = 0)));
         Assert.Contains("Say when to stop", noStop.Message);
+        var keep = Assert.Throws<ArgumentOutOfRangeException>(() => new PretrainingEstimator(Options("k", b => b.Keep = 0)));
+        Assert.Contains("KeepLastCheckpoints must be positive", keep.Message);
         var estimator = new PretrainingEstimator(Options("y"));
         var column = Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(new DataFrame(new StringDataFrameColumn("Body", ["x"]))));
         Assert.Contains("Pretraining reads column 'Text', which the input does not have. Input columns: 'Body'", column.Message);
