@@ -64,6 +64,12 @@ public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
     public Tensor Loss(Tensor inputIds, Tensor labels, Reduction reduction = Reduction.Mean)
     {
         using var logits = forward(inputIds);
+        return LossFromLogits(logits, labels, reduction);
+    }
+
+    /// <summary>The loss of <see cref="Loss"/> from logits already computed (labels aligned with the inputs).</summary>
+    public static Tensor LossFromLogits(Tensor logits, Tensor labels, Reduction reduction = Reduction.Mean)
+    {
         // Shift the labels, not the logits: slicing [batch, seq − 1, vocab] out of the logits would copy the largest
         // activation (3 GB at 8 × 2048 × 50k); the last position gets the ignore index instead.
         using var scope = NewDisposeScope();

@@ -13,7 +13,9 @@ namespace MLNetFinetune.TorchSharp.Training;
 /// <param name="History">The metrics history.</param>
 /// <param name="BestEvalLoss">The lowest held-out loss seen, if evaluation was on.</param>
 /// <param name="LastCheckpoint">The newest checkpoint folder.</param>
-public sealed record TrainingResult(int Steps, IReadOnlyList<MetricRow> History, double? BestEvalLoss, string LastCheckpoint);
+/// <param name="BestCheckpoint">The checkpoint with the lowest eval loss, when evaluation was on.</param>
+/// <param name="StoppedEarly">True when early stopping ended the run before its last step.</param>
+public sealed record TrainingResult(int Steps, IReadOnlyList<MetricRow> History, double? BestEvalLoss, string LastCheckpoint, string? BestCheckpoint, bool StoppedEarly);
 
 /// <summary>
 /// The training loop every stage shares (pretraining now, instruction finetuning on the same loop): micro-batches
@@ -91,7 +93,10 @@ public static class CausalLMTrainer
         string metricsPath = Path.Combine(options.OutputDirectory, "metrics.csv");
         Directory.CreateDirectory(options.OutputDirectory);
 
-        while (step < totalSteps)
+        int evalsWithoutImprovement = 0;
+        bool stoppedEarly = false;
+        string? bestCheckpoint = bestEval != null ? Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), "best") : null;
+        while (step < totalSteps && !stoppedEarly)
         {
             model.train();
             double lr = LearningRateSchedule.At(step, totalSteps, options.LearningRate, options.MinLearningRate, options.WarmupSteps);
@@ -157,18 +162,24 @@ public static class CausalLMTrainer
                 if (evalLoss is { } e && (bestEval == null || e < bestEval))
                 {
                     bestEval = e;
-                    TrainingCheckpoint.Write(Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), "best"), model, tokenizer, optimizer,
-                        State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
+                    evalsWithoutImprovement = 0;
+                    bestCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), "best");
+                    TrainingCheckpoint.Write(bestCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
+                }
+                else if (evalLoss != null && options.EarlyStoppingPatience > 0 && ++evalsWithoutImprovement >= options.EarlyStoppingPatience)
+                {
+                    stoppedEarly = true;
+                    Report(log, $"early stopping at step {step}: no better eval loss than {bestEval:F4} in {evalsWithoutImprovement} evaluations");
                 }
             }
-            if ((options.CheckpointInterval > 0 && step % options.CheckpointInterval == 0) || step == totalSteps)
+            if ((options.CheckpointInterval > 0 && step % options.CheckpointInterval == 0) || step == totalSteps || stoppedEarly)
             {
                 lastCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), $"step-{step:D7}");
                 TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
                 TrainingCheckpoint.Prune(options.OutputDirectory, options.KeepLastCheckpoints);
             }
         }
-        return new TrainingResult(step, history, bestEval, lastCheckpoint!);
+        return new TrainingResult(step, history, bestEval, lastCheckpoint!, bestCheckpoint, stoppedEarly);
     }
 
     /// <summary>Mean token loss over held-out examples (every labelled target counted once).</summary>

@@ -57,6 +57,9 @@ public abstract class CausalLMTrainingOptions
     /// <summary>Evaluate every N steps (and at the end). Default 50.</summary>
     public int EvalInterval { get; init; } = 50;
 
+    /// <summary>Stop when this many evaluations in a row bring no lower eval loss (0: off). Default 0.</summary>
+    public int EarlyStoppingPatience { get; init; }
+
     /// <summary>Report progress every N steps (a report right after a resume averages only the steps since resuming). Default 10.</summary>
     public int LogInterval { get; init; } = 10;
 
@@ -117,6 +120,7 @@ public abstract class CausalLMTrainingOptions
             if (value < 0 || double.IsNaN(value)) throw new ArgumentOutOfRangeException(name, $"{name} must not be negative (got {value}).");
         }
         NotNegative(WarmupSteps, nameof(WarmupSteps));
+        NotNegative(EarlyStoppingPatience, nameof(EarlyStoppingPatience));
         NotNegative(CheckpointInterval, nameof(CheckpointInterval));
         NotNegative(MaxEvalBlocks, nameof(MaxEvalBlocks));
         NotNegative(GradientClipNorm, nameof(GradientClipNorm));

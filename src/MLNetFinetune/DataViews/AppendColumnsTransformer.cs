@@ -23,7 +23,8 @@ public abstract class AppendColumnsTransformer : ITransformer
     /// <summary>
     /// Makes the getters (each a <c>ValueGetter&lt;T&gt;</c> of its column's type) of all output columns over an input
     /// row, in <see cref="OutputColumns"/> order; made together so they can share per-row work (one tokenization
-    /// serving both the ids and the mask column). <paramref name="isActive"/> tells which outputs will be read.
+    /// serving both the ids and the mask column). <paramref name="isActive"/> tells which outputs will be read; the
+    /// input row holds only the columns those read, so inactive outputs may get a null getter.
     /// </summary>
     protected abstract Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive);
 

@@ -135,7 +135,7 @@ public class PretrainingTests : IDisposable
         using var loaded = CausalLMTransformer.Load(dir, device: "cpu");
         Assert.Equal(losses, loaded.Transform(data).GetColumn<float>("Loss").ToArray());
 
-        using var generator = loaded.WithScoring(new CausalLMScoringOptions { TextColumnName = null, PromptColumnName = "Text", MaxNewTokens = 5 });
+        using var generator = loaded.WithScoring(new CausalLMScoringOptions { TextColumnName = null, PromptColumnName = "Text", Generation = new GenerationOptions { MaxNewTokens = 5 } });
         var generated = generator.Transform(data).GetColumn<ReadOnlyMemory<char>>("Generated").Select(g => g.ToString()).ToArray();
         Assert.Equal(2, generated.Length);
         Assert.Equal(loaded.Generate("What is MLNetFinetune?", 5), generated[0]);

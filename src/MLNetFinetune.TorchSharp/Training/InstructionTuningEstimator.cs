@@ -1,0 +1,87 @@
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using MLNetFinetune.DataViews;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+
+namespace MLNetFinetune.TorchSharp.Training;
+
+/// <summary>Options for instruction finetuning a base model on prompt/response pairs.</summary>
+public sealed class InstructionTuningOptions : CausalLMTrainingOptions
+{
+    /// <summary>The base model directory: ours, or a downloaded Pythia folder (config.json, model.safetensors, tokenizer). Required.</summary>
+    public required string BaseModel { get; init; }
+
+    /// <summary>The prompt column (e.g. the prompt form of a template). Default <c>Prompt</c>.</summary>
+    public string PromptColumnName { get; init; } = "Prompt";
+
+    /// <summary>The response column. Default <c>Response</c>.</summary>
+    public string ResponseColumnName { get; init; } = "Response";
+
+    /// <summary>Loss on response tokens only (default, as TRL); false trains on the whole text, as the course's lab.</summary>
+    public bool MaskPrompt { get; init; } = true;
+
+    /// <summary>At the end, load the checkpoint with the lowest eval loss (when evaluation is on). Default true.</summary>
+    public bool RestoreBest { get; init; } = true;
+
+    /// <summary>How the returned transformer generates. Default greedy, 100 new tokens.</summary>
+    public GenerationOptions Generation { get; init; } = new();
+}
+
+/// <summary>
+/// Instruction finetuning: tokenizes prompt/response pairs with the base model's tokenizer (prompt masked out of the
+/// loss, end of text after the response, prompts cut from the left to fit the block) and trains the base model on the
+/// shared loop. Returns a transformer that generates an answer column and scores each row's response perplexity.
+/// </summary>
+public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
+{
+    readonly InstructionTuningOptions _options;
+    readonly IChannelProvider? _log;
+
+    /// <summary>Creates the estimator; invalid options fail here.</summary>
+    public InstructionTuningEstimator(InstructionTuningOptions options, IChannelProvider? log = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.BaseModel);
+        _options = options;
+        _log = log;
+    }
+
+    /// <inheritdoc />
+    public CausalLMTransformer Fit(IDataView input)
+    {
+        var o = _options;
+        SchemaShapes.RequireText(input.Schema, o.PromptColumnName, "Instruction tuning");
+        SchemaShapes.RequireText(input.Schema, o.ResponseColumnName, "Instruction tuning");
+        var (model, tokenizer) = GptNeoXCheckpoint.Load(o.BaseModel);
+        if (o.BlockSize > model.Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(input), $"BlockSize {o.BlockSize} exceeds the base model's max_position_embeddings {model.Config.MaxPositionEmbeddings}.");
+        var examples = new TokenizePairsTransformer(new TokenizePairsOptions
+        {
+            Tokenizer = tokenizer, PromptColumnName = o.PromptColumnName, ResponseColumnName = o.ResponseColumnName,
+            InputIdsColumnName = "InputIds__", LabelsColumnName = "Labels__", MaskPrompt = o.MaskPrompt, MaxLength = o.BlockSize,
+        }).Transform(input);
+        var data = new TrainingExamples(examples, "InputIds__", "Labels__", o.EvalFraction, o.MaxEvalBlocks, model.Config.VocabSize);
+
+        global::TorchSharp.torch.manual_seed(o.Seed);
+        var result = CausalLMTrainer.Train(model, tokenizer, data, o, _log);
+        if (o.RestoreBest && result.BestCheckpoint != null)
+            GptNeoXCheckpoint.LoadWeights(model, Path.Combine(result.BestCheckpoint, MLNetFinetune.ModelFiles.ModelDirectory.WeightsFile));
+        GptNeoXCheckpoint.Save(model, tokenizer, Path.Combine(o.OutputDirectory, "model"));
+        return new CausalLMTransformer(model, tokenizer, result, Scoring(o));
+    }
+
+    /// <inheritdoc />
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        SchemaShapes.RequireText(inputSchema, _options.PromptColumnName, "Instruction tuning");
+        SchemaShapes.RequireText(inputSchema, _options.ResponseColumnName, "Instruction tuning");
+        return CausalLMTransformer.OutputShape(inputSchema, Scoring(_options));
+    }
+
+    static CausalLMScoringOptions Scoring(InstructionTuningOptions o) => new()
+    {
+        TextColumnName = null, PromptColumnName = o.PromptColumnName, ResponseColumnName = o.ResponseColumnName, Generation = o.Generation,
+    };
+}

@@ -1,0 +1,145 @@
+using Microsoft.Data.Analysis;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNetFinetune.Data;
+using MLNetFinetune.Evaluation;
+using MLNetFinetune.ModelFiles;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using MLNetFinetune.TorchSharp.Training;
+using static TorchSharp.torch;
+
+namespace MLNetFinetune.Tests.TorchSharp;
+
+[Collection(TorchCollection.Name)]
+public class InstructionTuningTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+    readonly MLContext _ml = new(seed: 0);
+
+    static readonly (string Country, string Capital)[] Facts =
+    [
+        ("Chile", "Santiago"), ("Peru", "Lima"), ("Ghana", "Accra"), ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Japan", "Tokyo"),
+        ("Egypt", "Cairo"), ("Cuba", "Havana"), ("Nepal", "Kathmandu"), ("Spain", "Madrid"), ("Fiji", "Suva"), ("Mali", "Bamako"),
+    ];
+
+    public void Dispose() => _dir.Dispose();
+
+    static TextTokenizer Tokenizer() => BpeTrainer.Train(
+        new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl")),
+            .. Facts.Select(f => $"The capital of {f.Country} is {f.Capital}.")])),
+        new BpeTrainerOptions { VocabSize = 320 });
+
+    // A base model directory: random tiny weights (it knows nothing), saved as any base model would be.
+    string BaseModel()
+    {
+        string dir = Path.Combine(_dir.Path, "base");
+        manual_seed(3);
+        using var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
+        GptNeoXCheckpoint.Save(model, Tokenizer(), dir);
+        return dir;
+    }
+
+    IDataView Pairs()
+    {
+        var df = new DataFrame(
+            new StringDataFrameColumn("question", Facts.Select(f => $"What is the capital of {f.Country}?")),
+            new StringDataFrameColumn("answer", Facts.Select(f => f.Capital)));
+        return _ml.Transforms.Text.ApplyPromptTemplate("Prompt", PromptTemplates.QuestionAnswer.Prompt)
+            .Append(_ml.Transforms.Text.ApplyPromptTemplate("Response", "\n{answer}"))
+            .Fit(df).Transform(df);
+    }
+
+    InstructionTuningOptions Options(string baseModel, string name, int steps = 150, double evalFraction = 0, int patience = 0, int evalInterval = 50) => new()
+    {
+        BaseModel = baseModel, OutputDirectory = Path.Combine(_dir.Path, name), BlockSize = 64, MicroBatchSize = 4, MaxSteps = steps,
+        LearningRate = 5e-3, MinLearningRate = 5e-4, WarmupSteps = 5, WeightDecay = 0, EvalFraction = evalFraction, EvalInterval = evalInterval,
+        EarlyStoppingPatience = patience, Threads = 1, Device = "cpu", ShuffleBuffer = 1, Generation = new GenerationOptions { MaxNewTokens = 8 },
+    };
+
+    [Fact]
+    public void AFinetunedTinyModelAnswersWhatItWasTrainedOnWhileTheBaseDoesNot()
+    {
+        string baseDir = BaseModel();
+        var pairs = Pairs();
+        using var baseModel = CausalLMTransformer.Load(baseDir, new CausalLMScoringOptions
+        {
+            TextColumnName = null, PromptColumnName = "Prompt", ResponseColumnName = "Response", Generation = new GenerationOptions { MaxNewTokens = 8 },
+        }, device: "cpu");
+        var baseMetrics = _ml.CausalLM().Evaluate(baseModel.Transform(pairs), labelColumn: "answer");
+
+        using var tuned = _ml.CausalLM().Trainers.InstructionTune(Options(baseDir, "tuned")).Fit(pairs);
+        var scored = tuned.Transform(pairs);
+        var metrics = _ml.CausalLM().Evaluate(scored, labelColumn: "answer");
+
+        Assert.True(baseMetrics.ExactMatch.Value <= 0.1, $"base: {baseMetrics}");
+        Assert.True(metrics.ExactMatch.Value >= 0.9, $"finetuned: {metrics}; answers: {string.Join(" | ", scored.GetColumn<ReadOnlyMemory<char>>("Generated"))}");
+        Assert.True(metrics.MeanLoss < baseMetrics.MeanLoss / 4, $"response loss {metrics.MeanLoss} vs base {baseMetrics.MeanLoss}");
+
+        // Base against finetuned, side by side, as Markdown and CSV.
+        var comparison = ModelComparison.Compare(baseModel.Transform(pairs), scored, "question", "answer");
+        string md = Path.Combine(_dir.Path, "compare.md"), csv = Path.Combine(_dir.Path, "compare.csv");
+        comparison.WriteMarkdown(md);
+        comparison.WriteCsv(csv);
+        Assert.Contains("| exact match |", File.ReadAllText(md));
+        Assert.Contains("What is the capital of Chile?", File.ReadAllText(md));
+        Assert.StartsWith("question,expected,base_answer,finetuned_answer,base_exact,finetuned_exact", File.ReadAllText(csv));
+        Assert.Equal(Facts.Length, System.Text.RegularExpressions.Regex.Matches(File.ReadAllText(csv), "What is the capital of").Count);
+        Assert.Equal(metrics.ExactMatch.Hits, comparison.Rows.Count(r => r.TunedExact));
+
+        // Multiple choice by log-likelihood on items made from the same facts.
+        var items = Facts.Select((f, i) => new MultipleChoiceItem($"The capital of {f.Country} is", [Facts[(i + 1) % Facts.Length].Capital, f.Capital, Facts[(i + 5) % Facts.Length].Capital], 1));
+        var prompted = Facts.Select((f, i) => new MultipleChoiceItem($"### Question:\nWhat is the capital of {f.Country}?\n\n### Answer:\n",
+            [Facts[(i + 1) % Facts.Length].Capital, f.Capital, Facts[(i + 5) % Facts.Length].Capital], 1));
+        var choice = MultipleChoiceEvaluator.Evaluate(prompted, tuned, separator: "");
+        Assert.True(choice.Accuracy.Value >= 0.9, $"multiple choice: {choice.Accuracy}");
+        Assert.Equal(Facts.Length, MultipleChoiceEvaluator.Evaluate(items, baseModel).Predictions.Count);
+    }
+
+    [Fact]
+    public void PromptPositionsReceiveZeroGradientUnderMasking()
+    {
+        using var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
+        var encoder = new TokenizePairsTransformer(new TokenizePairsOptions { Tokenizer = Tokenizer() });
+        var (ids, labels) = encoder.Encode("### Question:\nWhat is the capital of Chile?\n\n### Answer:", "\nSantiago");
+        int prompt = labels.TakeWhile(l => l == TokenSequences.IgnoreIndex).Count();
+        var logits = model.forward(tensor(ids, [1, ids.Length]).to(int64)).detach().requires_grad_(true);
+        GptNeoXForCausalLM.LossFromLogits(logits, tensor(labels, [1, labels.Length]).to(int64)).backward();
+        var grad = logits.grad!.abs().sum(2)[0].data<float>().ToArray();
+        // Position t predicts token t + 1: positions before the last prompt token predict prompt tokens.
+        Assert.All(grad[..(prompt - 1)], g => Assert.Equal(0f, g));
+        Assert.All(grad[(prompt - 1)..^1], g => Assert.True(g > 0));
+    }
+
+    [Fact]
+    public void EarlyStoppingStopsWhenEvalLossStopsImprovingAndKeepsTheBest()
+    {
+        string baseDir = BaseModel();
+        var options = Options(baseDir, "early", steps: 400, evalFraction: 0.5, patience: 2, evalInterval: 10);
+        using var tuned = new InstructionTuningEstimator(options).Fit(Pairs());
+        var result = tuned.Training!;
+        Assert.True(result.StoppedEarly, "the run should stop early");
+        Assert.True(result.Steps < 400);
+        var evals = result.History.Where(r => r.EvalLoss != null).Select(r => r.EvalLoss!.Value).ToList();
+        Assert.True(evals[^1] > evals.Min() && evals[^2] > evals.Min(), "the last two evaluations did not improve");
+        Assert.Equal(evals.Min(), result.BestEvalLoss);
+        Assert.True(Directory.Exists(result.BestCheckpoint));
+    }
+
+    [Fact]
+    public void BadInputsAreNamed()
+    {
+        string baseDir = BaseModel();
+        var empty = new DataFrame(new StringDataFrameColumn("Prompt", ["Q: a", "Q: b"]), new StringDataFrameColumn("Response", [" x", " "]));
+        var e = Assert.Throws<InvalidDataException>(() => new InstructionTuningEstimator(Options(baseDir, "empty", steps: 2)).Fit(empty));
+        Assert.Equal("Row 1: the response ('Response') is empty; every example needs an answer to learn.", e.Message);
+
+        var missing = new DataFrame(new StringDataFrameColumn("question", ["q"]), new StringDataFrameColumn("answer", ["a"]));
+        var m = Assert.Throws<ArgumentOutOfRangeException>(() => new InstructionTuningEstimator(Options(baseDir, "missing", steps: 2)).Fit(missing));
+        Assert.Contains("Instruction tuning reads column 'Prompt', which the input does not have. Input columns: 'question', 'answer'", m.Message);
+
+        foreach (var f in new[] { "tokenizer.json", "vocab.json", "merges.txt" }) File.Delete(Path.Combine(baseDir, f));
+        var t = Assert.Throws<FileNotFoundException>(() => new InstructionTuningEstimator(Options(baseDir, "notok", steps: 2)).Fit(Pairs()));
+        Assert.Contains("has no tokenizer", t.Message);
+    }
+}
