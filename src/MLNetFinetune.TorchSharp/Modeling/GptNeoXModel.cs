@@ -50,9 +50,45 @@ public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
         set => _precision.Type = value;
     }
 
+    /// <summary>The LoRA adapters in use, or null.</summary>
+    public LoraAdapters? Lora => _precision.Lora;
+
+    /// <summary>
+    /// Adds LoRA adapters to the targeted layers and freezes every base weight: training then updates only the
+    /// adapters (<see cref="TrainableParameters"/>).
+    /// </summary>
+    public LoraAdapters AttachLora(LoraOptions options)
+    {
+        options.Validate();
+        if (_precision.Lora != null) throw new InvalidOperationException("The model already has LoRA adapters; merge or detach them first.");
+        var layers = named_modules().Where(m => m.module is Linear && options.TargetModules.Contains(m.name.Split('.')[^1]))
+            .Select(m => (m.name, (Linear)m.module)).ToList();
+        foreach (var p in parameters()) p.requires_grad = false;
+        _precision.Lora = new LoraAdapters(options, layers, parameters().First().device);
+        return _precision.Lora;
+    }
+
+    /// <summary>Folds the adapters into the weights (W ← W + (alpha/r)·B·A), removes them and unfreezes the model: a plain model again.</summary>
+    public void MergeLora()
+    {
+        var lora = _precision.Lora ?? throw new InvalidOperationException("The model has no LoRA adapters to merge.");
+        using (no_grad())
+        {
+            foreach (var (layer, (_, a, b)) in lora.Pairs)
+                layer.weight!.add_(b.matmul(a), alpha: lora.Scale);
+        }
+        _precision.Lora = null;
+        lora.Dispose();
+        foreach (var p in parameters()) p.requires_grad = true;
+    }
+
+    /// <summary>What the optimizer updates: the adapters when LoRA is attached, else every weight.</summary>
+    public IEnumerable<Parameter> TrainableParameters() => _precision.Lora?.Parameters() ?? parameters();
+
     /// <summary>Logits <c>[batch, seq, vocab]</c> (float32) for token ids <c>[batch, seq]</c> (int64), causally masked.</summary>
     public override Tensor forward(Tensor inputIds)
     {
+        _precision.Training = training;
         var logits = _precision.Linear(embed_out, gpt_neox.forward(inputIds));
         return logits.dtype == float32 ? logits : logits.to(float32);
     }
@@ -205,11 +241,21 @@ sealed class GptNeoXMlp : Module<Tensor, Tensor>
 sealed class ComputePrecision
 {
     public ScalarType? Type;
+    public LoraAdapters? Lora;
+    public bool Training;
 
-    /// <summary>A linear layer in the compute type: input, weight and bias cast (autograd carries gradients back to the float32 weights).</summary>
-    public Tensor Linear(Linear layer, Tensor x) => Type is { } t
-        ? functional.linear(x.to(t), layer.weight!.to(t), layer.bias?.to(t))
-        : layer.forward(x);
+    /// <summary>
+    /// A linear layer in the compute type (input, weight and bias cast; autograd carries gradients back to the float32
+    /// weights), plus its LoRA update when it has an adapter.
+    /// </summary>
+    public Tensor Linear(Linear layer, Tensor x)
+    {
+        var y = Type is { } t ? functional.linear(x.to(t), layer.weight!.to(t), layer.bias?.to(t)) : layer.forward(x);
+        if (Lora == null || !Lora.Pairs.TryGetValue(layer, out var adapter)) return y;
+        var input = Lora.Options.Dropout > 0 ? functional.dropout(x, Lora.Options.Dropout, Training) : x;
+        var (a, b) = Type is { } u ? (adapter.A.to(u), adapter.B.to(u)) : ((Tensor)adapter.A, (Tensor)adapter.B);
+        return y + functional.linear(functional.linear(input.to(a.dtype), a), b) * Lora.Scale;
+    }
 }
 
 /// <summary>

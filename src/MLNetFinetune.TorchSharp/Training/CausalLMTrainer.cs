@@ -50,14 +50,14 @@ public static class CausalLMTrainer
         int perStep = options.MicroBatchSize * options.GradientAccumulationSteps;
         int totalSteps = TotalSteps(options, data.ExamplesPerEpoch, perStep);
 
-        var decay = model.named_parameters().Where(p => p.parameter.dim() >= 2).Select(p => p.parameter).ToList();
-        var noDecay = model.named_parameters().Where(p => p.parameter.dim() < 2).Select(p => p.parameter).ToList();
-        var optimizer = optim.AdamW(
-            [
-                new AdamW.ParamGroup(decay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, false, false),
-                new AdamW.ParamGroup(noDecay, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, 0, false, false),
-            ],
-            options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+        var trainable = model.TrainableParameters().ToList();
+        var groups = new List<AdamW.ParamGroup>
+        {
+            new(trainable.Where(p => p.dim() >= 2), options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, false, false),
+        };
+        if (trainable.Any(p => p.dim() < 2))
+            groups.Add(new(trainable.Where(p => p.dim() < 2), options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, 0, false, false));
+        var optimizer = optim.AdamW(groups, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
 
         var history = new List<MetricRow>();
         int step = 0, epoch = 0;
@@ -72,7 +72,7 @@ public static class CausalLMTrainer
             if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.ShuffleBuffer != options.ShuffleBuffer)
                 throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, shuffle window {state.ShuffleBuffer}; " +
                     $"these options give {totalSteps} steps, seed {options.Seed}, window {options.ShuffleBuffer}. Resume with the options of that run.");
-            GptNeoXCheckpoint.LoadWeights(model, Path.Combine(lastCheckpoint, MLNetFinetune.ModelFiles.ModelDirectory.WeightsFile));
+            TrainingCheckpoint.LoadWeights(lastCheckpoint, model);
             TrainingCheckpoint.LoadOptimizer(lastCheckpoint, optimizer);
             TrainingCheckpoint.RestoreRng(state.TorchRngState);
             (step, epoch, inEpoch, tokens, bestEval) = (state.Step, state.Epoch, state.ExamplesInEpoch, state.Tokens, state.BestEvalLoss);
@@ -132,7 +132,7 @@ public static class CausalLMTrainer
             foreach (var (ids, labels, _, _) in batches) { ids.Dispose(); labels.Dispose(); }
             batches.Clear();
             // An infinite norm clips to NaN weights, so check it before the optimizer moves anything.
-            gradNorm = nn.utils.clip_grad_norm_(model.parameters(), options.GradientClipNorm > 0 ? options.GradientClipNorm : double.PositiveInfinity);
+            gradNorm = nn.utils.clip_grad_norm_(trainable, options.GradientClipNorm > 0 ? options.GradientClipNorm : double.PositiveInfinity);
             if (!double.IsFinite(stepLoss) || !double.IsFinite(gradNorm))
                 throw new TrainingDivergedException($"The training {(double.IsFinite(stepLoss) ? $"gradient norm is {gradNorm}" : $"loss is {stepLoss}")} at step {step + 1}. " +
                     "The last good checkpoint is " + (lastCheckpoint ?? "none (no checkpoint was written yet)") + "; resume from it with a lower LearningRate or stronger clipping.");

@@ -24,6 +24,9 @@ public sealed class InstructionTuningOptions : CausalLMTrainingOptions
     /// <summary>At the end, load the checkpoint with the lowest eval loss (when evaluation is on). Default true.</summary>
     public bool RestoreBest { get; init; } = true;
 
+    /// <summary>Train LoRA adapters on a frozen base instead of every weight; null (default) is full finetuning.</summary>
+    public LoraOptions? Lora { get; init; }
+
     /// <summary>How the returned transformer generates. Default greedy, 100 new tokens.</summary>
     public GenerationOptions Generation { get; init; } = new();
 }
@@ -65,9 +68,15 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
         var data = new TrainingExamples(examples, "InputIds__", "Labels__", o.EvalFraction, o.MaxEvalBlocks, model.Config.VocabSize);
 
         global::TorchSharp.torch.manual_seed(o.Seed);
+        if (o.Lora != null) model.AttachLora(o.Lora);
         var result = CausalLMTrainer.Train(model, tokenizer, data, o, _log);
-        if (o.RestoreBest && result.BestCheckpoint != null)
-            GptNeoXCheckpoint.LoadWeights(model, Path.Combine(result.BestCheckpoint, MLNetFinetune.ModelFiles.ModelDirectory.WeightsFile));
+        if (o.RestoreBest && result.BestCheckpoint != null) TrainingCheckpoint.LoadWeights(result.BestCheckpoint, model);
+        if (model.Lora is { } lora)
+        {
+            // PEFT-style adapters beside a merged plain model, which exports and serves like any other.
+            lora.Save(Path.Combine(o.OutputDirectory, "adapter"), Path.GetFullPath(o.BaseModel));
+            model.MergeLora();
+        }
         GptNeoXCheckpoint.Save(model, tokenizer, Path.Combine(o.OutputDirectory, "model"));
         return new CausalLMTransformer(model, tokenizer, result, Scoring(o));
     }

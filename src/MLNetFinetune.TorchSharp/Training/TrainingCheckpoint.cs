@@ -55,7 +55,9 @@ public static class TrainingCheckpoint
         string temp = $"{directory}.tmp-{Path.GetRandomFileName()}";
         try
         {
-            GptNeoXCheckpoint.Save(model, tokenizer, temp);
+            // A LoRA run's checkpoint holds only the adapters: the frozen base never changes.
+            if (model.Lora is { } lora) lora.Save(temp, baseModel: "");
+            else GptNeoXCheckpoint.Save(model, tokenizer, temp);
             optimizer.save_state_dict(Path.Combine(temp, OptimizerFile));
             DataFiles.WriteAtomically(Path.Combine(temp, StateFile), s => JsonSerializer.Serialize(s, state, Json));
             string? old = null;
@@ -72,6 +74,18 @@ public static class TrainingCheckpoint
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             throw;
         }
+    }
+
+    /// <summary>Loads a checkpoint's weights into <paramref name="model"/>: its adapters for a LoRA run, else the whole model.</summary>
+    public static void LoadWeights(string directory, GptNeoXForCausalLM model)
+    {
+        bool adapters = File.Exists(Path.Combine(directory, "adapter_model.safetensors"));
+        if (adapters != (model.Lora != null))
+            throw new InvalidOperationException(adapters
+                ? $"{directory} holds LoRA adapters, but the model has none attached: resume with the same Lora options."
+                : $"{directory} holds a full model, but the model has LoRA adapters: resume without Lora options.");
+        if (model.Lora is { } lora) lora.Load(directory);
+        else GptNeoXCheckpoint.LoadWeights(model, Path.Combine(directory, ModelDirectory.WeightsFile));
     }
 
     /// <summary>Reads a checkpoint's trainer state.</summary>
