@@ -43,10 +43,10 @@ public sealed record Rate(long Hits, long Count)
     public double Value => Count == 0 ? double.NaN : (double)Hits / Count;
 
     /// <summary>Lower end of the 95% Wilson interval.</summary>
-    public double Low => Wilson(-1);
+    public double Low => Hits == 0 && Count > 0 ? 0 : Wilson(-1);
 
     /// <summary>Upper end of the 95% Wilson interval.</summary>
-    public double High => Wilson(+1);
+    public double High => Hits == Count && Count > 0 ? 1 : Wilson(+1);
 
     double Wilson(int sign)
     {
@@ -59,7 +59,7 @@ public sealed record Rate(long Hits, long Count)
     }
 
     /// <inheritdoc />
-    public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Value:P1} ({Hits}/{Count}, 95% CI {Low:P1}–{High:P1})");
+    public override string ToString() => FormattableString.Invariant($"{100 * Value:F1}% ({Hits}/{Count}, 95% CI {100 * Low:F1}–{100 * High:F1}%)");
 }
 
 /// <summary>Metrics of generated answers against expected ones.</summary>
