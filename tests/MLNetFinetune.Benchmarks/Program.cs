@@ -7,6 +7,7 @@ var benchmarks = new Dictionary<string, Func<string[], Task<int>>>
     ["data"] = DataBenchmark.RunAsync,
     ["tokenizer"] = TokenizerBenchmark.RunAsync,
     ["train"] = TrainBenchmark.RunAsync,
+    ["finetune"] = FinetuneBenchmark.RunAsync,
 };
 
 string? name = args.FirstOrDefault();
