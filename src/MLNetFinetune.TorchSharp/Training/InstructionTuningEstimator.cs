@@ -21,6 +21,12 @@ public sealed class InstructionTuningOptions : CausalLMTrainingOptions
     /// <summary>Loss on response tokens only (default, as TRL); false trains on the whole text, as the course's lab.</summary>
     public bool MaskPrompt { get; init; } = true;
 
+    /// <summary>
+    /// Concatenate whole short examples into sequences of up to BlockSize tokens (fewer, fuller batches; examples sharing a
+    /// sequence can attend to each other, as with TRL's packing). Default false: one example per sequence, padded per batch.
+    /// </summary>
+    public bool PackExamples { get; init; }
+
     /// <summary>At the end, load the checkpoint with the lowest eval loss (when evaluation is on). Default true.</summary>
     public bool RestoreBest { get; init; } = true;
 
@@ -65,7 +71,8 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
             Tokenizer = tokenizer, PromptColumnName = o.PromptColumnName, ResponseColumnName = o.ResponseColumnName,
             InputIdsColumnName = "InputIds__", LabelsColumnName = "Labels__", MaskPrompt = o.MaskPrompt, MaxLength = o.BlockSize,
         }).Transform(input);
-        var data = new TrainingExamples(examples, "InputIds__", "Labels__", o.EvalFraction, o.MaxEvalBlocks, model.Config.VocabSize);
+        var data = new TrainingExamples(examples, "InputIds__", "Labels__", o.EvalFraction, o.MaxEvalBlocks, model.Config.VocabSize,
+            packInto: o.PackExamples ? o.BlockSize : 0);
 
         global::TorchSharp.torch.manual_seed(o.Seed);
         if (o.Lora != null) model.AttachLora(o.Lora);

@@ -18,14 +18,15 @@ public sealed class TrainingExamples
     readonly IDataView _data;
     readonly string _idsColumn;
     readonly string? _labelsColumn;
-    readonly int _evalEvery, _maxEval, _vocabSize;
+    readonly int _evalEvery, _maxEval, _vocabSize, _packInto;
 
     /// <summary>
     /// Makes one counting pass over <paramref name="data"/> and collects the held-out examples. Ids must be below
     /// <paramref name="vocabSize"/>; examples with nothing to learn (no labelled target) are left out.
     /// </summary>
-    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples, int vocabSize)
+    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples, int vocabSize, int packInto = 0)
     {
+        _packInto = packInto;
         _data = data;
         _idsColumn = idsColumn;
         _labelsColumn = labelsColumn;
@@ -77,7 +78,33 @@ public sealed class TrainingExamples
         }
     }
 
+    // With packing, whole examples are concatenated (ids and labels alike) until the next would overflow the block,
+    // as TRL's packing does: fewer, fuller sequences and no padding; examples in one block may attend to each other.
     IEnumerable<(long Index, TrainingExample Example)> Read()
+    {
+        if (_packInto <= 0)
+        {
+            foreach (var item in ReadRows()) yield return item;
+            yield break;
+        }
+        var ids = new List<int>(_packInto);
+        var labels = new List<int>(_packInto);
+        long index = 0;
+        foreach (var (_, example) in ReadRows())
+        {
+            if (ids.Count > 0 && ids.Count + example.Ids.Length > _packInto)
+            {
+                yield return (index++, new TrainingExample([.. ids], [.. labels]));
+                ids.Clear();
+                labels.Clear();
+            }
+            ids.AddRange(example.Ids);
+            labels.AddRange(example.Labels);
+        }
+        if (ids.Count > 0) yield return (index, new TrainingExample([.. ids], [.. labels]));
+    }
+
+    IEnumerable<(long Index, TrainingExample Example)> ReadRows()
     {
         var idsColumn = _data.Schema[_idsColumn];
         var columns = new List<DataViewSchema.Column> { idsColumn };

@@ -127,6 +127,37 @@ public class InstructionTuningTests : IDisposable
     }
 
     [Fact]
+    public void PackingConcatenatesWholeExamplesUpToTheBlock()
+    {
+        var rows = new[] { new PairRow { Ids = [1, 2, 3], Labels = [-100, 2, 3] }, new PairRow { Ids = [4, 5], Labels = [-100, 5] }, new PairRow { Ids = [6, 7, 8, 9], Labels = [-100, -100, 8, 9] } };
+        var packed = new TrainingExamples(_ml.Data.LoadFromEnumerable(rows), "Ids", "Labels", 0, 0, 16, packInto: 6);
+        var blocks = packed.Epoch(0, 0, 1).ToList();
+        Assert.Equal(2, packed.ExamplesPerEpoch);
+        Assert.Equal([1, 2, 3, 4, 5], blocks[0].Ids);
+        Assert.Equal([-100, 2, 3, -100, 5], blocks[0].Labels);
+        Assert.Equal([6, 7, 8, 9], blocks[1].Ids);
+    }
+
+    sealed class PairRow
+    {
+        [VectorType] public int[] Ids { get; set; } = [];
+        [VectorType] public int[] Labels { get; set; } = [];
+    }
+
+    [Fact]
+    public void SamplingIsSeededAndTopKOfOneIsGreedy()
+    {
+        string baseDir = BaseModel();
+        using var model = CausalLMTransformer.Load(baseDir, device: "cpu");
+        string greedy = model.Generate("What is", new GenerationOptions { MaxNewTokens = 6 });
+        Assert.Equal(greedy, model.Generate("What is", new GenerationOptions { MaxNewTokens = 6, Temperature = 1.5, TopK = 1, Seed = 7 }));
+        var sampled = new GenerationOptions { MaxNewTokens = 6, Temperature = 1.5, TopP = 0.9, Seed = 7 };
+        Assert.Equal(model.Generate("What is", sampled), model.Generate("What is", sampled));
+        var outputs = Enumerable.Range(0, 5).Select(seed => model.Generate("What is", new GenerationOptions { MaxNewTokens = 6, Temperature = 2, Seed = seed })).ToHashSet();
+        Assert.True(outputs.Count > 1, "different seeds should give different samples from a random model");
+    }
+
+    [Fact]
     public void BadInputsAreNamed()
     {
         string baseDir = BaseModel();
