@@ -10,4 +10,14 @@ static class BenchmarkArgs
     }
 
     public static string TempDir(string[] args) => Value(args, "--dir") ?? Path.Combine(Path.GetTempPath(), "mlnetft-bench");
+
+    public static int Int(string[] args, string name, int fallback) => Value(args, name) is { } v ? int.Parse(v) : fallback;
+
+    /// <summary>--threads (default: all cores), applied to libtorch, and --device (default cpu).</summary>
+    public static (int Threads, global::TorchSharp.torch.Device Device) Torch(string[] args)
+    {
+        int threads = Int(args, "--threads", Environment.ProcessorCount);
+        MLNetFinetune.TorchSharp.TorchRuntime.SetThreads(threads);
+        return (threads, MLNetFinetune.TorchSharp.TorchRuntime.ResolveDevice(Value(args, "--device") ?? "cpu"));
+    }
 }

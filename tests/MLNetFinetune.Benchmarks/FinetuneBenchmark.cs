@@ -19,10 +19,8 @@ static class FinetuneBenchmark
     public static Task<int> RunAsync(string[] args)
     {
         string shape = BenchmarkArgs.Value(args, "--shape") ?? "pythia-70m";
-        int steps = int.Parse(BenchmarkArgs.Value(args, "--steps") ?? "10");
-        int threads = int.Parse(BenchmarkArgs.Value(args, "--threads") ?? Environment.ProcessorCount.ToString());
-        var device = TorchRuntime.ResolveDevice(BenchmarkArgs.Value(args, "--device") ?? "cpu");
-        TorchRuntime.SetThreads(threads);
+        int steps = BenchmarkArgs.Int(args, "--steps", 10);
+        var (threads, device) = BenchmarkArgs.Torch(args);
         const int batch = 8, block = 128;
         var config = GptNeoXConfig.Preset(shape);
         Console.WriteLine($"shape {shape}: {config.ParameterCount():N0} parameters, device {device.type}, {threads} threads");

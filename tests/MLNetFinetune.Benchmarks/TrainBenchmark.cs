@@ -21,15 +21,13 @@ static class TrainBenchmark
     public static Task<int> RunAsync(string[] args)
     {
         string shape = BenchmarkArgs.Value(args, "--shape") ?? "small";
-        int steps = int.Parse(BenchmarkArgs.Value(args, "--steps") ?? "40");
-        int threads = int.Parse(BenchmarkArgs.Value(args, "--threads") ?? Environment.ProcessorCount.ToString());
+        int steps = BenchmarkArgs.Int(args, "--steps", 40);
         Python = BenchmarkArgs.Value(args, "--python") ?? Python;
-        var device = TorchRuntime.ResolveDevice(BenchmarkArgs.Value(args, "--device") ?? "cpu");
+        var (threads, device) = BenchmarkArgs.Torch(args);
         const int block = 128, batch = 8;
         var config = shape == "small"
             ? new GptNeoXConfig { VocabSize = 4096, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, IntermediateSize = 1024, MaxPositionEmbeddings = 2048 }
             : GptNeoXConfig.Preset(shape);
-        TorchRuntime.SetThreads(threads);
         Console.WriteLine($"shape {shape}: {config.ParameterCount():N0} parameters, device {device.type}, {threads} threads");
 
         double gflops = MatmulGflops(device);
