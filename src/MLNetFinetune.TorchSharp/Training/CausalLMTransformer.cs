@@ -1,30 +1,12 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNetFinetune.DataViews;
+using MLNetFinetune.Generation;
 using MLNetFinetune.Tokenization;
 using MLNetFinetune.TorchSharp.Modeling;
 using static TorchSharp.torch;
 
 namespace MLNetFinetune.TorchSharp.Training;
-
-/// <summary>How text is generated: greedy by default; sampling with temperature, top-k and top-p, seeded.</summary>
-public sealed class GenerationOptions
-{
-    /// <summary>Longest continuation, in tokens. Default 100 (the course's lab).</summary>
-    public int MaxNewTokens { get; init; } = 100;
-
-    /// <summary>0 (default) is greedy; above 0 samples from softmax(logits / temperature).</summary>
-    public double Temperature { get; init; }
-
-    /// <summary>Sample only among the k most likely tokens (0: all).</summary>
-    public int TopK { get; init; }
-
-    /// <summary>Sample only within the smallest set of tokens whose probability reaches p (1: all).</summary>
-    public double TopP { get; init; } = 1.0;
-
-    /// <summary>Seed of the sampler; the same seed, prompt and model give the same text.</summary>
-    public int Seed { get; init; }
-}
 
 /// <summary>What a <see cref="CausalLMTransformer"/> adds to rows.</summary>
 public sealed class CausalLMScoringOptions
@@ -164,11 +146,14 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
             using var scope = NewDisposeScope();
             var context = ids.Skip(Math.Max(0, ids.Count - window)).ToArray();
             var logits = Model.forward(tensor(context, [1, context.Length], dtype: int64, device: Device))[0, -1];
-            long next = options.Temperature <= 0 ? logits.argmax().item<long>() : Sampling.Sample(logits.cpu().data<float>().ToArray(), options, random);
+            long next = options.Temperature <= 0 && options.RepetitionPenalty == 1.0
+                ? logits.argmax().item<long>()
+                : Sampling.Next(logits.cpu().data<float>().ToArray(), options, random, ids);
             if (next == Tokenizer.EosId) break;
             ids.Add(next);
+            if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Tokenizer.Decode(ids.Skip(start).Select(t => (int)t)), options.StopSequences).Stopped) break;
         }
-        return Tokenizer.Decode(ids.Skip(start).Select(i => (int)i));
+        return Sampling.CutAtStop(Tokenizer.Decode(ids.Skip(start).Select(i => (int)i)), options.StopSequences).Text;
     }
 
     Device Device => Model.parameters().First().device;

@@ -1,3 +1,4 @@
+using MLNetFinetune.Generation;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using MLNetFinetune.DataViews;

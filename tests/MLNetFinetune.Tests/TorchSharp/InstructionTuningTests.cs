@@ -1,3 +1,4 @@
+using MLNetFinetune.Generation;
 using Microsoft.Data.Analysis;
 using Microsoft.ML;
 using Microsoft.ML.Data;

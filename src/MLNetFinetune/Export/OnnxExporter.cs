@@ -1,0 +1,205 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Google.Protobuf;
+using MLNetFinetune.Data;
+using MLNetFinetune.ModelFiles;
+using Onnx;
+using static MLNetFinetune.Export.OnnxGraphBuilder;
+using DataType = Onnx.TensorProto.Types.DataType;
+
+namespace MLNetFinetune.Export;
+
+/// <summary>Options of the ONNX export.</summary>
+public sealed class OnnxExportOptions
+{
+    /// <summary>The folder to write (default: <c>onnx</c> inside the model directory).</summary>
+    public string? OutputDirectory { get; init; }
+
+    /// <summary>Write weights to <c>model.onnx.data</c> beside the graph above this many bytes (protobuf's limit is 2 GB).</summary>
+    public long ExternalDataThreshold { get; init; } = 1_800_000_000;
+}
+
+/// <summary>
+/// Writes a GPT-NeoX model directory as an ONNX graph with a KV cache, reading only config.json and model.safetensors,
+/// so exporting needs no libtorch. TorchSharp cannot export ONNX; the graph is built here, node by node, with OnnxSharp's
+/// generated protobuf classes. Inputs: <c>input_ids</c>, <c>attention_mask</c> (over past + new tokens),
+/// <c>position_ids</c>, <c>past_key_values.{i}.key|value</c>; outputs <c>logits</c> and <c>present.{i}.key|value</c>;
+/// batch and sequence axes dynamic; opset 17.
+/// </summary>
+public static class OnnxExporter
+{
+    /// <summary>The graph's file name.</summary>
+    public const string ModelFile = "model.onnx";
+
+    /// <summary>Exports <paramref name="modelDirectory"/>; returns the folder written (model.onnx, genai_config.json, tokenizer, config).</summary>
+    public static string Export(string modelDirectory, OnnxExportOptions? options = null)
+    {
+        options ??= new OnnxExportOptions();
+        var (config, tokenizer) = ModelDirectory.ReadConfigAndTokenizer(modelDirectory);
+        string output = options.OutputDirectory ?? Path.Combine(modelDirectory, "onnx");
+        Directory.CreateDirectory(output);
+        using var weights = SafeTensorsFile.Open(ModelDirectory.PathOf(modelDirectory, ModelDirectory.WeightsFile));
+
+        long bytes = weights.Tensors.Values.Sum(t => t.ElementCount * 4);
+        string modelPath = Path.Combine(output, ModelFile);
+        using (var external = bytes > options.ExternalDataThreshold ? new ExternalData(modelPath + ".data") : null)
+        {
+            var model = Build(config, weights, external);
+            DataFiles.WriteAtomically(modelPath, s => model.WriteTo(s));
+        }
+        ModelDirectory.WriteConfigAndTokenizer(output, config, tokenizer);
+        WriteGenAiConfig(Path.Combine(output, "genai_config.json"), config, tokenizer.PadId ?? config.EosTokenId);
+        return output;
+    }
+
+    static ModelProto Build(GptNeoXConfig c, SafeTensorsFile weights, ExternalData? external)
+    {
+        var g = new OnnxGraphBuilder();
+        int heads = c.NumAttentionHeads, headDim = c.HeadDim, rot = c.RotaryDim;
+        g.Input("input_ids", DataType.Int64, "batch", "sequence");
+        g.Input("attention_mask", DataType.Int64, "batch", "total_sequence");
+        g.Input("position_ids", DataType.Int64, "batch", "sequence");
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            g.Input($"past_key_values.{i}.key", DataType.Float, "batch", heads.ToString(), "past_sequence", headDim.ToString());
+            g.Input($"past_key_values.{i}.value", DataType.Float, "batch", heads.ToString(), "past_sequence", headDim.ToString());
+        }
+
+        string W(string name) => g.Weight(name, weights.Tensors[name].Shape, weights.ReadFloat32(name), external);
+        // Linear layers keep PyTorch's [out, in] weights; MatMul wants [in, out], so they are stored transposed.
+        string WT(string name)
+        {
+            var shape = weights.Tensors[name].Shape;
+            float[] w = weights.ReadFloat32(name), t = new float[w.Length];
+            long rows = shape[0], cols = shape[1];
+            for (long r = 0; r < rows; r++)
+                for (long k = 0; k < cols; k++) t[k * rows + r] = w[r * cols + k];
+            return g.Weight(name + ".T", [cols, rows], t, external);
+        }
+        string Linear(string x, string prefix, bool bias = true)
+        {
+            string y = g.Node("MatMul", [x, WT(prefix + ".weight")]);
+            return bias ? g.Node("Add", [y, W(prefix + ".bias")]) : y;
+        }
+        string LayerNorm(string x, string prefix) =>
+            g.Node("LayerNormalization", [x, W(prefix + ".weight"), W(prefix + ".bias")], Int("axis", -1), Float("epsilon", (float)c.LayerNormEps));
+
+        // Shapes: past length P, new length S, total T = P + S.
+        string idsShape = g.Node("Shape", ["input_ids"]);
+        string seq = g.Node("Gather", [idsShape, g.Constant([1], [])], Int("axis", 0));
+        string pastShape = g.Node("Shape", ["past_key_values.0.key"]);
+        string past = g.Node("Gather", [pastShape, g.Constant([2], [])], Int("axis", 0));
+        string total = g.Node("Add", [past, seq]);
+
+        // Mask [batch, 1, S, T]: a key is visible when it is not padding and not after the query (queries sit at P..T-1).
+        string zero = g.Constant([0], []), one = g.Constant([1], []);
+        string queries = g.Node("Unsqueeze", [g.Node("Range", [past, total, one]), g.Constant([1])]);       // [S, 1]
+        string keys = g.Node("Unsqueeze", [g.Node("Range", [zero, total, one]), g.Constant([0])]);          // [1, T]
+        string causal = g.Node("Unsqueeze", [g.Node("LessOrEqual", [keys, queries]), g.Constant([0, 1])]); // [1, 1, S, T]
+        string padding = g.Node("Unsqueeze", [g.Node("Cast", ["attention_mask"], Int("to", (long)DataType.Bool)), g.Constant([1, 2])]); // [B, 1, 1, T]
+        string visible = g.Node("And", [causal, padding]);
+        string bias = g.Node("Where", [visible, g.Scalar(0f), g.Scalar(float.MinValue)]);
+
+        // Rotary angles from position ids: [B, S, rot] → [B, 1, S, rot].
+        string cos = "", sin = "";
+        if (rot > 0)
+        {
+            var invFreq = Enumerable.Range(0, rot / 2).Select(i => (float)(1.0 / Math.Pow((float)c.RotaryEmbBase, (float)(2 * i) / rot))).ToArray();
+            string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], invFreq, null);
+            string positions = g.Node("Unsqueeze", [g.Node("Cast", ["position_ids"], Int("to", (long)DataType.Float)), g.Constant([2])]);
+            string angles = g.Node("Mul", [positions, freq]);
+            string both = g.Node("Unsqueeze", [g.Node("Concat", [angles, angles], Int("axis", -1)), g.Constant([1])]);
+            cos = g.Node("Cos", [both]);
+            sin = g.Node("Sin", [both]);
+        }
+        string Slice(string x, long start, long end) => g.Node("Slice", [x, g.Constant([start]), g.Constant([end]), g.Constant([3])]);
+        string Rotate(string x)
+        {
+            if (rot == 0) return x;
+            string r = Slice(x, 0, rot);
+            string rotated = g.Node("Concat", [g.Node("Neg", [Slice(r, rot / 2, rot)]), Slice(r, 0, rot / 2)], Int("axis", 3));
+            string applied = g.Node("Add", [g.Node("Mul", [r, cos]), g.Node("Mul", [rotated, sin])]);
+            return rot == headDim ? applied : g.Node("Concat", [applied, Slice(x, rot, headDim)], Int("axis", 3));
+        }
+
+        string hidden = g.Node("Gather", [W("gpt_neox.embed_in.weight"), "input_ids"], Int("axis", 0));
+        string scale = g.Scalar((float)(1 / Math.Sqrt(headDim)));
+        string sqrtHalf = g.Scalar((float)(1 / Math.Sqrt(2))), half = g.Scalar(0.5f), unit = g.Scalar(1f);
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            string p = $"gpt_neox.layers.{i}";
+            string ln1 = LayerNorm(hidden, p + ".input_layernorm");
+            string qkv = Linear(ln1, p + ".attention.query_key_value", c.AttentionBias);
+            // HF layout: [heads, 3, head_dim] per position.
+            string qkv4 = g.Node("Transpose", [g.Node("Reshape", [qkv, g.Constant([0, 0, heads, 3 * headDim])])], Ints("perm", 0, 2, 1, 3));
+            string q = Rotate(Slice(qkv4, 0, headDim));
+            string k = Rotate(Slice(qkv4, headDim, 2 * headDim));
+            string v = Slice(qkv4, 2 * headDim, 3 * headDim);
+            string presentK = g.Node("Concat", [$"past_key_values.{i}.key", k], Int("axis", 2));
+            string presentV = g.Node("Concat", [$"past_key_values.{i}.value", v], Int("axis", 2));
+            g.Output(presentK, $"present.{i}.key", DataType.Float, "batch", heads.ToString(), "total_sequence", headDim.ToString());
+            g.Output(presentV, $"present.{i}.value", DataType.Float, "batch", heads.ToString(), "total_sequence", headDim.ToString());
+            string scores = g.Node("Add", [g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [presentK], Ints("perm", 0, 1, 3, 2))]), scale]), bias]);
+            string attended = g.Node("MatMul", [g.Node("Softmax", [scores], Int("axis", -1)), presentV]);
+            string merged = g.Node("Reshape", [g.Node("Transpose", [attended], Ints("perm", 0, 2, 1, 3)), g.Constant([0, 0, heads * headDim])]);
+            string attention = Linear(merged, p + ".attention.dense", c.AttentionBias);
+
+            string mlpInput = c.UseParallelResidual ? hidden : g.Node("Add", [hidden, attention]);
+            string up = Linear(LayerNorm(mlpInput, p + ".post_attention_layernorm"), p + ".mlp.dense_h_to_4h");
+            string gelu = c.HiddenAct == "gelu"
+                ? g.Node("Mul", [g.Node("Mul", [up, half]), g.Node("Add", [unit, g.Node("Erf", [g.Node("Mul", [up, sqrtHalf])])])])
+                : TanhGelu(g, up);
+            string mlp = Linear(gelu, p + ".mlp.dense_4h_to_h");
+            hidden = c.UseParallelResidual ? g.Node("Add", [g.Node("Add", [hidden, attention]), mlp]) : g.Node("Add", [mlpInput, mlp]);
+        }
+        string logits = Linear(LayerNorm(hidden, "gpt_neox.final_layer_norm"), "embed_out", bias: false);
+        g.Output(logits, "logits", DataType.Float, "batch", "sequence", c.VocabSize.ToString());
+
+        var model = new ModelProto { IrVersion = 8, ProducerName = "MLNetFinetune", ProducerVersion = "1", Graph = g.Graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        return model;
+    }
+
+    // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), the approximation gelu_new / gelu_pytorch_tanh name.
+    static string TanhGelu(OnnxGraphBuilder g, string x)
+    {
+        string cube = g.Node("Mul", [g.Node("Mul", [x, x]), x]);
+        string inner = g.Node("Mul", [g.Node("Add", [x, g.Node("Mul", [cube, g.Scalar(0.044715f)])]), g.Scalar((float)Math.Sqrt(2 / Math.PI))]);
+        return g.Node("Mul", [g.Node("Mul", [x, g.Scalar(0.5f)]), g.Node("Add", [g.Scalar(1f), g.Node("Tanh", [inner])])]);
+    }
+
+    // ONNX Runtime GenAI's description of the folder: the decoder's inputs and outputs and the search defaults.
+    static void WriteGenAiConfig(string path, GptNeoXConfig c, int padId)
+    {
+        var json = new JsonObject
+        {
+            ["model"] = new JsonObject
+            {
+                ["bos_token_id"] = c.BosTokenId, ["eos_token_id"] = c.EosTokenId, ["pad_token_id"] = padId, ["vocab_size"] = c.VocabSize,
+                ["context_length"] = c.MaxPositionEmbeddings, ["type"] = "gpt_neox",
+                ["decoder"] = new JsonObject
+                {
+                    ["filename"] = ModelFile, ["head_size"] = c.HeadDim, ["hidden_size"] = c.HiddenSize,
+                    ["num_attention_heads"] = c.NumAttentionHeads, ["num_key_value_heads"] = c.NumAttentionHeads, ["num_hidden_layers"] = c.NumHiddenLayers,
+                    ["session_options"] = new JsonObject { ["log_id"] = "onnxruntime-genai", ["provider_options"] = new JsonArray() },
+                    ["inputs"] = new JsonObject
+                    {
+                        ["input_ids"] = "input_ids", ["attention_mask"] = "attention_mask", ["position_ids"] = "position_ids",
+                        ["past_key_names"] = "past_key_values.%d.key", ["past_value_names"] = "past_key_values.%d.value",
+                    },
+                    ["outputs"] = new JsonObject { ["logits"] = "logits", ["present_key_names"] = "present.%d.key", ["present_value_names"] = "present.%d.value" },
+                },
+            },
+            ["search"] = new JsonObject
+            {
+                ["do_sample"] = false, ["max_length"] = c.MaxPositionEmbeddings, ["min_length"] = 0, ["num_beams"] = 1, ["num_return_sequences"] = 1,
+                ["past_present_share_buffer"] = false, ["repetition_penalty"] = 1.0, ["temperature"] = 1.0, ["top_k"] = 1, ["top_p"] = 1.0,
+            },
+        };
+        DataFiles.WriteAtomically(path, s =>
+        {
+            using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
+            json.WriteTo(w);
+        });
+    }
+}

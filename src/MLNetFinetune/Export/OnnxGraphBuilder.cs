@@ -1,0 +1,117 @@
+using Google.Protobuf;
+using Onnx;
+
+namespace MLNetFinetune.Export;
+
+/// <summary>A thin helper over OnnxSharp's generated protobuf classes: add nodes, constants and initializers by name.</summary>
+internal sealed class OnnxGraphBuilder
+{
+    int _next;
+
+    public GraphProto Graph { get; } = new() { Name = "gpt_neox" };
+
+    /// <summary>Adds a node and returns the name of its (first) output.</summary>
+    public string Node(string op, IEnumerable<string> inputs, params AttributeProto[] attributes) => Nodes(op, inputs, 1, attributes)[0];
+
+    /// <summary>Adds a node with several outputs.</summary>
+    public string[] Nodes(string op, IEnumerable<string> inputs, int outputs, params AttributeProto[] attributes)
+    {
+        var node = new NodeProto { OpType = op, Name = $"{op}_{_next}" };
+        node.Input.AddRange(inputs);
+        var names = Enumerable.Range(0, outputs).Select(i => $"{op.ToLowerInvariant()}_{_next}_{i}").ToArray();
+        _next++;
+        node.Output.AddRange(names);
+        node.Attribute.AddRange(attributes);
+        Graph.Node.Add(node);
+        return names;
+    }
+
+    /// <summary>Renames a node output to a graph output name by an Identity node.</summary>
+    public void Output(string value, string name, TensorProto.Types.DataType type, params string[] dims)
+    {
+        var node = new NodeProto { OpType = "Identity", Name = $"out_{name}" };
+        node.Input.Add(value);
+        node.Output.Add(name);
+        Graph.Node.Add(node);
+        Graph.Output.Add(ValueInfo(name, type, dims));
+    }
+
+    public void Input(string name, TensorProto.Types.DataType type, params string[] dims) => Graph.Input.Add(ValueInfo(name, type, dims));
+
+    /// <summary>A constant tensor (small: shapes, scalars, axes) as an initializer.</summary>
+    public string Constant(long[] values, long[]? dims = null)
+    {
+        var t = new TensorProto { Name = $"const_{_next++}", DataType = (int)TensorProto.Types.DataType.Int64 };
+        t.Dims.AddRange(dims ?? [values.Length]);
+        t.Int64Data.AddRange(values);
+        Graph.Initializer.Add(t);
+        return t.Name;
+    }
+
+    public string Scalar(float value)
+    {
+        var t = new TensorProto { Name = $"const_{_next++}", DataType = (int)TensorProto.Types.DataType.Float };
+        t.FloatData.Add(value);
+        Graph.Initializer.Add(t);
+        return t.Name;
+    }
+
+    /// <summary>A float32 weight as an initializer: raw little-endian bytes inline, or a reference into an external data file.</summary>
+    public string Weight(string name, long[] dims, float[] values, ExternalData? external)
+    {
+        var t = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float };
+        t.Dims.AddRange(dims);
+        byte[] bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+        if (external == null) t.RawData = ByteString.CopyFrom(bytes);
+        else
+        {
+            long offset = external.Append(bytes);
+            t.DataLocation = TensorProto.Types.DataLocation.External;
+            t.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = external.FileName });
+            t.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString() });
+            t.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = bytes.Length.ToString() });
+        }
+        Graph.Initializer.Add(t);
+        return name;
+    }
+
+    public static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+
+    public static AttributeProto Float(string name, float value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
+
+    public static AttributeProto Ints(string name, params long[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        a.Ints.AddRange(values);
+        return a;
+    }
+
+    static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, string[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (string d in dims)
+            shape.Dim.Add(long.TryParse(d, out long v) ? new TensorShapeProto.Types.Dimension { DimValue = v } : new TensorShapeProto.Types.Dimension { DimParam = d });
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
+        };
+    }
+
+    /// <summary>Weights written beside the model when it would pass protobuf's 2 GB limit.</summary>
+    internal sealed class ExternalData(string path) : IDisposable
+    {
+        readonly FileStream _file = new(path, FileMode.Create, FileAccess.Write);
+
+        public string FileName { get; } = Path.GetFileName(path);
+
+        public long Append(byte[] bytes)
+        {
+            long offset = _file.Position;
+            _file.Write(bytes);
+            return offset;
+        }
+
+        public void Dispose() => _file.Dispose();
+    }
+}

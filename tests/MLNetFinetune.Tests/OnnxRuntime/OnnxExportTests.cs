@@ -1,0 +1,168 @@
+using Microsoft.Data.Analysis;
+using MLNetFinetune.Export;
+using MLNetFinetune.Generation;
+using MLNetFinetune.ModelFiles;
+using MLNetFinetune.OnnxRuntime;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using MLNetFinetune.TorchSharp.Training;
+using static TorchSharp.torch;
+
+namespace MLNetFinetune.Tests.OnnxRuntime;
+
+[Collection(TorchCollection.Name)]
+public class OnnxExportTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    // A tiny model with sharp, varied logits (random weights at a larger scale) saved as a model directory.
+    (string Dir, GptNeoXForCausalLM Model, TextTokenizer Tokenizer) Saved(bool parallel = true, double rotaryPct = 0.25)
+    {
+        var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"))])),
+            new BpeTrainerOptions { VocabSize = 320 });
+        manual_seed(5);
+        var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320) with { UseParallelResidual = parallel, RotaryPct = rotaryPct });
+        using (no_grad()) foreach (var p in model.parameters()) if (p.dim() >= 2) p.mul_(5);
+        model.eval();
+        string dir = Path.Combine(_dir.Path, $"model-{parallel}-{rotaryPct}");
+        GptNeoXCheckpoint.Save(model, tokenizer, dir);
+        return (dir, model, tokenizer);
+    }
+
+    static float[] TorchLogits(GptNeoXForCausalLM model, long[] ids)
+    {
+        using var _ = no_grad();
+        return model.forward(tensor(ids, [1, ids.Length])).data<float>().ToArray();
+    }
+
+    static void Close(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        float worst = 0;
+        for (int i = 0; i < expected.Length; i++) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
+        Assert.True(worst <= 1e-4f, $"{what}: max |ORT − TorchSharp| = {worst}");
+    }
+
+    [Theory]
+    [InlineData(true, 0.25)]
+    [InlineData(false, 1.0)]
+    public void OrtMatchesTorchSharpForPrefillAndThreeCachedDecodeSteps(bool parallel, double rotaryPct)
+    {
+        var (dir, model, _) = Saved(parallel, rotaryPct);
+        using var __ = model;
+        string onnx = OnnxExporter.Export(dir);
+        Assert.True(File.Exists(Path.Combine(onnx, "model.onnx")));
+        Assert.True(File.Exists(Path.Combine(onnx, "genai_config.json")));
+        using var ort = OnnxCausalLM.Load(onnx, "cpu");
+        Assert.Equal("CPU", ort.Provider);
+
+        long[] sequence = [5, 17, 42, 99, 7, 3, 250, 11, 64];
+        long[] prompt = sequence[..6];
+        var (logits, cache) = ort.Forward(prompt, [0, 1, 2, 3, 4, 5], [1, 1, 1, 1, 1, 1], 1, null);
+        Close(TorchLogits(model, prompt), logits, "prefill");
+        for (int t = 6; t < sequence.Length; t++)
+        {
+            var (stepLogits, next) = ort.Forward([sequence[t]], [t], Enumerable.Repeat(1L, t + 1).ToArray(), 1, cache);
+            foreach (var v in cache) v.Dispose();
+            cache = next;
+            var full = TorchLogits(model, sequence[..(t + 1)]);
+            Close(full.AsSpan(t * 320, 320), stepLogits, $"decode step {t - 5}");
+        }
+        foreach (var v in cache) v.Dispose();
+    }
+
+    [Fact]
+    public void ALeftPaddedBatchGivesEachRowItsOwnLogits()
+    {
+        var (dir, model, _) = Saved();
+        using var __ = model;
+        using var ort = OnnxCausalLM.Load(OnnxExporter.Export(dir), "cpu");
+        long[] a = [5, 17, 42, 99, 7], b = [30, 31];
+        long[] ids = [.. a, 1, 1, 1, .. b];
+        long[] mask = [1, 1, 1, 1, 1, 0, 0, 0, 1, 1];
+        long[] positions = [0, 1, 2, 3, 4, 0, 0, 0, 0, 1];
+        var (logits, cache) = ort.Forward(ids, positions, mask, 2, null);
+        foreach (var v in cache) v.Dispose();
+        Close(TorchLogits(model, a), logits.AsSpan(0, 5 * 320), "row 0");
+        Close(TorchLogits(model, b), logits.AsSpan((5 + 3) * 320, 2 * 320), "row 1 (left padded)");
+    }
+
+    [Fact]
+    public void GenerationMatchesTorchSharpAndHonoursItsOptions()
+    {
+        var (dir, model, tokenizer) = Saved();
+        using var transformer = new CausalLMTransformer(model, tokenizer);
+        using var ort = OnnxCausalLM.Load(OnnxExporter.Export(dir), "cpu");
+        var greedy = new GenerationOptions { MaxNewTokens = 12 };
+        string expected = transformer.Generate("What is the", greedy);
+        Assert.Equal(expected, ort.Generate("What is the", greedy));
+
+        // A batch with padding gives each prompt what it gets alone.
+        var batch = ort.Generate(["What is the", "How"], greedy);
+        Assert.Equal([expected, ort.Generate("How", greedy)], batch);
+
+        // Streaming pieces concatenate to the same text.
+        var pieces = ort.GenerateStreaming("What is the", greedy).ToBlockingEnumerable().ToList();
+        Assert.True(pieces.Count > 1);
+        Assert.Equal(expected, string.Concat(pieces));
+
+        // Seeded sampling repeats; a different seed differs; top-k 1 is greedy.
+        var sampled = new GenerationOptions { MaxNewTokens = 12, Temperature = 1.5, TopP = 0.95, Seed = 3 };
+        Assert.Equal(ort.Generate("What is the", sampled), ort.Generate("What is the", sampled));
+        Assert.Equal(transformer.Generate("What is the", sampled), ort.Generate("What is the", sampled));
+        Assert.Equal(expected, ort.Generate("What is the", new GenerationOptions { MaxNewTokens = 12, Temperature = 2, TopK = 1 }));
+        var seeds = Enumerable.Range(0, 6).Select(s => ort.Generate("What is the", new GenerationOptions { MaxNewTokens = 12, Temperature = 2, Seed = s })).ToHashSet();
+        Assert.True(seeds.Count > 1);
+
+        // A repetition penalty changes greedy text that repeats; stop strings cut before the stop.
+        var penalised = ort.Generate("What is the", new GenerationOptions { MaxNewTokens = 12, RepetitionPenalty = 5 });
+        Assert.Equal(transformer.Generate("What is the", new GenerationOptions { MaxNewTokens = 12, RepetitionPenalty = 5 }), penalised);
+        string stop = expected.Length > 4 ? expected.Substring(3, 2) : expected;
+        var stopped = ort.Generate("What is the", new GenerationOptions { MaxNewTokens = 12, StopSequences = [stop] });
+        Assert.Equal(expected[..expected.IndexOf(stop, StringComparison.Ordinal)], stopped);
+        var streamedStop = string.Concat(ort.GenerateStreaming("What is the", new GenerationOptions { MaxNewTokens = 12, StopSequences = [stop] }).ToBlockingEnumerable());
+        Assert.Equal(stopped, streamedStop);
+    }
+
+    [Fact]
+    public void ProvidersAndBadFoldersAreExplained()
+    {
+        var (dir, model, _) = Saved();
+        model.Dispose();
+        string onnx = OnnxExporter.Export(dir);
+        using (var auto = OnnxCausalLM.Load(onnx, "auto"))
+            Assert.True(auto.Provider == "CUDA" || auto.Provider.StartsWith("CPU (CUDA unavailable:"), auto.Provider);
+        if (!File.Exists("/usr/lib/x86_64-linux-gnu/libcudart.so.13"))
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => OnnxCausalLM.Load(onnx, "cuda"));
+            Assert.Contains("The CUDA execution provider is unavailable", e.Message);
+        }
+        Assert.Throws<ArgumentException>(() => OnnxCausalLM.Load(onnx, "tpu"));
+
+        var missing = Assert.Throws<FileNotFoundException>(() => OnnxCausalLM.Load(dir, "cpu"));
+        Assert.Contains("has no model.onnx", missing.Message);
+        File.Delete(Path.Combine(onnx, "tokenizer.json"));
+        File.Delete(Path.Combine(onnx, "vocab.json"));
+        Assert.Contains("has no tokenizer", Assert.Throws<FileNotFoundException>(() => OnnxCausalLM.Load(onnx, "cpu")).Message);
+
+        string onnx2 = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "onnx2") });
+        using var ort = OnnxCausalLM.Load(onnx2, "cpu");
+        var tooLong = Assert.Throws<ArgumentException>(() => ort.Generate(string.Join(" ", Enumerable.Repeat("What is the capital", 100)), new GenerationOptions { MaxNewTokens = 10 }));
+        Assert.Contains("exceeds the model's context of 256", tooLong.Message);
+    }
+
+    [Fact]
+    public void LargeModelsKeepTheirWeightsInExternalData()
+    {
+        var (dir, model, _) = Saved();
+        using var __ = model;
+        string onnx = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "external"), ExternalDataThreshold = 1000 });
+        Assert.True(new FileInfo(Path.Combine(onnx, "model.onnx.data")).Length > new FileInfo(Path.Combine(onnx, "model.onnx")).Length);
+        using var ort = OnnxCausalLM.Load(onnx, "cpu");
+        var (logits, cache) = ort.Forward([5, 17], [0, 1], [1, 1], 1, null);
+        foreach (var v in cache) v.Dispose();
+        Close(TorchLogits(model, [5, 17]), logits, "external-data model");
+    }
+}
