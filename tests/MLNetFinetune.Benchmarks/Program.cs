@@ -8,6 +8,7 @@ var benchmarks = new Dictionary<string, Func<string[], Task<int>>>
     ["tokenizer"] = TokenizerBenchmark.RunAsync,
     ["train"] = TrainBenchmark.RunAsync,
     ["finetune"] = FinetuneBenchmark.RunAsync,
+    ["generate"] = GenerateBenchmark.RunAsync,
 };
 
 string? name = args.FirstOrDefault();

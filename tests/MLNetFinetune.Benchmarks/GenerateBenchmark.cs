@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.Data.Analysis;
+using MLNetFinetune.Export;
+using MLNetFinetune.ModelFiles;
+using MLNetFinetune.OnnxRuntime;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using static TorchSharp.torch;
+
+namespace MLNetFinetune.Benchmarks;
+
+/// <summary>
+/// Token generation on the pythia-70m shape (random weights), batch 1, CPU: ONNX Runtime with the KV cache against
+/// TorchSharp without a cache (the full sequence every step), 256 new tokens after a 16-token prompt; and the cached
+/// per-token latency at position 512 against position 16. Options: --new N (256), --threads N, --provider cpu|cuda|auto.
+/// </summary>
+static class GenerateBenchmark
+{
+    public static Task<int> RunAsync(string[] args)
+    {
+        int newTokens = BenchmarkArgs.Int(args, "--new", 256);
+        var (threads, _) = BenchmarkArgs.Torch(args);
+        string provider = BenchmarkArgs.Value(args, "--provider") ?? "cpu";
+        string dir = Path.Combine(BenchmarkArgs.TempDir(args), "generate-pythia-70m");
+        var config = GptNeoXConfig.Preset("pythia-70m");
+        manual_seed(0);
+        using var model = new GptNeoXForCausalLM(config);
+        model.eval();
+        if (!File.Exists(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)))
+        {
+            var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", ["a tokenizer for the benchmark, any will do"])), new BpeTrainerOptions { VocabSize = 300 });
+            GptNeoXCheckpoint.Save(model, tokenizer, dir);
+            OnnxExporter.Export(dir);
+        }
+        else GptNeoXCheckpoint.LoadWeights(model, Path.Combine(dir, ModelDirectory.WeightsFile));
+
+        using var ort = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider);
+        Console.WriteLine($"pythia-70m shape, {config.ParameterCount():N0} parameters; ORT provider {ort.Provider}; {threads} threads");
+        long[] prompt = Enumerable.Range(0, 16).Select(i => (long)(i * 37 % 300)).ToArray();
+
+        // ORT with the cache: prefill, then one token per step up to position 16 + max(newTokens, 512) + 8.
+        int last = Math.Max(16 + newTokens, 520);
+        var latency = new double[last + 1];
+        var (logits, cache) = ort.Forward(prompt, Enumerable.Range(0, 16).Select(i => (long)i).ToArray(), Enumerable.Repeat(1L, 16).ToArray(), 1, null);
+        var clock = new Stopwatch();
+        double firstNew = 0;
+        for (int position = 16; position < last; position++)
+        {
+            long next = ArgMax(logits, logits.Length - config.VocabSize, config.VocabSize);
+            clock.Restart();
+            var (stepLogits, nextCache) = ort.Forward([next], [position], Enumerable.Repeat(1L, position + 1).ToArray(), 1, cache);
+            latency[position] = clock.Elapsed.TotalMilliseconds;
+            foreach (var v in cache) v.Dispose();
+            (logits, cache) = (stepLogits, nextCache);
+            if (position < 16 + newTokens) firstNew += latency[position];
+        }
+        foreach (var v in cache) v.Dispose();
+        double ortTokensPerSecond = newTokens / (firstNew / 1000);
+        double at16 = latency[16..24].Average(), at512 = latency[512..520].Average();
+        Console.WriteLine($"ORT (KV cache): {ortTokensPerSecond:N1} tokens/s; per-token latency {at16:F2} ms at position 16, {at512:F2} ms at 512");
+
+        // TorchSharp without a cache: every step runs the whole sequence so far.
+        var ids = prompt.ToList();
+        var torchClock = Stopwatch.StartNew();
+        using (no_grad())
+        {
+            for (int i = 0; i < newTokens; i++)
+            {
+                using var scope = NewDisposeScope();
+                var output = model.forward(tensor(ids.ToArray(), [1, ids.Count]));
+                ids.Add(output[0, -1].argmax().item<long>());
+            }
+        }
+        double torchTokensPerSecond = newTokens / torchClock.Elapsed.TotalSeconds;
+        Console.WriteLine($"TorchSharp (no cache): {torchTokensPerSecond:N1} tokens/s");
+
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            benchmark = "generate",
+            shape = "pythia-70m",
+            provider = ort.Provider,
+            threads,
+            new_tokens = newTokens,
+            ort_tokens_per_s = Math.Round(ortTokensPerSecond, 1),
+            torchsharp_nocache_tokens_per_s = Math.Round(torchTokensPerSecond, 1),
+            speedup = Math.Round(ortTokensPerSecond / torchTokensPerSecond, 2),
+            latency_ms_16 = Math.Round(at16, 3),
+            latency_ms_512 = Math.Round(at512, 3),
+            latency_ratio_512_vs_16 = Math.Round(at512 / at16, 3),
+        }));
+        return Task.FromResult(0);
+    }
+
+    static long ArgMax(float[] values, int offset, int count)
+    {
+        int best = offset;
+        for (int i = offset + 1; i < offset + count; i++) if (values[i] > values[best]) best = i;
+        return best - offset;
+    }
+}
