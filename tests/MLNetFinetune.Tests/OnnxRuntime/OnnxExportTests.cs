@@ -1,4 +1,8 @@
 using Microsoft.Data.Analysis;
+using Microsoft.Extensions.AI;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNetFinetune.Data;
 using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
 using MLNetFinetune.ModelFiles;
@@ -151,6 +155,37 @@ public class OnnxExportTests : IDisposable
         using var ort = OnnxCausalLM.Load(onnx2, "cpu");
         var tooLong = Assert.Throws<ArgumentException>(() => ort.Generate(string.Join(" ", Enumerable.Repeat("What is the capital", 100)), new GenerationOptions { MaxNewTokens = 10 }));
         Assert.Contains("exceeds the model's context of 256", tooLong.Message);
+    }
+
+    [Fact]
+    public async Task TheMLNetTransformAndTheChatClientGenerateWhatTheGeneratorDoes()
+    {
+        var (dir, model, _) = Saved();
+        model.Dispose();
+        string onnx = OnnxExporter.Export(dir);
+        var ml = new MLContext(seed: 0);
+        var greedy = new GenerationOptions { MaxNewTokens = 8 };
+        var data = new DataFrame(new StringDataFrameColumn("question", ["What is the capital?", "Which file?"]));
+        var pipeline = ml.Transforms.Text.ApplyPromptTemplate("Prompt", PromptTemplates.QuestionAnswer.Prompt)
+            .Append(ml.Transforms.Text.GenerateWithOnnx(new OnnxGenerationOptions { ModelFolder = onnx, Provider = "cpu", Generation = greedy }));
+        var fitted = pipeline.Fit(data);
+        var generated = fitted.Transform(data).GetColumn<ReadOnlyMemory<char>>("Generated").Select(g => g.ToString()).ToArray();
+        using var ort = OnnxCausalLM.Load(onnx, "cpu");
+        string expected = ort.Generate(PromptTemplates.QuestionAnswer.Prompt.Format(("question", "What is the capital?")), greedy);
+        Assert.Equal(expected, generated[0]);
+        fitted.LastTransformer.Dispose();
+
+        IChatClient chat = new OnnxChatClient(ort);
+        var response = await chat.GetResponseAsync([new ChatMessage(ChatRole.System, "Be brief."), new ChatMessage(ChatRole.User, "What is the capital?")],
+            new ChatOptions { MaxOutputTokens = 8 });
+        Assert.Equal(expected.Trim(), response.Text);
+        var pieces = new List<string>();
+        await foreach (var update in chat.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "What is the capital?")], new ChatOptions { MaxOutputTokens = 8 }))
+            pieces.Add(update.Text);
+        string streamed = string.Concat(pieces);
+        Assert.Equal(expected, streamed);
+        Assert.Same(ort, chat.GetService(typeof(OnnxCausalLM)));
+        await Assert.ThrowsAsync<ArgumentException>(() => chat.GetResponseAsync([new ChatMessage(ChatRole.System, "no user")]));
     }
 
     [Fact]

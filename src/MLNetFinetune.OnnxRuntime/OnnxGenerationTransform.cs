@@ -1,0 +1,89 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNetFinetune.DataViews;
+using MLNetFinetune.Generation;
+
+namespace MLNetFinetune.OnnxRuntime;
+
+/// <summary>Options of the ONNX generation transform.</summary>
+public sealed class OnnxGenerationOptions
+{
+    /// <summary>The exported folder (model.onnx, config.json, tokenizer). Required.</summary>
+    public required string ModelFolder { get; init; }
+
+    /// <summary>The prompt column. Default <c>Prompt</c>.</summary>
+    public string PromptColumnName { get; init; } = "Prompt";
+
+    /// <summary>The generated-text column. Default <c>Generated</c>.</summary>
+    public string OutputColumnName { get; init; } = "Generated";
+
+    /// <summary>How to generate. Default greedy, 100 new tokens.</summary>
+    public GenerationOptions Generation { get; init; } = new();
+
+    /// <summary>Execution provider: auto, cpu or cuda.</summary>
+    public string Provider { get; init; } = "auto";
+}
+
+/// <summary>Adds a generated-text column from a prompt column with an exported model (ONNX Runtime, no libtorch).</summary>
+public sealed class OnnxGenerationEstimator(OnnxGenerationOptions options) : IEstimator<OnnxGenerationTransformer>
+{
+    /// <inheritdoc />
+    public OnnxGenerationTransformer Fit(IDataView input)
+    {
+        SchemaShapes.RequireText(input.Schema, options.PromptColumnName, "Generation");
+        return new OnnxGenerationTransformer(options);
+    }
+
+    /// <inheritdoc />
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        SchemaShapes.RequireText(inputSchema, options.PromptColumnName, "Generation");
+        return SchemaShapes.Append(inputSchema, SchemaShapes.Column(options.OutputColumnName, SchemaShape.Column.VectorKind.Scalar, TextDataViewType.Instance));
+    }
+}
+
+/// <summary>Generates a continuation of each row's prompt. Holds an ONNX Runtime session; dispose it.</summary>
+public sealed class OnnxGenerationTransformer : AppendColumnsTransformer, IDisposable
+{
+    /// <summary>Loads the model folder.</summary>
+    public OnnxGenerationTransformer(OnnxGenerationOptions options)
+    {
+        Options = options;
+        Model = OnnxCausalLM.Load(options.ModelFolder, options.Provider);
+        OutputColumns = [(options.OutputColumnName, TextDataViewType.Instance)];
+    }
+
+    /// <summary>The options it was made with.</summary>
+    public OnnxGenerationOptions Options { get; }
+
+    /// <summary>The generator.</summary>
+    public OnnxCausalLM Model { get; }
+
+    /// <inheritdoc />
+    protected override IReadOnlyList<(string Name, DataViewType Type)> OutputColumns { get; }
+
+    /// <inheritdoc />
+    protected override void ValidateInput(DataViewSchema inputSchema) => SchemaShapes.RequireText(inputSchema, Options.PromptColumnName, "Generation");
+
+    /// <inheritdoc />
+    protected override IEnumerable<string> InputsOf(int outputIndex) => [Options.PromptColumnName];
+
+    /// <inheritdoc />
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
+    {
+        var prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Options.PromptColumnName]);
+        ReadOnlyMemory<char> value = default;
+        var generated = new PerRow<string>(input, () => { prompt(ref value); return Model.Generate(value.ToString(), Options.Generation); });
+        return [(ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = generated.Value.AsMemory())];
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>Catalog entry point: <c>ml.Transforms.Text.GenerateWithOnnx(...)</c>.</summary>
+public static class MLContextOnnxExtensions
+{
+    /// <summary>Adds a generated-text column from a prompt column with an exported model folder.</summary>
+    public static OnnxGenerationEstimator GenerateWithOnnx(this TransformsCatalog.TextTransforms catalog, OnnxGenerationOptions options) => new(options);
+}
