@@ -168,7 +168,9 @@ public static class OnnxExporter
         return g.Node("Mul", [g.Node("Mul", [x, g.Scalar(0.5f)]), g.Node("Add", [g.Scalar(1f), g.Node("Tanh", [inner])])]);
     }
 
-    // ONNX Runtime GenAI's description of the folder: the decoder's inputs and outputs and the search defaults.
+    // ONNX Runtime GenAI's description of the folder: the decoder's inputs and outputs and the search defaults. GenAI has
+    // no gpt_neox type; "llama" selects its generic decoder-only pipeline, which relies only on the input and output
+    // names below (the architecture itself is in the graph). The interop tests run the folder under GenAI.
     static void WriteGenAiConfig(string path, GptNeoXConfig c, int padId)
     {
         var json = new JsonObject
@@ -176,7 +178,7 @@ public static class OnnxExporter
             ["model"] = new JsonObject
             {
                 ["bos_token_id"] = c.BosTokenId, ["eos_token_id"] = c.EosTokenId, ["pad_token_id"] = padId, ["vocab_size"] = c.VocabSize,
-                ["context_length"] = c.MaxPositionEmbeddings, ["type"] = "gpt_neox",
+                ["context_length"] = c.MaxPositionEmbeddings, ["type"] = "llama",
                 ["decoder"] = new JsonObject
                 {
                     ["filename"] = ModelFile, ["head_size"] = c.HeadDim, ["hidden_size"] = c.HiddenSize,
