@@ -14,6 +14,8 @@ public static class CliApp
             verbose,
             ExploreCommand.Create(output),
             TokenizerCommand.Create(output),
+            ServeCommands.Export(output),
+            ServeCommands.Generate(output),
         };
         var parsed = root.Parse(args);
         try

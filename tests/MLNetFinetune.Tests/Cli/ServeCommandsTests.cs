@@ -1,0 +1,42 @@
+using Microsoft.Data.Analysis;
+using MLNetFinetune.Cli;
+using MLNetFinetune.Generation;
+using MLNetFinetune.ModelFiles;
+using MLNetFinetune.OnnxRuntime;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using static TorchSharp.torch;
+
+namespace MLNetFinetune.Tests.Cli;
+
+[Collection(TorchCollection.Name)]
+public class ServeCommandsTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public void ExportsAModelDirectoryAndGeneratesFromIt()
+    {
+        var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", ["What is the capital of Chile? Santiago. What is the capital of Peru? Lima."])),
+            new BpeTrainerOptions { VocabSize = 300 });
+        manual_seed(4);
+        using (var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320))) GptNeoXCheckpoint.Save(model, tokenizer, Path.Combine(_dir.Path, "model"));
+
+        var output = new StringWriter();
+        var error = new StringWriter();
+        Assert.Equal(0, CliApp.Run(["export", Path.Combine(_dir.Path, "model"), "--out", Path.Combine(_dir.Path, "onnx")], output, error));
+        Assert.Contains("exported to", output.ToString());
+
+        var generated = new StringWriter();
+        Assert.Equal(0, CliApp.Run(["generate", Path.Combine(_dir.Path, "onnx"), "-p", "What is the", "--max-new-tokens", "6", "--provider", "cpu"], generated, error));
+        Assert.Equal("", error.ToString());
+        using var ort = OnnxCausalLM.Load(Path.Combine(_dir.Path, "onnx"), "cpu");
+        Assert.Equal(ort.Generate("What is the", new GenerationOptions { MaxNewTokens = 6 }), generated.ToString().TrimEnd('\n'));
+
+        var missing = new StringWriter();
+        Assert.Equal(1, CliApp.Run(["generate", Path.Combine(_dir.Path, "model"), "-p", "x", "--provider", "cpu"], new StringWriter(), missing));
+        Assert.Contains("has no model.onnx", missing.ToString());
+    }
+}
