@@ -9,7 +9,8 @@ namespace MLNetFinetune.OnnxRuntime;
 
 /// <summary>
 /// Generation with ONNX Runtime from an exported folder (<see cref="OnnxExporter"/>): no libtorch. The KV cache lives
-/// in ORT values that each step's outputs hand to the next step's inputs, so no step copies the cache.
+/// in ORT values that each step's outputs hand to the next step's inputs, so on CPU no step copies the cache. (With
+/// the CUDA provider the outputs come back through host memory; binding them to device memory is not done yet.)
 /// </summary>
 public sealed class OnnxCausalLM : IDisposable
 {
@@ -97,9 +98,14 @@ public sealed class OnnxCausalLM : IDisposable
     /// </summary>
     public (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past)
     {
+        int layers = Config.NumHiddenLayers;
+        if (batch <= 0 || ids.Length == 0 || ids.Length % batch != 0 || positions.Length != ids.Length || mask.Length % batch != 0)
+            throw new ArgumentException($"Inconsistent shapes: {ids.Length} ids, {positions.Length} positions, {mask.Length} mask values for a batch of {batch}.");
         int seq = ids.Length / batch;
         long pastLength = mask.Length / batch - seq;
-        int layers = Config.NumHiddenLayers;
+        if (pastLength < 0) throw new ArgumentException("The mask must cover the past and the new tokens.");
+        if (past == null ? pastLength != 0 : past.Length != 2 * layers)
+            throw new ArgumentException(past == null ? "A mask longer than the ids needs the cache it describes." : $"The cache holds {past.Length} values; the model has {2 * layers}.");
         var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
         var values = new List<OrtValue>
         {
@@ -123,11 +129,17 @@ public sealed class OnnxCausalLM : IDisposable
                 }
             }
         }
-        if (past == null && pastLength != 0) throw new ArgumentException("A mask longer than the ids needs the cache it describes.");
-        using var runOptions = new RunOptions();
-        var outputs = _session.Run(runOptions, names, values, _outputNames);
-        for (int i = 0; i < 3; i++) values[i].Dispose();
-        foreach (var v in empty) v.Dispose();
+        IDisposableReadOnlyCollection<OrtValue> outputs;
+        try
+        {
+            using var runOptions = new RunOptions();
+            outputs = _session.Run(runOptions, names, values, _outputNames);
+        }
+        finally
+        {
+            for (int i = 0; i < 3; i++) values[i].Dispose();
+            foreach (var v in empty) v.Dispose();
+        }
         var logits = outputs[0].GetTensorDataAsSpan<float>().ToArray();
         var cache = outputs.Skip(1).ToArray();
         outputs[0].Dispose();
@@ -142,10 +154,13 @@ public sealed class OnnxCausalLM : IDisposable
     /// token is real), the mask hides the padding and positions count real tokens only. Rows stop at end of text or
     /// a stop sequence; the batch stops when all have.
     /// </summary>
-    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null)
+    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null) => Generate(prompts, options, CancellationToken.None);
+
+    /// <summary>Like <see cref="Generate(IReadOnlyList{string}, GenerationOptions)"/>, stopping between steps when <paramref name="cancellationToken"/> fires.</summary>
+    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options, CancellationToken cancellationToken)
     {
         var results = new string[prompts.Count];
-        foreach (var (row, text) in Stream(prompts, options ?? new GenerationOptions(), CancellationToken.None))
+        foreach (var (row, text) in Stream(prompts, options ?? new GenerationOptions(), cancellationToken))
             if (row >= 0) results[row] = text;
         return results;
     }
@@ -155,7 +170,8 @@ public sealed class OnnxCausalLM : IDisposable
     {
         options ??= new GenerationOptions();
         // Partial text is held back by a stop sequence's length less one, so no prefix of a stop string is ever sent.
-        int holdBack = options.StopSequences.Count == 0 ? 0 : options.StopSequences.Max(s => s.Length) - 1;
+        options.Validate();
+        int holdBack = options.StopSequences.Count == 0 ? 0 : Math.Max(0, options.StopSequences.Max(s => s.Length) - 1);
         string sent = "";
         foreach (var (row, text) in Stream([prompt], options, cancellationToken, partial: true))
         {
@@ -178,8 +194,10 @@ public sealed class OnnxCausalLM : IDisposable
     // Yields (-1, partial text of row 0) after each step when partial, and (row, final text) as rows finish.
     IEnumerable<(int Row, string Text)> Stream(IReadOnlyList<string> prompts, GenerationOptions options, CancellationToken cancellationToken, bool partial = false)
     {
+        options.Validate();
         int batch = prompts.Count;
         if (batch == 0) yield break;
+        long eos = Tokenizer.EosId ?? Config.EosTokenId;
         var encoded = prompts.Select(p => Tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToArray();
         for (int r = 0; r < batch; r++)
         {
@@ -224,8 +242,8 @@ public sealed class OnnxCausalLM : IDisposable
                     if (!done[r])
                     {
                         var last = logits.AsSpan(((r + 1) * seq - 1) * vocab, vocab).ToArray();
-                        token = Sampling.Next(last, options, random, encoded[r].Concat(generated[r]));
-                        if (token == Config.EosTokenId || token == Tokenizer.EosId) { done[r] = true; token = pad; }
+                        token = Sampling.Next(last, options, random, encoded[r].Concat(generated[r]), Tokenizer.VocabSize);
+                        if (token == eos) { done[r] = true; token = pad; }
                         else
                         {
                             generated[r].Add(token);

@@ -26,17 +26,19 @@ public sealed class OnnxChatClient : IChatClient
             throw new ArgumentException($"The chat template needs exactly one placeholder for the user's message; \"{_template.Text}\" has {_template.Placeholders.Count}.", nameof(template));
         _placeholder = _template.Placeholders[0];
         _ownsModel = ownsModel;
-        Metadata = new ChatClientMetadata("MLNetFinetune.OnnxRuntime", new Uri(Path.GetFullPath(model.Folder)), Path.GetFileName(Path.GetFullPath(model.Folder).TrimEnd('/')));
+        Metadata = new ChatClientMetadata("MLNetFinetune.OnnxRuntime", new Uri(Path.GetFullPath(model.Folder)), Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(model.Folder))));
     }
 
     /// <summary>Describes the provider and the model folder.</summary>
     public ChatClientMetadata Metadata { get; }
 
     /// <inheritdoc />
-    public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        string text = _model.Generate(Prompt(messages), Generation(options)).Trim();
-        return Task.FromResult(new ChatResponse(new ChatMessage(ChatRole.Assistant, text)) { ModelId = Metadata.DefaultModelId, FinishReason = ChatFinishReason.Stop });
+        string prompt = Prompt(messages);
+        var generation = Generation(options);
+        string text = (await Task.Run(() => _model.Generate([prompt], generation, cancellationToken), cancellationToken))[0];
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text)) { ModelId = Metadata.DefaultModelId };
     }
 
     /// <inheritdoc />

@@ -135,6 +135,8 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
     /// <summary>Continues <paramref name="prompt"/> (greedy, or sampled as the options say), stopping at end of text.</summary>
     public string Generate(string prompt, GenerationOptions options)
     {
+        options.Validate();
+        long eos = Tokenizer.EosId ?? Model.Config.EosTokenId;
         var ids = Tokenizer.Encode(prompt).Select(i => (long)i).ToList();
         int start = ids.Count;
         int window = Model.Config.MaxPositionEmbeddings;
@@ -146,10 +148,10 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
             using var scope = NewDisposeScope();
             var context = ids.Skip(Math.Max(0, ids.Count - window)).ToArray();
             var logits = Model.forward(tensor(context, [1, context.Length], dtype: int64, device: Device))[0, -1];
-            long next = options.Temperature <= 0 && options.RepetitionPenalty == 1.0
+            long next = options.Temperature <= 0 && options.RepetitionPenalty == 1.0 && Tokenizer.VocabSize >= Model.Config.VocabSize
                 ? logits.argmax().item<long>()
-                : Sampling.Next(logits.cpu().data<float>().ToArray(), options, random, ids);
-            if (next == Tokenizer.EosId) break;
+                : Sampling.Next(logits.cpu().data<float>().ToArray(), options, random, ids, Tokenizer.VocabSize);
+            if (next == eos) break;
             ids.Add(next);
             if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Tokenizer.Decode(ids.Skip(start).Select(t => (int)t)), options.StopSequences).Stopped) break;
         }

@@ -41,11 +41,22 @@ public static class OnnxExporter
         using var weights = SafeTensorsFile.Open(ModelDirectory.PathOf(modelDirectory, ModelDirectory.WeightsFile));
 
         long bytes = weights.Tensors.Values.Sum(t => t.ElementCount * 4);
-        string modelPath = Path.Combine(output, ModelFile);
-        using (var external = bytes > options.ExternalDataThreshold ? new ExternalData(modelPath + ".data") : null)
+        string modelPath = Path.Combine(output, ModelFile), dataPath = modelPath + ".data";
+        bool useExternal = bytes > options.ExternalDataThreshold;
+        string dataTemp = $"{dataPath}.tmp-{Path.GetRandomFileName()}";
+        try
         {
-            var model = Build(config, weights, external);
-            DataFiles.WriteAtomically(modelPath, s => model.WriteTo(s));
+            using (var external = useExternal ? new ExternalData(dataTemp, Path.GetFileName(dataPath)) : null)
+            {
+                var model = Build(config, weights, external);
+                DataFiles.WriteAtomically(modelPath, s => model.WriteTo(s));
+            }
+            if (useExternal) File.Move(dataTemp, dataPath, overwrite: true);
+            else File.Delete(dataPath); // a stale file from an earlier, larger export
+        }
+        finally
+        {
+            File.Delete(dataTemp);
         }
         ModelDirectory.WriteConfigAndTokenizer(output, config, tokenizer);
         WriteGenAiConfig(Path.Combine(output, "genai_config.json"), config, tokenizer.PadId ?? config.EosTokenId);

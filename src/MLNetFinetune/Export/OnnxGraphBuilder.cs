@@ -99,11 +99,12 @@ internal sealed class OnnxGraphBuilder
     }
 
     /// <summary>Weights written beside the model when it would pass protobuf's 2 GB limit.</summary>
-    internal sealed class ExternalData(string path) : IDisposable
+    internal sealed class ExternalData(string path, string fileName) : IDisposable
     {
         readonly FileStream _file = new(path, FileMode.Create, FileAccess.Write);
 
-        public string FileName { get; } = Path.GetFileName(path);
+        /// <summary>The name the graph refers to (the file is renamed to it once complete).</summary>
+        public string FileName { get; } = fileName;
 
         public long Append(byte[] bytes)
         {

@@ -23,5 +23,16 @@ public sealed class GenerationOptions
 
     /// <summary>Stop when the generated text contains one of these; the stop string is not returned.</summary>
     public IReadOnlyList<string> StopSequences { get; init; } = [];
+
+    /// <summary>Fails on settings that cannot generate (negative lengths, a non-positive penalty, NaN, empty stop strings).</summary>
+    public void Validate()
+    {
+        if (MaxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), "MaxNewTokens must not be negative.");
+        if (double.IsNaN(Temperature) || Temperature < 0) throw new ArgumentOutOfRangeException(nameof(Temperature), "Temperature must be 0 (greedy) or positive.");
+        if (TopK < 0) throw new ArgumentOutOfRangeException(nameof(TopK), "TopK must be 0 (all) or positive.");
+        if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) throw new ArgumentOutOfRangeException(nameof(TopP), "TopP must be in (0, 1].");
+        if (double.IsNaN(RepetitionPenalty) || RepetitionPenalty <= 0) throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), "RepetitionPenalty must be positive (1 is off).");
+        if (StopSequences.Any(string.IsNullOrEmpty)) throw new ArgumentException("Stop sequences must not be empty.", nameof(StopSequences));
+    }
 }
 

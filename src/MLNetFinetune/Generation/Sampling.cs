@@ -7,8 +7,10 @@ public static class Sampling
     /// The next token: applies the repetition penalty to <paramref name="history"/>'s tokens, then takes the argmax
     /// (temperature 0) or samples.
     /// </summary>
-    public static long Next(float[] logits, GenerationOptions options, Random random, IEnumerable<long> history)
+    public static long Next(float[] logits, GenerationOptions options, Random random, IEnumerable<long> history, int allowedVocab)
     {
+        // Rows past the tokenizer's last id pad the embedding table (Pythia: 50,277 tokens in 50,304 rows); never pick them.
+        if (allowedVocab < logits.Length) logits.AsSpan(allowedVocab).Fill(float.NegativeInfinity);
         if (options.RepetitionPenalty != 1.0)
             foreach (long id in history.Distinct())
                 logits[id] = logits[id] > 0 ? (float)(logits[id] / options.RepetitionPenalty) : (float)(logits[id] * options.RepetitionPenalty);
@@ -37,11 +39,13 @@ public static class Sampling
     /// <summary>Draws a token id from <paramref name="logits"/> as <paramref name="options"/> say.</summary>
     public static long Sample(float[] logits, GenerationOptions options, Random random)
     {
+        if (options.Temperature <= 0) throw new ArgumentOutOfRangeException(nameof(options), "Sampling needs a positive temperature.");
         int n = logits.Length;
         var order = Enumerable.Range(0, n).ToArray();
-        Array.Sort(order, (a, b) => logits[b].CompareTo(logits[a])); // most likely first
+        if (options.TopK > 0 || options.TopP < 1)
+            Array.Sort(order, (a, b) => logits[b].CompareTo(logits[a])); // most likely first; plain sampling needs no order
         int keep = options.TopK > 0 ? Math.Min(options.TopK, n) : n;
-        double max = logits[order[0]];
+        double max = logits.Max();
         var probabilities = new double[keep];
         double total = 0;
         for (int i = 0; i < keep; i++) total += probabilities[i] = Math.Exp((logits[order[i]] - max) / options.Temperature);

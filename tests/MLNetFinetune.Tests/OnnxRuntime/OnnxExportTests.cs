@@ -144,6 +144,15 @@ public class OnnxExportTests : IDisposable
             Assert.Contains("The CUDA execution provider is unavailable", e.Message);
         }
         Assert.Throws<ArgumentException>(() => OnnxCausalLM.Load(onnx, "tpu"));
+        using (var cpu = OnnxCausalLM.Load(onnx, "cpu"))
+        {
+            Assert.Throws<ArgumentException>(() => cpu.Generate("x", new GenerationOptions { StopSequences = [""] }));
+            Assert.Throws<ArgumentOutOfRangeException>(() => cpu.Generate("x", new GenerationOptions { TopP = 0 }));
+            Assert.Throws<ArgumentException>(() => cpu.Forward([1, 2, 3], [0, 1], [1, 1, 1], 1, null));
+            using var cancelled = new CancellationTokenSource();
+            cancelled.Cancel();
+            Assert.Throws<OperationCanceledException>(() => cpu.Generate(["What is"], new GenerationOptions(), cancelled.Token));
+        }
 
         var missing = Assert.Throws<FileNotFoundException>(() => OnnxCausalLM.Load(dir, "cpu"));
         Assert.Contains("has no model.onnx", missing.Message);
@@ -178,7 +187,7 @@ public class OnnxExportTests : IDisposable
         IChatClient chat = new OnnxChatClient(ort);
         var response = await chat.GetResponseAsync([new ChatMessage(ChatRole.System, "Be brief."), new ChatMessage(ChatRole.User, "What is the capital?")],
             new ChatOptions { MaxOutputTokens = 8 });
-        Assert.Equal(expected.Trim(), response.Text);
+        Assert.Equal(expected, response.Text);
         var pieces = new List<string>();
         await foreach (var update in chat.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "What is the capital?")], new ChatOptions { MaxOutputTokens = 8 }))
             pieces.Add(update.Text);
