@@ -25,7 +25,10 @@ public sealed class OnnxCausalLM : IDisposable
         Provider = provider;
         Folder = folder;
         _outputNames = ["logits", .. Enumerable.Range(0, config.NumHiddenLayers).SelectMany(i => new[] { $"present.{i}.key", $"present.{i}.value" })];
+        _halfCache = session.InputMetadata["past_key_values.0.key"].ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16;
     }
+
+    readonly bool _halfCache; // a float16 export keeps its cache in float16
 
     /// <summary>The model's shape.</summary>
     public GptNeoXConfig Config { get; }
@@ -123,7 +126,10 @@ public sealed class OnnxCausalLM : IDisposable
             {
                 for (int kv = 0; kv < 2; kv++)
                 {
-                    var none = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [batch, Config.NumAttentionHeads, 0, Config.HeadDim]);
+                    long[] shape = [batch, Config.NumAttentionHeads, 0, Config.HeadDim];
+                    var none = _halfCache
+                        ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), shape)
+                        : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), shape);
                     empty.Add(none);
                     values.Add(none);
                 }

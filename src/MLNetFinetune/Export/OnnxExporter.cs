@@ -15,6 +15,12 @@ public sealed class OnnxExportOptions
     /// <summary>The folder to write (default: <c>onnx</c> inside the model directory).</summary>
     public string? OutputDirectory { get; init; }
 
+    /// <summary>
+    /// Store weights, activations and the KV cache in float16 (half the memory and bandwidth, for GPUs); logits stay
+    /// float32. Default false: float32 throughout.
+    /// </summary>
+    public bool Float16 { get; init; }
+
     /// <summary>Write weights to <c>model.onnx.data</c> beside the graph above this many bytes (protobuf's limit is 2 GB).</summary>
     public long ExternalDataThreshold { get; init; } = 1_800_000_000;
 }
@@ -40,7 +46,7 @@ public static class OnnxExporter
         Directory.CreateDirectory(output);
         using var weights = SafeTensorsFile.Open(ModelDirectory.PathOf(modelDirectory, ModelDirectory.WeightsFile));
 
-        long bytes = weights.Tensors.Values.Sum(t => t.ElementCount * 4);
+        long bytes = weights.Tensors.Values.Sum(t => t.ElementCount * (options.Float16 ? 2 : 4));
         string modelPath = Path.Combine(output, ModelFile), dataPath = modelPath + ".data";
         bool useExternal = bytes > options.ExternalDataThreshold;
         string dataTemp = $"{dataPath}.tmp-{Path.GetRandomFileName()}";
@@ -48,7 +54,7 @@ public static class OnnxExporter
         {
             using (var external = useExternal ? new ExternalData(dataTemp, Path.GetFileName(dataPath)) : null)
             {
-                var model = Build(config, weights, external);
+                var model = Build(config, weights, external, options.Float16 ? DataType.Float16 : DataType.Float);
                 DataFiles.WriteAtomically(modelPath, s => model.WriteTo(s));
             }
             if (useExternal) File.Move(dataTemp, dataPath, overwrite: true);
@@ -63,17 +69,17 @@ public static class OnnxExporter
         return output;
     }
 
-    static ModelProto Build(GptNeoXConfig c, SafeTensorsFile weights, ExternalData? external)
+    static ModelProto Build(GptNeoXConfig c, SafeTensorsFile weights, ExternalData? external, DataType floatType)
     {
-        var g = new OnnxGraphBuilder();
+        var g = new OnnxGraphBuilder { FloatType = floatType };
         int heads = c.NumAttentionHeads, headDim = c.HeadDim, rot = c.RotaryDim;
         g.Input("input_ids", DataType.Int64, "batch", "sequence");
         g.Input("attention_mask", DataType.Int64, "batch", "total_sequence");
         g.Input("position_ids", DataType.Int64, "batch", "sequence");
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
-            g.Input($"past_key_values.{i}.key", DataType.Float, "batch", heads.ToString(), "past_sequence", headDim.ToString());
-            g.Input($"past_key_values.{i}.value", DataType.Float, "batch", heads.ToString(), "past_sequence", headDim.ToString());
+            g.Input($"past_key_values.{i}.key", floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
+            g.Input($"past_key_values.{i}.value", floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
         }
 
         string W(string name) => g.Weight(name, weights.Tensors[name].Shape, weights.ReadFloat32(name), external);
@@ -109,19 +115,25 @@ public static class OnnxExporter
         string causal = g.Node("Unsqueeze", [g.Node("LessOrEqual", [keys, queries]), g.Constant([0, 1])]); // [1, 1, S, T]
         string padding = g.Node("Unsqueeze", [g.Node("Cast", ["attention_mask"], Int("to", (long)DataType.Bool)), g.Constant([1, 2])]); // [B, 1, 1, T]
         string visible = g.Node("And", [causal, padding]);
-        string bias = g.Node("Where", [visible, g.Scalar(0f), g.Scalar(float.MinValue)]);
+        string bias = g.Node("Where", [visible, g.Scalar(0f), g.Scalar(floatType == DataType.Float16 ? -65504f : float.MinValue)]);
 
         // Rotary angles from position ids: [B, S, rot] → [B, 1, S, rot].
         string cos = "", sin = "";
         if (rot > 0)
         {
             var invFreq = Enumerable.Range(0, rot / 2).Select(i => (float)(1.0 / Math.Pow((float)c.RotaryEmbBase, (float)(2 * i) / rot))).ToArray();
-            string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], invFreq, null);
+            // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16.
+            string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], invFreq, null, DataType.Float);
             string positions = g.Node("Unsqueeze", [g.Node("Cast", ["position_ids"], Int("to", (long)DataType.Float)), g.Constant([2])]);
             string angles = g.Node("Mul", [positions, freq]);
             string both = g.Node("Unsqueeze", [g.Node("Concat", [angles, angles], Int("axis", -1)), g.Constant([1])]);
             cos = g.Node("Cos", [both]);
             sin = g.Node("Sin", [both]);
+            if (floatType != DataType.Float)
+            {
+                cos = g.Node("Cast", [cos], Int("to", (long)floatType));
+                sin = g.Node("Cast", [sin], Int("to", (long)floatType));
+            }
         }
         string Slice(string x, long start, long end) => g.Node("Slice", [x, g.Constant([start]), g.Constant([end]), g.Constant([3])]);
         string Rotate(string x)
@@ -148,8 +160,8 @@ public static class OnnxExporter
             string v = Slice(qkv4, 2 * headDim, 3 * headDim);
             string presentK = g.Node("Concat", [$"past_key_values.{i}.key", k], Int("axis", 2));
             string presentV = g.Node("Concat", [$"past_key_values.{i}.value", v], Int("axis", 2));
-            g.Output(presentK, $"present.{i}.key", DataType.Float, "batch", heads.ToString(), "total_sequence", headDim.ToString());
-            g.Output(presentV, $"present.{i}.value", DataType.Float, "batch", heads.ToString(), "total_sequence", headDim.ToString());
+            g.Output(presentK, $"present.{i}.key", floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
+            g.Output(presentV, $"present.{i}.value", floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
             string scores = g.Node("Add", [g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [presentK], Ints("perm", 0, 1, 3, 2))]), scale]), bias]);
             string attended = g.Node("MatMul", [g.Node("Softmax", [scores], Int("axis", -1)), presentV]);
             string merged = g.Node("Reshape", [g.Node("Transpose", [attended], Ints("perm", 0, 2, 1, 3)), g.Constant([0, 0, heads * headDim])]);
@@ -164,6 +176,7 @@ public static class OnnxExporter
             hidden = c.UseParallelResidual ? g.Node("Add", [g.Node("Add", [hidden, attention]), mlp]) : g.Node("Add", [mlpInput, mlp]);
         }
         string logits = Linear(LayerNorm(hidden, "gpt_neox.final_layer_norm"), "embed_out", bias: false);
+        if (floatType != DataType.Float) logits = g.Node("Cast", [logits], Int("to", (long)DataType.Float));
         g.Output(logits, "logits", DataType.Float, "batch", "sequence", c.VocabSize.ToString());
 
         var model = new ModelProto { IrVersion = 8, ProducerName = "MLNetFinetune", ProducerVersion = "1", Graph = g.Graph };

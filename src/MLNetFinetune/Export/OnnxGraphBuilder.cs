@@ -48,20 +48,36 @@ internal sealed class OnnxGraphBuilder
         return t.Name;
     }
 
-    public string Scalar(float value)
+    /// <summary>The floating-point type of the graph's activations and weights (float32, or float16 for GPUs).</summary>
+    public TensorProto.Types.DataType FloatType { get; init; } = TensorProto.Types.DataType.Float;
+
+    /// <summary>A scalar of the graph's float type.</summary>
+    public string Scalar(float value) => Scalar(value, FloatType);
+
+    /// <summary>A scalar of the given float type.</summary>
+    public string Scalar(float value, TensorProto.Types.DataType type)
     {
-        var t = new TensorProto { Name = $"const_{_next++}", DataType = (int)TensorProto.Types.DataType.Float };
-        t.FloatData.Add(value);
+        var t = new TensorProto { Name = $"const_{_next++}", DataType = (int)type };
+        if (type == TensorProto.Types.DataType.Float16) t.RawData = ByteString.CopyFrom(BitConverter.GetBytes((Half)value));
+        else t.FloatData.Add(value);
         Graph.Initializer.Add(t);
         return t.Name;
     }
 
-    /// <summary>A float32 weight as an initializer: raw little-endian bytes inline, or a reference into an external data file.</summary>
-    public string Weight(string name, long[] dims, float[] values, ExternalData? external)
+    /// <summary>
+    /// A weight as an initializer in the graph's float type (float16 rounds to nearest): raw little-endian bytes inline,
+    /// or a reference into an external data file.
+    /// </summary>
+    public string Weight(string name, long[] dims, float[] values, ExternalData? external) => Weight(name, dims, values, external, FloatType);
+
+    /// <summary>A weight in the given float type.</summary>
+    public string Weight(string name, long[] dims, float[] values, ExternalData? external, TensorProto.Types.DataType type)
     {
-        var t = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float };
+        var t = new TensorProto { Name = name, DataType = (int)type };
         t.Dims.AddRange(dims);
-        byte[] bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+        byte[] bytes = type == TensorProto.Types.DataType.Float16
+            ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.Select(v => (Half)v).ToArray().AsSpan()).ToArray()
+            : System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
         if (external == null) t.RawData = ByteString.CopyFrom(bytes);
         else
         {

@@ -198,6 +198,24 @@ public class OnnxExportTests : IDisposable
     }
 
     [Fact]
+    public void AFloat16ExportStaysCloseToFloat32AndDecodesWithItsCache()
+    {
+        var (dir, model, tokenizer) = Saved();
+        using var transformer = new CausalLMTransformer(model, tokenizer);
+        string onnx = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "fp16"), Float16 = true });
+        Assert.True(new FileInfo(Path.Combine(onnx, "model.onnx")).Length < 0.6 * new FileInfo(Path.Combine(dir, "model.safetensors")).Length);
+        using var ort = OnnxCausalLM.Load(onnx, "cpu");
+        long[] ids = [5, 17, 42, 99, 7];
+        var (logits, cache) = ort.Forward(ids, [0, 1, 2, 3, 4], [1, 1, 1, 1, 1], 1, null);
+        var (step, next) = ort.Forward([3], [5], [1, 1, 1, 1, 1, 1], 1, cache);
+        foreach (var v in cache.Concat(next)) v.Dispose();
+        var expected = TorchLogits(model, [.. ids, 3]);
+        float scale = expected.Max(Math.Abs);
+        for (int i = 0; i < logits.Length; i++) Assert.InRange(Math.Abs(logits[i] - expected[i]), 0, 0.02f * scale);
+        for (int i = 0; i < step.Length; i++) Assert.InRange(Math.Abs(step[i] - expected[5 * 320 + i]), 0, 0.02f * scale);
+    }
+
+    [Fact]
     public void LargeModelsKeepTheirWeightsInExternalData()
     {
         var (dir, model, _) = Saved();
