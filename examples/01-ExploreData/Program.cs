@@ -11,16 +11,15 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNetFinetune.Data;
 
-string dataDir = FindUp(Path.Combine("examples", "data"));
-string corpusPath = args.ElementAtOrDefault(0) ?? Path.Combine(dataDir, "pretraining_sample.jsonl.zst");
-string pairsPath = args.ElementAtOrDefault(1) ?? Path.Combine(dataDir, "mlnet_finetune_docs.jsonl");
-string outputPath = args.ElementAtOrDefault(2) ?? Path.Combine("out", "01-ExploreData", "mlnet_finetune_docs.processed.jsonl");
+string corpusPath = args.ElementAtOrDefault(0) ?? ExamplePaths.Data("pretraining_sample.jsonl.zst");
+string pairsPath = args.ElementAtOrDefault(1) ?? ExamplePaths.Data("mlnet_finetune_docs.jsonl");
+string outputPath = args.ElementAtOrDefault(2) ?? Path.Combine(ExamplePaths.Output("01-ExploreData"), "mlnet_finetune_docs.processed.jsonl");
 
 var ml = new MLContext(seed: 0);
 
 // 1. Pretraining data: stream the first documents. Nothing is loaded beyond the current document,
 //    so the same code reads a 400 GB Pile shard.
-Heading("1. Pretraining data (first 5 documents)");
+ExamplePaths.Heading("1. Pretraining data (first 5 documents)");
 var corpus = ml.Data.LoadCorpus(new CorpusOptions { Path = corpusPath, MetadataFields = ["source=meta.pile_set_name"] });
 using (var cursor = corpus.GetRowCursor(corpus.Schema))
 {
@@ -38,19 +37,19 @@ long documents = corpus.GetColumn<ReadOnlyMemory<char>>("Text").LongCount();
 Console.WriteLine($"… {documents} documents in {corpus.Files.Count} file(s): unlabeled text from mixed sources, noise included.");
 
 // 2. Finetuning data: question/answer pairs, the layout detected from the field names.
-Heading("2. Finetuning data (first 3 pairs)");
+ExamplePaths.Heading("2. Finetuning data (first 3 pairs)");
 DataFrame pairs = ml.Data.LoadInstructionData(pairsPath);
 for (int i = 0; i < 3; i++)
     Console.WriteLine($"question: {pairs["question"][i]}\nanswer:   {Shorten((string)pairs["answer"][i], 100)}\n");
 Console.WriteLine($"{pairs.Rows.Count} pairs with columns {string.Join(", ", pairs.Columns.Select(c => c.Name))}: structured, small, curated.");
 
 // 3. The simplest way to train on pairs: join question and answer as plain text.
-Heading("3. Question and answer joined as plain text");
+ExamplePaths.Heading("3. Question and answer joined as plain text");
 Console.WriteLine($"{pairs["question"][0]} {pairs["answer"][0]}");
 
 // 4. Better: a template that marks where the question ends and the answer begins.
 //    The training form holds the answer; the prompt form stops where the model should continue.
-Heading("4. The question/answer template, training form and prompt form");
+ExamplePaths.Heading("4. The question/answer template, training form and prompt form");
 var pipeline = ml.Transforms.Text.ApplyPromptTemplate("text", PromptTemplates.QuestionAnswer.Training)
     .Append(ml.Transforms.Text.ApplyPromptTemplate("prompt", PromptTemplates.QuestionAnswer.Prompt));
 IDataView processed = pipeline.Fit(pairs).Transform(pairs);
@@ -60,28 +59,12 @@ Console.WriteLine("training form:\n" + rendered + "\n");
 Console.WriteLine("prompt form:\n" + prompt);
 
 // 5. Save the processed pairs as JSON Lines (written to a temporary file, then renamed).
-Heading("5. Processed dataset");
+ExamplePaths.Heading("5. Processed dataset");
 ml.Data.SaveAsJsonl(processed, outputPath, new JsonlWriteOptions { Columns = ["question", "answer", "text", "prompt"] });
 Console.WriteLine($"wrote {pairs.Rows.Count} rows to {outputPath}");
-
-static void Heading(string title) => Console.WriteLine($"\n=== {title} ===");
 
 static string Shorten(string text, int max)
 {
     string oneLine = text.ReplaceLineEndings(" ⏎ ");
     return oneLine.Length <= max ? oneLine : oneLine[..max] + "…";
-}
-
-// The data folder, whether the program runs from the repository root or from its build output.
-static string FindUp(string relative)
-{
-    foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-    {
-        for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
-        {
-            string candidate = Path.Combine(dir.FullName, relative);
-            if (Directory.Exists(candidate)) return candidate;
-        }
-    }
-    throw new DirectoryNotFoundException($"Cannot find '{relative}' above {Directory.GetCurrentDirectory()}; pass the data paths as arguments.");
 }

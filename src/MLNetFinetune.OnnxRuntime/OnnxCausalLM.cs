@@ -79,12 +79,19 @@ public sealed class OnnxCausalLM : IDisposable
                 }
                 break;
             case "auto":
+                // Probing CUDA on a machine without it is expected to fail; keep ONNX Runtime from logging that as an error.
+                var level = OrtEnv.Instance().EnvLogLevel;
+                OrtEnv.Instance().EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
                 try { options.AppendExecutionProvider_CUDA(0); chosen = "CUDA"; }
                 catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
                 {
                     options.Dispose();
                     options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
                     chosen = $"CPU (CUDA unavailable: {e.Message.Trim().Split('\n')[0]})";
+                }
+                finally
+                {
+                    OrtEnv.Instance().EnvLogLevel = level;
                 }
                 break;
             default:

@@ -33,7 +33,8 @@ public sealed class TokenizePairsOptions
 
     /// <summary>
     /// Longest example in tokens; 0 (default) keeps all. The prompt is cut from the left first (its end leads into
-    /// the answer); only if the response alone is too long is it cut from the right.
+    /// the answer) but keeps at least half the budget when it is that long, so a long response never loses its
+    /// question entirely; the response is cut from the right to fit the rest.
     /// </summary>
     public int MaxLength { get; init; }
 }
@@ -132,7 +133,8 @@ public sealed class TokenizePairsTransformer : AppendColumnsTransformer
         if (o.AppendEos) responseIds.Add(o.Tokenizer.EosId!.Value);
         if (o.MaxLength > 0 && promptIds.Count + responseIds.Count > o.MaxLength)
         {
-            TokenSequences.Truncate(promptIds, o.MaxLength - responseIds.Count, TruncationSide.Left);
+            int keepPrompt = Math.Max(o.MaxLength - responseIds.Count, Math.Min(promptIds.Count, o.MaxLength / 2));
+            TokenSequences.Truncate(promptIds, keepPrompt, TruncationSide.Left);
             TokenSequences.Truncate(responseIds, o.MaxLength - promptIds.Count, TruncationSide.Right);
         }
         int[] ids = [.. promptIds, .. responseIds];

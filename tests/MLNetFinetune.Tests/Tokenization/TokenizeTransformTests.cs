@@ -127,8 +127,10 @@ public class TokenizePairsTests
         Assert.Equal([11, 18435, 995, Eos], ids); // ", Hello" kept, "Hello world" cut
         Assert.Equal([-100, -100, 995, Eos], labels);
 
-        var (onlyResponse, _) = Run(new TokenizePairsOptions { Tokenizer = Gpt2, MaxLength = 2 }, "Hello", " world, Hello world");
-        Assert.Equal([995, 11], onlyResponse);
+        // A long response keeps the end of its prompt (up to half the budget) and is itself cut.
+        var (longResponse, longLabels) = Run(new TokenizePairsOptions { Tokenizer = Gpt2, MaxLength = 2 }, "Hello", " world, Hello world");
+        Assert.Equal([15496, 995], longResponse);
+        Assert.Equal([-100, 995], longLabels);
     }
 
     [Fact]

@@ -1,0 +1,33 @@
+// Serving: export the finetuned model of 04-InstructionTune to ONNX (with its KV cache) and answer questions with
+// ONNX Runtime — no libtorch from here on.
+//
+//   dotnet run --project examples/05-OnnxInference -c Release
+using Microsoft.Extensions.AI;
+using MLNetFinetune.Data;
+using MLNetFinetune.Export;
+using MLNetFinetune.Generation;
+using MLNetFinetune.OnnxRuntime;
+
+string model = ExamplePaths.Earlier("04-InstructionTune", "model");
+
+ExamplePaths.Heading("1. Export");
+string folder = OnnxExporter.Export(model);
+Console.WriteLine($"{folder}: {string.Join(", ", Directory.GetFiles(folder).Select(Path.GetFileName))}");
+
+ExamplePaths.Heading("2. Generate with ONNX Runtime");
+using var generator = OnnxCausalLM.Load(folder);
+Console.WriteLine($"execution provider: {generator.Provider}");
+var options = new GenerationOptions { MaxNewTokens = 120 };
+string[] questions = ["What is MLNetFinetune?", "Do I need a GPU to try MLNetFinetune?", "What is instruction finetuning?"];
+var answers = generator.Generate(questions.Select(q => PromptTemplates.QuestionAnswer.Prompt.Format(("question", q))).ToList(), options);
+for (int i = 0; i < questions.Length; i++) Console.WriteLine($"Q: {questions[i]}\nA: {answers[i].Trim()}\n");
+
+ExamplePaths.Heading("3. Streaming");
+await foreach (string piece in generator.GenerateStreaming(PromptTemplates.QuestionAnswer.Prompt.Format(("question", "How do I load the Pile with MLNetFinetune?")), options))
+    Console.Write(piece);
+Console.WriteLine();
+
+ExamplePaths.Heading("4. As an IChatClient (Microsoft.Extensions.AI)");
+IChatClient chat = new OnnxChatClient(generator);
+var response = await chat.GetResponseAsync([new ChatMessage(ChatRole.User, "Where are the examples of MLNetFinetune?")], new ChatOptions { MaxOutputTokens = 120 });
+Console.WriteLine(response.Text.Trim());
