@@ -24,8 +24,7 @@ public class OnnxExportTests : IDisposable
     // A tiny model with sharp, varied logits (random weights at a larger scale) saved as a model directory.
     (string Dir, GptNeoXForCausalLM Model, TextTokenizer Tokenizer) Saved(bool parallel = true, double rotaryPct = 0.25)
     {
-        var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"))])),
-            new BpeTrainerOptions { VocabSize = 320 });
+        var tokenizer = TestTokenizers.Small();
         manual_seed(5);
         var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320) with { UseParallelResidual = parallel, RotaryPct = rotaryPct });
         using (no_grad()) foreach (var p in model.parameters()) if (p.dim() >= 2) p.mul_(5);

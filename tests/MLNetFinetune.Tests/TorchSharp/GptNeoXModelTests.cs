@@ -24,9 +24,7 @@ public class GptNeoXModelTests : IDisposable
 
     static GptNeoXConfig Tiny(int vocab = 300) => GptNeoXConfig.Preset("tiny", vocab);
 
-    static TextTokenizer SmallTokenizer() => BpeTrainer.Train(
-        new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"))])),
-        new BpeTrainerOptions { VocabSize = 300 });
+    static TextTokenizer SmallTokenizer() => TestTokenizers.Small(300);
 
     static Tensor Ids(params long[][] rows) => tensor(rows.SelectMany(r => r).ToArray(), [rows.Length, rows[0].Length], dtype: int64);
 

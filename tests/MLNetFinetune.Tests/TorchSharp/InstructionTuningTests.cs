@@ -26,10 +26,7 @@ public class InstructionTuningTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    static TextTokenizer Tokenizer() => BpeTrainer.Train(
-        new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl")),
-            .. Facts.Select(f => $"The capital of {f.Country} is {f.Capital}.")])),
-        new BpeTrainerOptions { VocabSize = 320 });
+    static TextTokenizer Tokenizer() => TestTokenizers.Small(320, [.. Facts.Select(f => $"The capital of {f.Country} is {f.Capital}.")]);
 
     // A base model directory: random tiny weights (it knows nothing), saved as any base model would be.
     string BaseModel()

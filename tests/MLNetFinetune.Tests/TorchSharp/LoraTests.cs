@@ -124,9 +124,7 @@ public class LoraTests : IDisposable
         Assert.Equal(tuned.ScoreResponse("Q: item 1?", " answer 1"), reloaded.ScoreResponse("Q: item 1?", " answer 1"), 5);
     }
 
-    static TextTokenizer LoraTokenizer() => BpeTrainer.Train(
-        new DataFrame(new StringDataFrameColumn("Text", ["Q: item 1? answer 1. Q: item 2? answer 2.", File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"))])),
-        new BpeTrainerOptions { VocabSize = 320 });
+    static TextTokenizer LoraTokenizer() => TestTokenizers.Small(320, "Q: item 1? answer 1. Q: item 2? answer 2.");
 
     sealed class IdsRow
     {

@@ -13,9 +13,7 @@ public class PretrainingTests : IDisposable
 {
     readonly TempDirectory _dir = new();
     readonly MLContext _ml = new(seed: 0);
-    static readonly Lazy<TextTokenizer> SmallTokenizer = new(() => BpeTrainer.Train(
-        new DataFrame(new StringDataFrameColumn("Text", [File.ReadAllText(RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl"))])),
-        new BpeTrainerOptions { VocabSize = 300 }));
+    static readonly Lazy<TextTokenizer> SmallTokenizer = new(() => TestTokenizers.Small(300));
 
     public void Dispose() => _dir.Dispose();
 
