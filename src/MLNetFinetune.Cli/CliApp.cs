@@ -14,6 +14,9 @@ public static class CliApp
             verbose,
             ExploreCommand.Create(output),
             TokenizerCommand.Create(output),
+            TrainCommands.Pretrain(output),
+            TrainCommands.Finetune(output),
+            TrainCommands.Evaluate(output),
             ServeCommands.Export(output),
             ServeCommands.Generate(output),
         };

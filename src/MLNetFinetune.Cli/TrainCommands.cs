@@ -1,0 +1,156 @@
+using System.CommandLine;
+using Microsoft.ML;
+using MLNetFinetune.Data;
+using MLNetFinetune.Evaluation;
+using MLNetFinetune.Generation;
+using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using MLNetFinetune.TorchSharp.Training;
+
+namespace MLNetFinetune.Cli;
+
+/// <summary><c>pretrain</c>, <c>finetune</c> and <c>evaluate</c>: thin wrappers over the estimators and the evaluator.</summary>
+static class TrainCommands
+{
+    // Options every training verb shares, mapped onto CausalLMTrainingOptions.
+    sealed class Common
+    {
+        public readonly Option<string> Out = new("--out") { Description = "Run directory: checkpoints, metrics.csv, model/.", Required = true };
+        public readonly Option<int> Steps = new("--steps") { Description = "Optimizer steps (0: use --epochs).", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> Epochs = new("--epochs") { Description = "Passes over the data (when --steps is 0).", DefaultValueFactory = _ => 1 };
+        public readonly Option<int> Block = new("--block-size") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 128 };
+        public readonly Option<int> Batch = new("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => 8 };
+        public readonly Option<double> Lr = new("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 3e-4 };
+        public readonly Option<double> EvalFraction = new("--eval-fraction") { Description = "Held-out fraction.", DefaultValueFactory = _ => 0.05 };
+        public readonly Option<string> Device = new("--device") { Description = "auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => "auto" };
+        public readonly Option<string> DType = new("--dtype") { Description = "float32 or bfloat16.", DefaultValueFactory = _ => "float32" };
+        public readonly Option<int> Threads = new("--threads") { Description = "libtorch threads (0: default).", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> Seed = new("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
+        public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint or a run directory." };
+
+        public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Threads, Seed, Resume];
+    }
+
+    public static Command Pretrain(TextWriter output)
+    {
+        var common = new Common();
+        var corpus = new Option<string>("--corpus") { Description = "Training text: .txt/.jsonl[.gz|.zst] file, folder or glob.", Required = true };
+        var textMode = new Option<TextDocumentMode>("--text-mode") { Description = "How .txt files are cut into documents.", DefaultValueFactory = _ => TextDocumentMode.File };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "A tokenizer folder; without it one is trained on the corpus (--vocab-size)." };
+        var vocab = new Option<int>("--vocab-size") { Description = "Vocabulary of the tokenizer trained when --tokenizer is absent.", DefaultValueFactory = _ => 8192 };
+        var preset = new Option<string>("--preset") { Description = $"Model shape: {string.Join(", ", MLNetFinetune.ModelFiles.GptNeoXConfig.PresetNames)}.", DefaultValueFactory = _ => "pythia-14m" };
+        var command = new Command("pretrain", "Pretrain a GPT-NeoX model from random weights on a corpus.") { corpus, textMode, tokenizer, vocab, preset };
+        foreach (var o in common.All) command.Options.Add(o);
+        command.SetAction(result =>
+        {
+            var ml = new MLContext(seed: result.GetValue(common.Seed));
+            var data = ml.Data.LoadCorpus(new CorpusOptions { Path = result.GetValue(corpus)!, TextMode = result.GetValue(textMode) });
+            var tok = result.GetValue(tokenizer) is { } dir ? TextTokenizer.Load(dir) : BpeTrainer.Train(data, new BpeTrainerOptions { VocabSize = result.GetValue(vocab) });
+            using var model = ml.CausalLM().Trainers.Pretrain(new PretrainingOptions
+            {
+                Tokenizer = tok, Preset = result.GetValue(preset)!, OutputDirectory = result.GetValue(common.Out)!,
+                MaxSteps = result.GetValue(common.Steps), Epochs = result.GetValue(common.Steps) > 0 ? 0 : result.GetValue(common.Epochs),
+                BlockSize = result.GetValue(common.Block), MicroBatchSize = result.GetValue(common.Batch), LearningRate = result.GetValue(common.Lr),
+                MinLearningRate = result.GetValue(common.Lr) / 10, EvalFraction = result.GetValue(common.EvalFraction), Device = result.GetValue(common.Device)!,
+                DType = result.GetValue(common.DType)!, Threads = result.GetValue(common.Threads), Seed = result.GetValue(common.Seed),
+                ResumeFrom = result.GetValue(common.Resume), Progress = new LineProgress(output),
+            }).Fit(data);
+            output.WriteLine($"model written to {Path.Combine(result.GetValue(common.Out)!, "model")}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command Finetune(TextWriter output)
+    {
+        var common = new Common();
+        var pairs = new Option<string>("--pairs") { Description = "Instruction data (.jsonl or .csv; question/answer, Alpaca or prompt/completion).", Required = true };
+        var baseModel = new Option<string>("--base") { Description = "The base model directory.", Required = true };
+        var lora = new Option<int>("--lora-rank") { Description = "Train LoRA adapters of this rank (0: full finetuning).", DefaultValueFactory = _ => 0 };
+        var wholeText = new Option<bool>("--whole-text-loss") { Description = "Train on the prompt too (the course's lab), not only the answer." };
+        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText };
+        foreach (var o in common.All) command.Options.Add(o);
+        command.SetAction(result =>
+        {
+            var ml = new MLContext(seed: result.GetValue(common.Seed));
+            var (data, _) = Render(ml, result.GetValue(pairs)!);
+            int rank = result.GetValue(lora);
+            using var model = ml.CausalLM().Trainers.InstructionTune(new InstructionTuningOptions
+            {
+                BaseModel = result.GetValue(baseModel)!, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText),
+                Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
+                MaxSteps = result.GetValue(common.Steps), Epochs = result.GetValue(common.Steps) > 0 ? 0 : result.GetValue(common.Epochs),
+                BlockSize = result.GetValue(common.Block), MicroBatchSize = result.GetValue(common.Batch), LearningRate = result.GetValue(common.Lr),
+                MinLearningRate = result.GetValue(common.Lr) / 10, EvalFraction = result.GetValue(common.EvalFraction), Device = result.GetValue(common.Device)!,
+                DType = result.GetValue(common.DType)!, Threads = result.GetValue(common.Threads), Seed = result.GetValue(common.Seed),
+                ResumeFrom = result.GetValue(common.Resume), Progress = new LineProgress(output),
+            }).Fit(data);
+            output.WriteLine($"model written to {Path.Combine(result.GetValue(common.Out)!, "model")}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command Evaluate(TextWriter output)
+    {
+        var pairs = new Option<string>("--pairs") { Description = "Instruction data to answer (.jsonl or .csv).", Required = true };
+        var model = new Option<string>("--model") { Description = "The model directory to evaluate.", Required = true };
+        var against = new Option<string?>("--base") { Description = "A second model directory (e.g. the base) to compare with." };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer.", DefaultValueFactory = _ => 100 };
+        var report = new Option<string?>("--report") { Description = "Write the comparison as Markdown here (and CSV beside it)." };
+        var command = new Command("evaluate", "Answer the pairs' prompts and score the answers (exact match, token F1, loss); optionally against a base model.")
+        {
+            pairs, model, against, maxNew, report,
+        };
+        command.SetAction(result =>
+        {
+            var ml = new MLContext(seed: 0);
+            var (data, layout) = Render(ml, result.GetValue(pairs)!);
+            string label = InstructionData.FieldsOf(layout)[^1];
+            var scoring = new CausalLMScoringOptions
+            {
+                TextColumnName = null, PromptColumnName = "Prompt", ResponseColumnName = "Response",
+                Generation = new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) },
+            };
+            using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
+            var scored = tuned.Transform(data);
+            output.WriteLine($"{result.GetValue(model)}: {GenerationEvaluator.Evaluate(scored, label)}");
+            if (result.GetValue(against) is { } baseDir)
+            {
+                using var baseline = CausalLMTransformer.Load(baseDir, scoring);
+                var comparison = ModelComparison.Compare(baseline.Transform(data), scored, InstructionData.FieldsOf(layout)[0], label);
+                output.WriteLine($"{baseDir}: {comparison.Base}");
+                if (result.GetValue(report) is { } path)
+                {
+                    comparison.WriteMarkdown(path);
+                    comparison.WriteCsv(Path.ChangeExtension(path, ".csv"));
+                    output.WriteLine($"comparison written to {path}");
+                }
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    // The pairs with Prompt and Response columns rendered by their layout's template.
+    static (IDataView Data, InstructionLayout Layout) Render(MLContext ml, string path)
+    {
+        var pairs = ml.Data.LoadInstructionData(path);
+        var layout = InstructionData.DetectLayout(pairs.Columns.Select(c => c.Name))!.Value;
+        var format = InstructionData.TemplateFor(layout);
+        string response = layout switch
+        {
+            InstructionLayout.QuestionAnswer => "\n{answer}",
+            InstructionLayout.Alpaca => "\n{output}",
+            _ => "{completion}",
+        };
+        var render = ml.Transforms.Text.ApplyPromptTemplate("Prompt", format.Prompt).Append(ml.Transforms.Text.ApplyPromptTemplate("Response", response));
+        return (render.Fit(pairs).Transform(pairs), layout);
+    }
+
+    /// <summary>Progress as plain lines (one per log interval).</summary>
+    sealed class LineProgress(TextWriter output) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => output.WriteLine(value);
+    }
+}
