@@ -29,6 +29,25 @@ static class TrainCommands
         public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint or a run directory." };
 
         public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Threads, Seed, Resume];
+
+        /// <summary>Applies the shared settings to either trainer's options.</summary>
+        public T Apply<T>(T options, ParseResult r, TextWriter output) where T : CausalLMTrainingOptions
+        {
+            options.MaxSteps = r.GetValue(Steps);
+            options.Epochs = r.GetValue(Steps) > 0 ? 0 : r.GetValue(Epochs);
+            options.BlockSize = r.GetValue(Block);
+            options.MicroBatchSize = r.GetValue(Batch);
+            options.LearningRate = r.GetValue(Lr);
+            options.MinLearningRate = r.GetValue(Lr) / 10;
+            options.EvalFraction = r.GetValue(EvalFraction);
+            options.Device = r.GetValue(Device)!;
+            options.DType = r.GetValue(DType)!;
+            options.Threads = r.GetValue(Threads);
+            options.Seed = r.GetValue(Seed);
+            options.ResumeFrom = r.GetValue(Resume);
+            options.Progress = new LineProgress(output);
+            return options;
+        }
     }
 
     public static Command Pretrain(TextWriter output)
@@ -46,15 +65,10 @@ static class TrainCommands
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             var data = ml.Data.LoadCorpus(new CorpusOptions { Path = result.GetValue(corpus)!, TextMode = result.GetValue(textMode) });
             var tok = result.GetValue(tokenizer) is { } dir ? TextTokenizer.Load(dir) : BpeTrainer.Train(data, new BpeTrainerOptions { VocabSize = result.GetValue(vocab) });
-            using var model = ml.CausalLM().Trainers.Pretrain(new PretrainingOptions
+            using var model = ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
             {
                 Tokenizer = tok, Preset = result.GetValue(preset)!, OutputDirectory = result.GetValue(common.Out)!,
-                MaxSteps = result.GetValue(common.Steps), Epochs = result.GetValue(common.Steps) > 0 ? 0 : result.GetValue(common.Epochs),
-                BlockSize = result.GetValue(common.Block), MicroBatchSize = result.GetValue(common.Batch), LearningRate = result.GetValue(common.Lr),
-                MinLearningRate = result.GetValue(common.Lr) / 10, EvalFraction = result.GetValue(common.EvalFraction), Device = result.GetValue(common.Device)!,
-                DType = result.GetValue(common.DType)!, Threads = result.GetValue(common.Threads), Seed = result.GetValue(common.Seed),
-                ResumeFrom = result.GetValue(common.Resume), Progress = new LineProgress(output),
-            }).Fit(data);
+            }, result, output)).Fit(data);
             output.WriteLine($"model written to {Path.Combine(result.GetValue(common.Out)!, "model")}");
             return 0;
         });
@@ -75,16 +89,11 @@ static class TrainCommands
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             var (data, _) = Render(ml, result.GetValue(pairs)!);
             int rank = result.GetValue(lora);
-            using var model = ml.CausalLM().Trainers.InstructionTune(new InstructionTuningOptions
+            using var model = ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
                 BaseModel = result.GetValue(baseModel)!, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText),
                 Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
-                MaxSteps = result.GetValue(common.Steps), Epochs = result.GetValue(common.Steps) > 0 ? 0 : result.GetValue(common.Epochs),
-                BlockSize = result.GetValue(common.Block), MicroBatchSize = result.GetValue(common.Batch), LearningRate = result.GetValue(common.Lr),
-                MinLearningRate = result.GetValue(common.Lr) / 10, EvalFraction = result.GetValue(common.EvalFraction), Device = result.GetValue(common.Device)!,
-                DType = result.GetValue(common.DType)!, Threads = result.GetValue(common.Threads), Seed = result.GetValue(common.Seed),
-                ResumeFrom = result.GetValue(common.Resume), Progress = new LineProgress(output),
-            }).Fit(data);
+            }, result, output)).Fit(data);
             output.WriteLine($"model written to {Path.Combine(result.GetValue(common.Out)!, "model")}");
             return 0;
         });

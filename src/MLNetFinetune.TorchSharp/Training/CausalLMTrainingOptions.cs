@@ -1,85 +1,88 @@
 namespace MLNetFinetune.TorchSharp.Training;
 
-/// <summary>Options shared by pretraining and finetuning: the optimizer, the schedule, when to stop, evaluate and checkpoint.</summary>
+/// <summary>
+/// Options shared by pretraining and finetuning: the optimizer, the schedule, when to stop, evaluate and checkpoint.
+/// Settable (as ML.NET's own options are), so shared settings can be applied to either trainer's options in one place.
+/// </summary>
 public abstract class CausalLMTrainingOptions
 {
     /// <summary>Where checkpoints, <c>metrics.csv</c> and the final model go. Required.</summary>
     public required string OutputDirectory { get; init; }
 
     /// <summary>Tokens per training sequence. Default 128.</summary>
-    public int BlockSize { get; init; } = 128;
+    public int BlockSize { get; set; } = 128;
 
     /// <summary>Sequences per forward/backward pass. Default 8.</summary>
-    public int MicroBatchSize { get; init; } = 8;
+    public int MicroBatchSize { get; set; } = 8;
 
     /// <summary>Micro-batches whose gradients are summed before one optimizer step. Default 1.</summary>
-    public int GradientAccumulationSteps { get; init; } = 1;
+    public int GradientAccumulationSteps { get; set; } = 1;
 
     /// <summary>Peak learning rate (AdamW). Default 3e-4.</summary>
-    public double LearningRate { get; init; } = 3e-4;
+    public double LearningRate { get; set; } = 3e-4;
 
     /// <summary>The floor the cosine decay ends at. Default 3e-5.</summary>
-    public double MinLearningRate { get; init; } = 3e-5;
+    public double MinLearningRate { get; set; } = 3e-5;
 
     /// <summary>Steps of linear warmup from 0 to the peak. Default 20.</summary>
-    public int WarmupSteps { get; init; } = 20;
+    public int WarmupSteps { get; set; } = 20;
 
     /// <summary>AdamW β1. Default 0.9.</summary>
-    public double Beta1 { get; init; } = 0.9;
+    public double Beta1 { get; set; } = 0.9;
 
     /// <summary>AdamW β2. Default 0.95 (nanoGPT, Pythia).</summary>
-    public double Beta2 { get; init; } = 0.95;
+    public double Beta2 { get; set; } = 0.95;
 
     /// <summary>AdamW ε. Default 1e-8.</summary>
-    public double Epsilon { get; init; } = 1e-8;
+    public double Epsilon { get; set; } = 1e-8;
 
     /// <summary>Decoupled weight decay, applied to matrices and embeddings, never to biases or LayerNorm. Default 0.1.</summary>
-    public double WeightDecay { get; init; } = 0.1;
+    public double WeightDecay { get; set; } = 0.1;
 
     /// <summary>Clip the gradient's global norm to this; 0 turns clipping off. Default 1.0.</summary>
-    public double GradientClipNorm { get; init; } = 1.0;
+    public double GradientClipNorm { get; set; } = 1.0;
 
     /// <summary>Stop after this many optimizer steps (0: no limit). At least one of steps, tokens or epochs must be set.</summary>
-    public int MaxSteps { get; init; }
+    public int MaxSteps { get; set; }
 
     /// <summary>Stop after this many training tokens (0: no limit).</summary>
-    public long MaxTokens { get; init; }
+    public long MaxTokens { get; set; }
 
     /// <summary>Stop after this many passes over the data (0: no limit).</summary>
-    public int Epochs { get; init; }
+    public int Epochs { get; set; }
 
     /// <summary>Fraction of the blocks held out for evaluation (every 1/fraction-th block). Default 0.05; 0 turns evaluation off.</summary>
-    public double EvalFraction { get; init; } = 0.05;
+    public double EvalFraction { get; set; } = 0.05;
 
     /// <summary>At most this many held-out blocks are kept and scored. Default 64.</summary>
-    public int MaxEvalBlocks { get; init; } = 64;
+    public int MaxEvalBlocks { get; set; } = 64;
 
     /// <summary>Evaluate every N steps (and at the end). Default 50.</summary>
-    public int EvalInterval { get; init; } = 50;
+    public int EvalInterval { get; set; } = 50;
 
     /// <summary>Stop when this many evaluations in a row bring no lower eval loss (0: off). Default 0.</summary>
-    public int EarlyStoppingPatience { get; init; }
+    public int EarlyStoppingPatience { get; set; }
 
     /// <summary>Report progress every N steps (a report right after a resume averages only the steps since resuming). Default 10.</summary>
-    public int LogInterval { get; init; } = 10;
+    public int LogInterval { get; set; } = 10;
 
     /// <summary>Write a checkpoint every N steps (0: only at the end). Default 100.</summary>
-    public int CheckpointInterval { get; init; } = 100;
+    public int CheckpointInterval { get; set; } = 100;
 
     /// <summary>How many step checkpoints to keep (the best by eval loss is kept besides). Default 2.</summary>
-    public int KeepLastCheckpoints { get; init; } = 2;
+    public int KeepLastCheckpoints { get; set; } = 2;
 
     /// <summary>Blocks drawn at random from a window this large (deterministic per seed and epoch); 1 keeps data order. Default 256.</summary>
-    public int ShuffleBuffer { get; init; } = 256;
+    public int ShuffleBuffer { get; set; } = 256;
 
     /// <summary><c>auto</c> (CUDA when TorchSharp sees a GPU, else CPU), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
-    public string Device { get; init; } = "auto";
+    public string Device { get; set; } = "auto";
 
     /// <summary>
     /// <c>float32</c> (default), or <c>bfloat16</c>: mixed precision, matrix products in bfloat16 on float32 master
     /// weights (for CUDA GPUs; it runs on CPU too, where it is rarely faster).
     /// </summary>
-    public string DType { get; init; } = "float32";
+    public string DType { get; set; } = "float32";
 
     /// <summary>The compute type <see cref="DType"/> names; null for float32.</summary>
     internal global::TorchSharp.torch.ScalarType? ComputeType => DType.ToLowerInvariant() switch
@@ -90,16 +93,16 @@ public abstract class CausalLMTrainingOptions
     };
 
     /// <summary>libtorch intra-op threads; 0 keeps libtorch's default.</summary>
-    public int Threads { get; init; }
+    public int Threads { get; set; }
 
     /// <summary>Seeds weights, data order and sampling. Default 0.</summary>
-    public int Seed { get; init; }
+    public int Seed { get; set; }
 
     /// <summary>A checkpoint folder (or an output directory, meaning its latest checkpoint) to continue from.</summary>
-    public string? ResumeFrom { get; init; }
+    public string? ResumeFrom { get; set; }
 
     /// <summary>Receives progress every log interval and after each evaluation.</summary>
-    public IProgress<TrainingProgress>? Progress { get; init; }
+    public IProgress<TrainingProgress>? Progress { get; set; }
 
     internal virtual void Validate()
     {
