@@ -33,6 +33,12 @@ public sealed class InstructionDataOptions
     /// </summary>
     public IReadOnlyDictionary<string, string> FieldMap { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>
+    /// Further text fields to keep as columns after the layout's (a category, an id to group results by); every record
+    /// must have them. Default none.
+    /// </summary>
+    public IReadOnlyList<string> ExtraFields { get; init; } = [];
+
     /// <summary>Malformed records and records missing a required field or with an empty one: fail (default) or skip and count.</summary>
     public BadRecordPolicy OnBadRecord { get; init; } = BadRecordPolicy.Fail;
 
@@ -222,7 +228,7 @@ public static class InstructionData
                 _layout = DetectLayout(fields) ?? throw new DataFileException(path, line,
                     $"cannot tell the layout from the fields ({string.Join(", ", fields)}): expected question/answer, " +
                     "instruction/input/output or prompt/completion; map other names with InstructionDataOptions.FieldMap");
-            _fields = FieldsOf(_layout);
+            _fields = FieldsOf(_layout).Concat(options.ExtraFields.Except(FieldsOf(_layout))).ToArray();
             _values = _fields.Select(_ => new List<string>()).ToArray();
         }
 
