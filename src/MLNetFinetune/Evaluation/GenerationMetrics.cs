@@ -77,6 +77,13 @@ public sealed record GenerationMetrics(long Count, Rate ExactMatch, double Token
         + (MeanLoss is { } l ? FormattableString.Invariant($", loss {l:F3}, perplexity {Math.Exp(l):F2}") : "") + $", {Count} rows";
 }
 
+/// <summary>One row's expected answer, generated answer and (when scored) response loss.</summary>
+public sealed record ScoredAnswer(string Expected, string Generated, float? Loss)
+{
+    /// <summary>Whether the generated answer equals the expected one after <paramref name="normalization"/>.</summary>
+    public bool IsExact(AnswerNormalization normalization) => normalization.Apply(Generated) == normalization.Apply(Expected);
+}
+
 /// <summary>Scores generated text against expected answers over an <see cref="IDataView"/>.</summary>
 public static class GenerationEvaluator
 {
@@ -88,8 +95,34 @@ public static class GenerationEvaluator
         string? lossColumn = "Loss", AnswerNormalization? normalization = null)
     {
         SchemaShapes.RequireText(scored.Schema, labelColumn, "Evaluation");
-        SchemaShapes.RequireText(scored.Schema, generatedColumn, "Evaluation");
+        return Score(ReadAnswers(scored, labelColumn, generatedColumn, lossColumn), normalization);
+    }
+
+    /// <summary>The metrics of answers already read (see <see cref="ReadAnswers"/>).</summary>
+    public static GenerationMetrics Score(IEnumerable<ScoredAnswer> answers, AnswerNormalization? normalization = null)
+    {
         normalization ??= new AnswerNormalization();
+        long count = 0, hits = 0, losses = 0;
+        double f1 = 0, lossSum = 0;
+        foreach (var (expected, generated, loss) in answers)
+        {
+            string a = normalization.Apply(expected), b = normalization.Apply(generated);
+            count++;
+            if (a == b) hits++;
+            f1 += TokenF1(a, b);
+            if (loss is { } l && float.IsFinite(l)) { lossSum += l; losses++; }
+        }
+        return new GenerationMetrics(count, new Rate(hits, count), count == 0 ? double.NaN : f1 / count, losses > 0 ? lossSum / losses : null);
+    }
+
+    /// <summary>
+    /// Reads the label, generated and (when present) loss columns in one pass: generation is lazy and costly, so a view
+    /// is cursored once.
+    /// </summary>
+    public static IReadOnlyList<ScoredAnswer> ReadAnswers(IDataView scored, string labelColumn, string generatedColumn, string? lossColumn)
+    {
+        SchemaShapes.RequireText(scored.Schema, labelColumn, "Evaluation");
+        SchemaShapes.RequireText(scored.Schema, generatedColumn, "Evaluation");
         var loss = lossColumn == null ? null : scored.Schema.GetColumnOrNull(lossColumn);
         var columns = new List<DataViewSchema.Column> { scored.Schema[labelColumn], scored.Schema[generatedColumn] };
         if (loss != null) columns.Add(loss.Value);
@@ -99,23 +132,20 @@ public static class GenerationEvaluator
         var lossGetter = loss != null ? cursor.GetGetter<float>(loss.Value) : null;
         ReadOnlyMemory<char> e = default, g = default;
         float l = 0;
-        long count = 0, hits = 0, losses = 0;
-        double f1 = 0, lossSum = 0;
+        var rows = new List<ScoredAnswer>();
         while (cursor.MoveNext())
         {
             expected(ref e);
             generated(ref g);
-            string a = normalization.Apply(e.ToString()), b = normalization.Apply(g.ToString());
-            count++;
-            if (a == b) hits++;
-            f1 += TokenF1(a, b);
+            float? rowLoss = null;
             if (lossGetter != null)
             {
                 lossGetter(ref l);
-                if (float.IsFinite(l)) { lossSum += l; losses++; }
+                rowLoss = l;
             }
+            rows.Add(new ScoredAnswer(e.ToString(), g.ToString(), rowLoss));
         }
-        return new GenerationMetrics(count, new Rate(hits, count), count == 0 ? double.NaN : f1 / count, losses > 0 ? lossSum / losses : null);
+        return rows;
     }
 
     /// <summary>SQuAD's token F1: harmonic mean of precision and recall of the shared whitespace tokens (with multiplicity).</summary>

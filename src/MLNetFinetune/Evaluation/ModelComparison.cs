@@ -24,23 +24,14 @@ public sealed record ModelComparison(string BaseName, string TunedName, Generati
     {
         normalization ??= new AnswerNormalization();
         SchemaShapes.RequireText(baseScored.Schema, questionColumn, "Comparison");
-        var questions = Column(baseScored, questionColumn);
-        var expected = Column(baseScored, labelColumn);
-        var baseAnswers = Column(baseScored, generatedColumn);
-        var tunedAnswers = Column(tunedScored, generatedColumn);
+        var questions = baseScored.GetColumn<ReadOnlyMemory<char>>(questionColumn).Select(v => v.ToString()).ToList();
+        var baseAnswers = GenerationEvaluator.ReadAnswers(baseScored, labelColumn, generatedColumn, lossColumn);
+        var tunedAnswers = GenerationEvaluator.ReadAnswers(tunedScored, labelColumn, generatedColumn, lossColumn);
         if (baseAnswers.Count != tunedAnswers.Count)
             throw new ArgumentException($"The two views have {baseAnswers.Count} and {tunedAnswers.Count} rows; compare the same rows.");
-        var rows = questions.Select((q, i) => new ComparisonRow(q, expected[i], baseAnswers[i], tunedAnswers[i],
-            normalization.Apply(baseAnswers[i]) == normalization.Apply(expected[i]), normalization.Apply(tunedAnswers[i]) == normalization.Apply(expected[i]))).ToList();
-        return new ModelComparison(baseName, tunedName,
-            GenerationEvaluator.Evaluate(baseScored, labelColumn, generatedColumn, lossColumn, normalization),
-            GenerationEvaluator.Evaluate(tunedScored, labelColumn, generatedColumn, lossColumn, normalization), rows);
-    }
-
-    static List<string> Column(IDataView view, string name)
-    {
-        SchemaShapes.RequireText(view.Schema, name, "Comparison");
-        return view.GetColumn<ReadOnlyMemory<char>>(name).Select(v => v.ToString()).ToList();
+        var rows = questions.Select((q, i) => new ComparisonRow(q, baseAnswers[i].Expected, baseAnswers[i].Generated, tunedAnswers[i].Generated,
+            baseAnswers[i].IsExact(normalization), (tunedAnswers[i] with { Expected = baseAnswers[i].Expected }).IsExact(normalization))).ToList();
+        return new ModelComparison(baseName, tunedName, GenerationEvaluator.Score(baseAnswers, normalization), GenerationEvaluator.Score(tunedAnswers, normalization), rows);
     }
 
     /// <summary>Metrics table and answers table as Markdown.</summary>

@@ -88,3 +88,25 @@ public class GenerationEvaluatorTests : IDisposable
         Assert.Contains("at least two strings", Assert.Throws<DataFileException>(() => MultipleChoiceEvaluator.LoadJsonl(one)).Message);
     }
 }
+
+public class ClozeEvaluatorTests
+{
+    [Theory]
+    [InlineData(" Paramaribo.\n\nThe capital", "Paramaribo", true)]
+    [InlineData(" paramaribo", "Paramaribo", true)]
+    [InlineData(" Paramaribos are", "Paramaribo", false)]
+    [InlineData(" Parama", "Paramaribo", false)]
+    [InlineData(" 290 protons", "29", false)]
+    [InlineData(" the US Dollar", "US Dollar", false)]
+    [InlineData(" US Dollar. People", "US Dollar", true)]
+    public void HitsWhenTheContinuationNamesTheAnswerFirst(string continuation, string answer, bool hit) =>
+        Assert.Equal(hit, MLNetFinetune.Evaluation.ClozeEvaluator.IsHit(continuation, answer));
+
+    [Fact]
+    public void RateCountsHits()
+    {
+        var items = new[] { new MLNetFinetune.Evaluation.ClozeItem("The capital of Peru is", "Lima"), new("The capital of Chile is", "Santiago") };
+        var rate = MLNetFinetune.Evaluation.ClozeEvaluator.Evaluate(items, prompt => prompt.Contains("Peru") ? " Lima." : " Lima.");
+        Assert.Equal(new MLNetFinetune.Evaluation.Rate(1, 2), rate);
+    }
+}
