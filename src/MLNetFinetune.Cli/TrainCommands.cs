@@ -31,7 +31,7 @@ static class TrainCommands
         public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Threads, Seed, Resume];
 
         /// <summary>Applies the shared settings to either trainer's options.</summary>
-        public T Apply<T>(T options, ParseResult r, TextWriter output) where T : CausalLMTrainingOptions
+        public T Apply<T>(T options, ParseResult r, IProgress<TrainingProgress> progress) where T : CausalLMTrainingOptions
         {
             options.MaxSteps = r.GetValue(Steps);
             options.Epochs = r.GetValue(Steps) > 0 ? 0 : r.GetValue(Epochs);
@@ -45,8 +45,16 @@ static class TrainCommands
             options.Threads = r.GetValue(Threads);
             options.Seed = r.GetValue(Seed);
             options.ResumeFrom = r.GetValue(Resume);
-            options.Progress = new LineProgress(output);
+            options.Progress = progress;
             return options;
+        }
+
+        /// <summary>Draws the run's loss curve and says where the model and the plot are.</summary>
+        public void Report(ParseResult r, TextWriter output, string title)
+        {
+            string run = r.GetValue(Out)!;
+            output.WriteLine($"model written to {Path.Combine(run, "model")}");
+            if (LossPlot.Write(run, title) is { } plot) output.WriteLine($"loss curve: {plot}");
         }
     }
 
@@ -58,18 +66,25 @@ static class TrainCommands
         var tokenizer = new Option<string?>("--tokenizer") { Description = "A tokenizer folder; without it one is trained on the corpus (--vocab-size)." };
         var vocab = new Option<int>("--vocab-size") { Description = "Vocabulary of the tokenizer trained when --tokenizer is absent.", DefaultValueFactory = _ => 8192 };
         var preset = new Option<string>("--preset") { Description = $"Model shape: {string.Join(", ", MLNetFinetune.ModelFiles.GptNeoXConfig.PresetNames)}.", DefaultValueFactory = _ => "pythia-14m" };
-        var command = new Command("pretrain", "Pretrain a GPT-NeoX model from random weights on a corpus.") { corpus, textMode, tokenizer, vocab, preset };
+        var layers = new Option<int>("--layers") { Description = "Override the preset's number of layers." };
+        var hidden = new Option<int>("--hidden-size") { Description = "Override the preset's width (the MLP is 4× wider)." };
+        var heads = new Option<int>("--heads") { Description = "Override the preset's attention heads." };
+        var command = new Command("pretrain", "Pretrain a GPT-NeoX model from random weights on a corpus.") { corpus, textMode, tokenizer, vocab, preset, layers, hidden, heads };
         foreach (var o in common.All) command.Options.Add(o);
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             var data = ml.Data.LoadCorpus(new CorpusOptions { Path = result.GetValue(corpus)!, TextMode = result.GetValue(textMode) });
             var tok = result.GetValue(tokenizer) is { } dir ? TextTokenizer.Load(dir) : BpeTrainer.Train(data, new BpeTrainerOptions { VocabSize = result.GetValue(vocab) });
-            using var model = ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
+            var shape = new PretrainingOptions { Tokenizer = tok, Preset = result.GetValue(preset)!, OutputDirectory = "" }.ResolveConfig();
+            if (result.GetValue(layers) > 0) shape = shape with { NumHiddenLayers = result.GetValue(layers) };
+            if (result.GetValue(heads) > 0) shape = shape with { NumAttentionHeads = result.GetValue(heads) };
+            if (result.GetValue(hidden) is > 0 and var width) shape = shape with { HiddenSize = width, IntermediateSize = 4 * width };
+            using var model = TrainingDisplay.Run(output, "pretrain", progress => ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
             {
-                Tokenizer = tok, Preset = result.GetValue(preset)!, OutputDirectory = result.GetValue(common.Out)!,
-            }, result, output)).Fit(data);
-            output.WriteLine($"model written to {Path.Combine(result.GetValue(common.Out)!, "model")}");
+                Tokenizer = tok, Config = shape.Validated("the --layers/--hidden-size/--heads shape"), OutputDirectory = result.GetValue(common.Out)!,
+            }, result, progress)).Fit(data));
+            common.Report(result, output, "Pretraining loss");
             return 0;
         });
         return command;
@@ -89,12 +104,12 @@ static class TrainCommands
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             var (data, _) = Render(ml, result.GetValue(pairs)!);
             int rank = result.GetValue(lora);
-            using var model = ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
+            using var model = TrainingDisplay.Run(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
                 BaseModel = result.GetValue(baseModel)!, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText),
                 Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
-            }, result, output)).Fit(data);
-            output.WriteLine($"model written to {Path.Combine(result.GetValue(common.Out)!, "model")}");
+            }, result, progress)).Fit(data));
+            common.Report(result, output, "Finetuning loss");
             return 0;
         });
         return command;
@@ -107,13 +122,24 @@ static class TrainCommands
         var against = new Option<string?>("--base") { Description = "A second model directory (e.g. the base) to compare with." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer.", DefaultValueFactory = _ => 100 };
         var report = new Option<string?>("--report") { Description = "Write the comparison as Markdown here (and CSV beside it)." };
+        var cloze = new Option<bool>("--cloze") { Description = "Instead, continue each pair's 'cloze' field (a sentence cut before its answer) and count continuations that name the answer." };
         var command = new Command("evaluate", "Answer the pairs' prompts and score the answers (exact match, token F1, loss); optionally against a base model.")
         {
-            pairs, model, against, maxNew, report,
+            pairs, model, against, maxNew, report, cloze,
         };
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: 0);
+            if (result.GetValue(cloze))
+            {
+                var items = ClozeItems(ml, result.GetValue(pairs)!);
+                foreach (var dir in new[] { result.GetValue(model)!, result.GetValue(against) }.OfType<string>())
+                {
+                    using var lm = CausalLMTransformer.Load(dir);
+                    output.WriteLine($"{dir}: cloze recall {ClozeEvaluator.Evaluate(items, prompt => lm.Generate(prompt, result.GetValue(maxNew)))}");
+                }
+                return 0;
+            }
             var (data, layout) = Render(ml, result.GetValue(pairs)!);
             string label = InstructionData.FieldsOf(layout)[^1];
             var scoring = new CausalLMScoringOptions
@@ -141,6 +167,13 @@ static class TrainCommands
         return command;
     }
 
+    /// <summary>The distinct cloze prompts of a pairs file (its <c>cloze</c> field) with their answers.</summary>
+    internal static IReadOnlyList<ClozeItem> ClozeItems(MLContext ml, string path)
+    {
+        var frame = ml.Data.LoadInstructionData(path, new InstructionDataOptions { ExtraFields = ["cloze"] });
+        return frame.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).Distinct().ToArray();
+    }
+
     // The pairs with Prompt and Response columns rendered by their layout's template.
     static (IDataView Data, InstructionLayout Layout) Render(MLContext ml, string path)
     {
@@ -155,11 +188,5 @@ static class TrainCommands
         };
         var render = ml.Transforms.Text.ApplyPromptTemplate("Prompt", format.Prompt).Append(ml.Transforms.Text.ApplyPromptTemplate("Response", response));
         return (render.Fit(pairs).Transform(pairs), layout);
-    }
-
-    /// <summary>Progress as plain lines (one per log interval).</summary>
-    sealed class LineProgress(TextWriter output) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => output.WriteLine(value);
     }
 }

@@ -10,11 +10,13 @@ public class EndToEndCliTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    string Run(params string[] args)
+    string Run(params string[] args) => RunWithInput("", args);
+
+    string RunWithInput(string input, params string[] args)
     {
         var output = new StringWriter();
         var error = new StringWriter();
-        int code = CliApp.Run(args, output, error);
+        int code = CliApp.Run(args, new StringReader(input), output, error);
         Assert.True(code == 0, $"`{string.Join(' ', args)}` failed: {error}");
         return output.ToString();
     }
@@ -30,6 +32,7 @@ public class EndToEndCliTests : IDisposable
             "--preset", "tiny", "--out", pretrained, "--steps", "20", "--lr", "3e-3", .. tiny.Split(' ')]);
         Assert.Contains("step 20/20", pretrain);
         Assert.True(File.Exists(Path.Combine(pretrained, "metrics.csv")));
+        Assert.True(new FileInfo(Path.Combine(pretrained, "loss.png")).Length > 1000, "pretraining draws its loss curve");
 
         string finetune = Run(["finetune", "--pairs", docs, "--base", Path.Combine(pretrained, "model"), "--out", tuned, "--steps", "20", "--lr", "3e-3",
             "--lora-rank", "4", .. tiny.Split(' ')]);
@@ -45,5 +48,44 @@ public class EndToEndCliTests : IDisposable
         Run(["export", Path.Combine(tuned, "model")]);
         string generated = Run(["generate", Path.Combine(tuned, "model", "onnx"), "-p", "### Question:\nWhat is MLNetFinetune?\n\n### Answer:", "--max-new-tokens", "5", "--provider", "cpu"]);
         Assert.False(string.IsNullOrWhiteSpace(generated.Replace("\n", "x")));
+    }
+
+    [Fact]
+    public void FactsPretrainQuickstartChat()
+    {
+        // The quickstart's own path on a tiny model: facts → corpus and pairs → pretrain → quickstart → chat.
+        string data = Path.Combine(_dir.Path, "facts"), pretrained = Path.Combine(_dir.Path, "base"), run = Path.Combine(_dir.Path, "quickstart");
+        string facts = Run("facts", "--table", RepoPaths.Of("examples", "data", "facts", "facts.csv"), "--out", data, "--rounds", "2");
+        Assert.Contains("363 entities", facts);
+
+        Run("pretrain", "--corpus", Path.Combine(data, "corpus.jsonl.zst"), "--vocab-size", "400", "--preset", "tiny", "--out", pretrained,
+            "--steps", "10", "--lr", "3e-3", "--threads", "1", "--device", "cpu", "--block-size", "64", "--batch-size", "4");
+
+        string[] lines = Run("quickstart", "--data", data, "--base", Path.Combine(pretrained, "model"), "--out", run,
+            "--steps", "6", "--max-heldout", "6", "--threads", "1").TrimEnd().Split('\n');
+        using var summary = System.Text.Json.JsonDocument.Parse(lines[^1]);
+        foreach (var key in new[] { "base_extraction_em", "finetuned_extraction_em", "base_recall_em", "finetuned_recall_em", "base_cloze_recall", "seconds" })
+            Assert.InRange(summary.RootElement.GetProperty(key).GetDouble(), 0, key == "seconds" ? 3600 : 1);
+        Assert.Equal(12, summary.RootElement.GetProperty("heldout_rows").GetInt32());
+        Assert.Contains(lines, l => l.StartsWith("| extraction exact match | 6 |", StringComparison.Ordinal));
+        Assert.True(File.Exists(Path.Combine(run, "finetune", "metrics.csv")) && File.Exists(Path.Combine(run, "finetune", "loss.png")));
+
+        string chat = RunWithInput("What is the capital of Peru?\n\n", "chat", Path.Combine(run, "onnx"), "--max-new-tokens", "4", "--provider", "cpu");
+        Assert.Equal(2, chat.Split("> ").Length - 1); // one answer, then the empty line ends the conversation
+    }
+
+    [Fact]
+    public void ErrorsAreOneLineWithNonZeroExit()
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = CliApp.Run(["facts", "--table", Path.Combine(_dir.Path, "missing.csv"), "--out", _dir.Path], output, error);
+        Assert.Equal(1, code);
+        Assert.StartsWith("error: ", error.ToString());
+        Assert.Single(error.ToString().TrimEnd().Split('\n'));
+
+        error = new StringWriter();
+        Assert.Equal(1, CliApp.Run(["facts", "--table", Path.Combine(_dir.Path, "missing.csv"), "--out", _dir.Path, "--verbose"], output, error));
+        Assert.Contains(" at ", error.ToString()); // --verbose adds the stack trace
     }
 }

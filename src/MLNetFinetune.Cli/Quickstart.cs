@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Data.Analysis;
+using Microsoft.ML;
+using MLNetFinetune.Data;
+using MLNetFinetune.Evaluation;
+using MLNetFinetune.Export;
+using MLNetFinetune.Generation;
+using MLNetFinetune.OnnxRuntime;
+using MLNetFinetune.TorchSharp.Modeling;
+using MLNetFinetune.TorchSharp.Training;
+
+namespace MLNetFinetune.Cli;
+
+/// <summary>Settings of <see cref="Quickstart"/>; the defaults are the bundled data and base model.</summary>
+sealed class QuickstartSettings
+{
+    public required string Data { get; init; }
+    public required string BaseModel { get; init; }
+    public required string Output { get; init; }
+    public int Epochs { get; init; } = 3;
+    public int MaxSteps { get; init; }
+    public double LearningRate { get; init; } = 1e-3;
+    public int BatchSize { get; init; } = 16;
+    public int LoraRank { get; init; }
+    public int MaxHeldOutRows { get; init; }
+    public int Threads { get; init; }
+    public int Seed { get; init; }
+}
+
+/// <summary>
+/// The course's lesson on the bundled facts: a base model pretrained on prose about countries and elements is scored on
+/// entities the finetuning never sees, finetuned on question/answer pairs through the ML.NET pipeline (prompt template →
+/// instruction tuning), scored again, exported to ONNX and asked a few questions with ONNX Runtime. The last line
+/// written is one JSON object with the before/after numbers.
+/// </summary>
+static class Quickstart
+{
+    static readonly AnswerNormalization Normalization = new() { IgnoreCase = true, IgnorePunctuation = true };
+
+    public static int Run(QuickstartSettings s, TextWriter output)
+    {
+        var clock = Stopwatch.StartNew();
+        var ml = new MLContext(seed: s.Seed);
+        if (s.Threads > 0) global::TorchSharp.torch.set_num_threads(s.Threads);
+
+        // 1. The pairs, in DataFrames: extraction (the passage states the answer) and recall (only pretraining knew it).
+        Heading(output, "1. Question/answer pairs about the bundled facts");
+        var load = new InstructionDataOptions { ExtraFields = ["kind", "domain", "entity", "attribute", "cloze"] };
+        DataFrame train = ml.Data.LoadInstructionData(Path.Combine(s.Data, "train.jsonl"), load);
+        DataFrame heldOut = ml.Data.LoadInstructionData(Path.Combine(s.Data, "heldout.jsonl"), load);
+        DataFrame Kind(DataFrame frame, string kind)
+        {
+            var rows = frame.Filter(((StringDataFrameColumn)frame["kind"]).ElementwiseEquals(kind));
+            return s.MaxHeldOutRows > 0 && frame == heldOut ? rows.Head(Math.Min(s.MaxHeldOutRows, (int)rows.Rows.Count)) : rows;
+        }
+        var extraction = Kind(heldOut, "extraction");
+        var recall = Kind(heldOut, "recall");
+        output.WriteLine($"finetuning: {train.Rows.Count:N0} pairs about {Distinct(train, "entity")} entities; " +
+            $"evaluation: {extraction.Rows.Count + recall.Rows.Count:N0} pairs about {Distinct(recall, "entity")} held-out entities the finetuning never sees");
+        output.WriteLine($"extraction (behaviour): {Quote(extraction, 0, "question")} → {Quote(extraction, 0, "answer")}");
+        output.WriteLine($"recall (knowledge):     {Quote(recall, 0, "question")} → {Quote(recall, 0, "answer")}");
+
+        // The answer follows "### Answer:" after a space, not on a new line: byte-level BPE gives " Lima" and "Lima"
+        // different ids, and the corpus states every fact mid-sentence (" Lima"). On a new line the finetuned model would
+        // have to spell each name with tokens it never stored the fact under, and recall and copying both fail.
+        var render = ml.Transforms.Text.ApplyPromptTemplate("Prompt", PromptTemplates.QuestionAnswer.Prompt)
+            .Append(ml.Transforms.Text.ApplyPromptTemplate("Response", " {answer}"));
+        var scoring = new CausalLMScoringOptions
+        {
+            TextColumnName = null, PromptColumnName = "Prompt", ResponseColumnName = "Response",
+            Generation = new GenerationOptions { MaxNewTokens = 12 },
+        };
+
+        // 2. The base model: it stored facts (cloze) but was never taught to answer questions.
+        Heading(output, $"2. Base model ({s.BaseModel})");
+        using var baseline = CausalLMTransformer.Load(s.BaseModel, scoring);
+        var cloze = recall.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).ToArray();
+        var baseCloze = ClozeEvaluator.Evaluate(cloze, prompt => baseline.Generate(prompt, 8));
+        output.WriteLine($"cloze recall (\"{cloze[0].Prompt} …\"): {baseCloze}");
+        var baseExtraction = Score(baseline, render, extraction);
+        var baseRecall = Score(baseline, render, recall);
+        output.WriteLine($"extraction exact match: {baseExtraction.Metrics.ExactMatch}");
+        output.WriteLine($"recall exact match:     {baseRecall.Metrics.ExactMatch}");
+
+        // 3. Instruction finetuning through the ML.NET pipeline: prompt template → finetuning estimator.
+        Heading(output, "3. Instruction finetuning");
+        string runDirectory = Path.Combine(s.Output, "finetune");
+        if (Directory.Exists(runDirectory)) Directory.Delete(runDirectory, recursive: true);
+        using var tuned = TrainingDisplay.Run(output, "finetune", progress =>
+        {
+            var pipeline = render.Append(ml.CausalLM().Trainers.InstructionTune(new InstructionTuningOptions
+            {
+                BaseModel = s.BaseModel, OutputDirectory = runDirectory, BlockSize = 128, MicroBatchSize = s.BatchSize,
+                Epochs = s.MaxSteps > 0 ? 0 : s.Epochs, MaxSteps = s.MaxSteps, LearningRate = s.LearningRate, MinLearningRate = s.LearningRate / 10,
+                WarmupSteps = 10, EvalFraction = 0.05, EvalInterval = 50, LogInterval = 10, Threads = s.Threads, Seed = s.Seed, Device = "cpu",
+                Generation = scoring.Generation, Progress = progress,
+                Lora = s.LoraRank > 0 ? new LoraOptions { Rank = s.LoraRank, Alpha = 2 * s.LoraRank } : null,
+            }));
+            return pipeline.Fit(train).LastTransformer;
+        });
+        output.WriteLine($"model: {Path.Combine(runDirectory, "model")}; loss curve: {LossPlot.Write(runDirectory, "Instruction finetuning on the bundled facts")}");
+
+        // 4. The finetuned model on the same held-out rows.
+        Heading(output, "4. Base against finetuned, held-out entities");
+        var tunedExtraction = Score(tuned, render, extraction);
+        var tunedRecall = Score(tuned, render, recall);
+        var tunedCloze = ClozeEvaluator.Evaluate(cloze, prompt => tuned.Generate(prompt, 8));
+        output.WriteLine("| held-out pairs | rows | base | finetuned |");
+        output.WriteLine("| --- | --- | --- | --- |");
+        output.WriteLine($"| extraction exact match | {extraction.Rows.Count} | {baseExtraction.Metrics.ExactMatch} | {tunedExtraction.Metrics.ExactMatch} |");
+        output.WriteLine($"| recall exact match | {recall.Rows.Count} | {baseRecall.Metrics.ExactMatch} | {tunedRecall.Metrics.ExactMatch} |");
+        output.WriteLine($"| cloze recall (prose prompt) | {cloze.Length} | {baseCloze} | {tunedCloze} |");
+        output.WriteLine();
+        output.WriteLine("| recall by attribute | base | finetuned |");
+        output.WriteLine("| --- | --- | --- |");
+        foreach (var attribute in ((StringDataFrameColumn)recall["attribute"]).Distinct())
+            output.WriteLine($"| {attribute} | {RateOf(baseRecall, recall, attribute)} | {RateOf(tunedRecall, recall, attribute)} |");
+        output.WriteLine();
+        output.WriteLine("| question | expected | base | finetuned |");
+        output.WriteLine("| --- | --- | --- | --- |");
+        foreach (var (frame, a, b) in new[] { (extraction, baseExtraction, tunedExtraction), (recall, baseRecall, tunedRecall) })
+            for (int i = 0; i < Math.Min(4, a.Answers.Count); i++)
+            {
+                int row = i * (a.Answers.Count / 4);
+                output.WriteLine($"| {Cell((string)frame["question"][row])} | {a.Answers[row].Expected} | {Mark(a.Answers[row])}{Cell(a.Answers[row].Generated)} | {Mark(b.Answers[row])}{Cell(b.Answers[row].Generated)} |");
+            }
+
+        // 5. ONNX: the finetuned model with a KV cache, answering with ONNX Runtime.
+        Heading(output, "5. ONNX export and ONNX Runtime");
+        string onnx = OnnxExporter.Export(Path.Combine(runDirectory, "model"), new OnnxExportOptions { OutputDirectory = Path.Combine(s.Output, "onnx") });
+        using var runtime = OnnxCausalLM.Load(onnx, "cpu");
+        var questions = recall.Rows.Take(4).Select(r => (string)r["question"]).Append((string)extraction.Rows[0]["question"]).ToArray();
+        var answers = runtime.Generate(questions.Select(q => PromptTemplates.QuestionAnswer.Prompt.Format(("question", q))).ToArray(),
+            new GenerationOptions { MaxNewTokens = 12 });
+        output.WriteLine($"exported to {onnx}; ONNX Runtime ({runtime.Provider}) answers:");
+        for (int i = 0; i < questions.Length; i++) output.WriteLine($"  {Cell(questions[i])} → {answers[i].Trim()}");
+
+        var result = new Dictionary<string, object>
+        {
+            ["base_extraction_em"] = Round(baseExtraction.Metrics.ExactMatch.Value),
+            ["finetuned_extraction_em"] = Round(tunedExtraction.Metrics.ExactMatch.Value),
+            ["base_recall_em"] = Round(baseRecall.Metrics.ExactMatch.Value),
+            ["finetuned_recall_em"] = Round(tunedRecall.Metrics.ExactMatch.Value),
+            ["base_cloze_recall"] = Round(baseCloze.Value),
+            ["heldout_rows"] = extraction.Rows.Count + recall.Rows.Count,
+            ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
+        };
+        output.WriteLine();
+        output.WriteLine(JsonSerializer.Serialize(result));
+        return 0;
+    }
+
+    sealed record Scored(GenerationMetrics Metrics, IReadOnlyList<ScoredAnswer> Answers);
+
+    // Renders the rows with the template and lets the model answer them (one pass over the lazy view).
+    static Scored Score(CausalLMTransformer model, IEstimator<ITransformer> render, DataFrame rows)
+    {
+        var scored = model.Transform(render.Fit(rows).Transform(rows));
+        var answers = GenerationEvaluator.ReadAnswers(scored, "answer", model.Scoring.GeneratedColumnName, model.Scoring.LossColumnName);
+        return new Scored(GenerationEvaluator.Score(answers, Normalization), answers);
+    }
+
+    static Rate RateOf(Scored scored, DataFrame rows, string attribute)
+    {
+        var column = (StringDataFrameColumn)rows["attribute"];
+        long hits = 0, count = 0;
+        for (int i = 0; i < scored.Answers.Count; i++)
+            if (column[i] == attribute)
+            {
+                count++;
+                if (scored.Answers[i].IsExact(Normalization)) hits++;
+            }
+        return new Rate(hits, count);
+    }
+
+    static double Round(double value) => Math.Round(value, 4);
+
+    static int Distinct(DataFrame frame, string column) => ((StringDataFrameColumn)frame[column]).Distinct().Count();
+
+    static string Quote(DataFrame frame, int row, string column) => '"' + Cell((string)frame[column][row]) + '"';
+
+    static string Mark(ScoredAnswer answer) => answer.IsExact(Normalization) ? "✓ " : "";
+
+    static string Cell(string text)
+    {
+        string flat = text.ReplaceLineEndings(" ").Replace("|", "\\|").Trim();
+        return flat.Length > 90 ? flat[..87] + "…" : flat;
+    }
+
+    static void Heading(TextWriter output, string title) => output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\n=== {title} ==="));
+}

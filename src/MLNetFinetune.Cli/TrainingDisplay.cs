@@ -1,0 +1,48 @@
+using MLNetFinetune.TorchSharp.Training;
+using Spectre.Console;
+
+namespace MLNetFinetune.Cli;
+
+/// <summary>
+/// Shows training progress: a live bar with loss, tokens/s and ETA when the output is an interactive terminal, plain
+/// lines (one per log interval) when it is redirected or captured, so logs and CI output stay readable.
+/// </summary>
+static class TrainingDisplay
+{
+    /// <summary>Runs <paramref name="train"/>, handing it the progress sink that fits <paramref name="output"/>.</summary>
+    public static T Run<T>(TextWriter output, string title, Func<IProgress<TrainingProgress>, T> train)
+    {
+        bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+        if (!terminal) return train(new Lines(output));
+        T result = default!;
+        AnsiConsole.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask(Markup.Escape(title));
+                result = train(new Bar(task, title));
+                task.Value = task.MaxValue;
+            });
+        return result;
+    }
+
+    sealed class Lines(TextWriter output) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => output.WriteLine(value);
+    }
+
+    sealed class Bar(ProgressTask task, string title) : IProgress<TrainingProgress>
+    {
+        double? _evalLoss;
+
+        public void Report(TrainingProgress p)
+        {
+            _evalLoss = p.EvalLoss ?? _evalLoss;
+            task.MaxValue = Math.Max(1, p.TotalSteps);
+            task.Value = p.Step;
+            string eval = _evalLoss is { } e ? $"  eval {e:F3}" : "";
+            task.Description = Markup.Escape($"{title}  step {p.Step}/{p.TotalSteps}  loss {p.Loss:F3}{eval}  {p.TokensPerSecond:N0} tok/s");
+        }
+    }
+}
