@@ -77,10 +77,10 @@ static class Quickstart
         Heading(output, $"2. Base model ({s.BaseModel})");
         using var baseline = CausalLMTransformer.Load(s.BaseModel, scoring);
         var cloze = recall.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).ToArray();
-        var baseCloze = ClozeEvaluator.Evaluate(cloze, prompt => baseline.Generate(prompt, 8));
+        var baseCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompt => baseline.Generate(prompt, 8)));
         output.WriteLine($"cloze recall (\"{cloze[0].Prompt} …\"): {baseCloze}");
-        var baseExtraction = Score(baseline, render, extraction);
-        var baseRecall = Score(baseline, render, recall);
+        var baseExtraction = ProgressDisplay.Timed(output, "extraction pairs", () => Score(baseline, render, extraction));
+        var baseRecall = ProgressDisplay.Timed(output, "recall pairs", () => Score(baseline, render, recall));
         output.WriteLine($"extraction exact match: {baseExtraction.Metrics.ExactMatch}");
         output.WriteLine($"recall exact match:     {baseRecall.Metrics.ExactMatch}");
 
@@ -88,7 +88,7 @@ static class Quickstart
         Heading(output, "3. Instruction finetuning");
         string runDirectory = Path.Combine(s.Output, "finetune");
         if (Directory.Exists(runDirectory)) Directory.Delete(runDirectory, recursive: true);
-        using var tuned = TrainingDisplay.Run(output, "finetune", progress =>
+        using var tuned = ProgressDisplay.Train(output, "finetune", progress =>
         {
             var pipeline = render.Append(ml.CausalLM().Trainers.InstructionTune(new InstructionTuningOptions
             {
@@ -104,9 +104,9 @@ static class Quickstart
 
         // 4. The finetuned model on the same held-out rows.
         Heading(output, "4. Base against finetuned, held-out entities");
-        var tunedExtraction = Score(tuned, render, extraction);
-        var tunedRecall = Score(tuned, render, recall);
-        var tunedCloze = ClozeEvaluator.Evaluate(cloze, prompt => tuned.Generate(prompt, 8));
+        var tunedExtraction = ProgressDisplay.Timed(output, "extraction pairs", () => Score(tuned, render, extraction));
+        var tunedRecall = ProgressDisplay.Timed(output, "recall pairs", () => Score(tuned, render, recall));
+        var tunedCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompt => tuned.Generate(prompt, 8)));
         output.WriteLine("| held-out pairs | rows | base | finetuned |");
         output.WriteLine("| --- | --- | --- | --- |");
         output.WriteLine($"| extraction exact match | {extraction.Rows.Count} | {baseExtraction.Metrics.ExactMatch} | {tunedExtraction.Metrics.ExactMatch} |");

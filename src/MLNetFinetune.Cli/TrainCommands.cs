@@ -80,7 +80,7 @@ static class TrainCommands
             if (result.GetValue(layers) > 0) shape = shape with { NumHiddenLayers = result.GetValue(layers) };
             if (result.GetValue(heads) > 0) shape = shape with { NumAttentionHeads = result.GetValue(heads) };
             if (result.GetValue(hidden) is > 0 and var width) shape = shape with { HiddenSize = width, IntermediateSize = 4 * width };
-            using var model = TrainingDisplay.Run(output, "pretrain", progress => ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
+            using var model = ProgressDisplay.Train(output, "pretrain", progress => ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
             {
                 Tokenizer = tok, Config = shape.Validated("the --layers/--hidden-size/--heads shape"), OutputDirectory = result.GetValue(common.Out)!,
             }, result, progress)).Fit(data));
@@ -104,7 +104,7 @@ static class TrainCommands
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             var (data, _) = Render(ml, result.GetValue(pairs)!);
             int rank = result.GetValue(lora);
-            using var model = TrainingDisplay.Run(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
+            using var model = ProgressDisplay.Train(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
                 BaseModel = result.GetValue(baseModel)!, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText),
                 Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,

@@ -62,12 +62,12 @@ public class FactDatasetsTests : IDisposable
                 Assert.Contains(FactTemplates.For(fact.Domain, fact.Attribute).Statements, t => corpusText.Contains(AttributeTemplates.Fill(t, fact)));
         }
 
-        // Finetuning: recall about the finetuning entities, extraction about made-up ones the model cannot know.
+        // Finetuning: recall about the finetuning entities; extraction about made-up entities the model cannot know.
         var trainPairs = datasets.TrainPairs().ToList();
         Assert.All(trainPairs.Where(q => q.Kind == FactQuestionKind.Recall), q => Assert.Contains(q.Entity, train));
-        var invented = trainPairs.Where(q => q.Kind == FactQuestionKind.Extraction).Select(q => q.Entity).ToHashSet();
-        Assert.Equal(datasets.Split.Train.Count, invented.Count);
-        Assert.All(invented, name => Assert.DoesNotContain(name, corpusText));
+        var madeUp = trainPairs.Where(q => q.Kind == FactQuestionKind.Extraction).Select(q => q.Entity).ToHashSet();
+        Assert.Equal(4 * datasets.Split.Train.Count, madeUp.Count);
+        Assert.All(madeUp, name => Assert.DoesNotContain(name, corpusText));
         Assert.All(datasets.HeldOutPairs(), q => Assert.Contains(q.Entity, held));
 
         foreach (var q in datasets.Questions(datasets.Split.HeldOut, FactQuestionKind.Extraction))

@@ -4,16 +4,18 @@ using Spectre.Console;
 namespace MLNetFinetune.Cli;
 
 /// <summary>
-/// Shows training progress: a live bar with loss, tokens/s and ETA when the output is an interactive terminal, plain
-/// lines (one per log interval) when it is redirected or captured, so logs and CI output stay readable.
+/// Shows progress on long work: for training a live bar with loss, tokens/s and ETA when the output is an interactive
+/// terminal, plain lines (one per log interval) when it is redirected or captured, so logs and CI output stay readable.
 /// </summary>
-static class TrainingDisplay
+static class ProgressDisplay
 {
+    static bool IsTerminal(TextWriter output) =>
+        ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
     /// <summary>Runs <paramref name="train"/>, handing it the progress sink that fits <paramref name="output"/>.</summary>
-    public static T Run<T>(TextWriter output, string title, Func<IProgress<TrainingProgress>, T> train)
+    public static T Train<T>(TextWriter output, string title, Func<IProgress<TrainingProgress>, T> train)
     {
-        bool terminal = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
-        if (!terminal) return train(new Lines(output));
+        if (!IsTerminal(output)) return train(new Lines(output));
         T result = default!;
         AnsiConsole.Progress()
             .AutoClear(false)
@@ -24,6 +26,15 @@ static class TrainingDisplay
                 result = train(new Bar(task, title));
                 task.Value = task.MaxValue;
             });
+        return result;
+    }
+
+    /// <summary>Runs <paramref name="work"/> under a spinner (terminal) and says how long it took.</summary>
+    public static T Timed<T>(TextWriter output, string title, Func<T> work)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        T result = IsTerminal(output) ? AnsiConsole.Status().Start(Markup.Escape(title + " …"), _ => work()) : work();
+        output.WriteLine($"{title}: {clock.Elapsed.TotalSeconds:F1} s");
         return result;
     }
 
