@@ -21,7 +21,7 @@ sealed class QuickstartSettings
     public required string Output { get; init; }
     public int Epochs { get; init; } = 3;
     public int MaxSteps { get; init; }
-    public double LearningRate { get; init; } = 1e-3;
+    public double LearningRate { get; init; } = 5e-4;
     public int BatchSize { get; init; } = 16;
     public int LoraRank { get; init; }
     public int MaxHeldOutRows { get; init; }
