@@ -34,7 +34,7 @@ static class ProgressDisplay
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         T result = IsTerminal(output) ? AnsiConsole.Status().Start(Markup.Escape(title + " …"), _ => work()) : work();
-        output.WriteLine($"{title}: {clock.Elapsed.TotalSeconds:F1} s");
+        output.WriteLine(FormattableString.Invariant($"{title}: {clock.Elapsed.TotalSeconds:F1} s"));
         return result;
     }
 

@@ -50,15 +50,19 @@ static class Quickstart
         var load = new InstructionDataOptions { ExtraFields = ["kind", "domain", "entity", "attribute", "cloze"] };
         DataFrame train = ml.Data.LoadInstructionData(Path.Combine(s.Data, "train.jsonl"), load);
         DataFrame heldOut = ml.Data.LoadInstructionData(Path.Combine(s.Data, "heldout.jsonl"), load);
-        DataFrame Kind(DataFrame frame, string kind)
+        DataFrame HeldOut(string kind)
         {
-            var rows = frame.Filter(((StringDataFrameColumn)frame["kind"]).ElementwiseEquals(kind));
-            return s.MaxHeldOutRows > 0 && frame == heldOut ? rows.Head(Math.Min(s.MaxHeldOutRows, (int)rows.Rows.Count)) : rows;
+            var rows = heldOut.Filter(((StringDataFrameColumn)heldOut["kind"]).ElementwiseEquals(kind));
+            return s.MaxHeldOutRows > 0 ? rows.Head(Math.Min(s.MaxHeldOutRows, (int)rows.Rows.Count)) : rows;
         }
-        var extraction = Kind(heldOut, "extraction");
-        var recall = Kind(heldOut, "recall");
-        output.WriteLine($"finetuning: {train.Rows.Count:N0} pairs about {Distinct(train, "entity")} entities; " +
-            $"evaluation: {extraction.Rows.Count + recall.Rows.Count:N0} pairs about {Distinct(recall, "entity")} held-out entities the finetuning never sees");
+        var extraction = HeldOut("extraction");
+        var recall = HeldOut("recall");
+        if (extraction.Rows.Count == 0 || recall.Rows.Count == 0)
+            throw new InvalidDataException($"{Path.Combine(s.Data, "heldout.jsonl")}: needs pairs of both kinds (kind \"extraction\" and \"recall\"); it has {extraction.Rows.Count} and {recall.Rows.Count}");
+        var trainRecall = train.Filter(((StringDataFrameColumn)train["kind"]).ElementwiseEquals("recall"));
+        output.WriteLine($"finetuning: {train.Rows.Count:N0} pairs (recall about {Distinct(trainRecall, "entity")} entities, extraction about " +
+            $"{Distinct(train, "entity") - Distinct(trainRecall, "entity"):N0} made-up ones); evaluation: {extraction.Rows.Count + recall.Rows.Count:N0} pairs " +
+            $"about {Distinct(recall, "entity")} held-out entities the finetuning never sees");
         output.WriteLine($"extraction (behaviour): {Quote(extraction, 0, "question")} → {Quote(extraction, 0, "answer")}");
         output.WriteLine($"recall (knowledge):     {Quote(recall, 0, "question")} → {Quote(recall, 0, "answer")}");
 
@@ -121,9 +125,9 @@ static class Quickstart
         output.WriteLine("| question | expected | base | finetuned |");
         output.WriteLine("| --- | --- | --- | --- |");
         foreach (var (frame, a, b) in new[] { (extraction, baseExtraction, tunedExtraction), (recall, baseRecall, tunedRecall) })
-            for (int i = 0; i < Math.Min(4, a.Answers.Count); i++)
+            for (int i = 0, shown = Math.Min(4, a.Answers.Count); i < shown; i++)
             {
-                int row = i * (a.Answers.Count / 4);
+                int row = i * a.Answers.Count / shown;
                 output.WriteLine($"| {Cell((string)frame["question"][row])} | {a.Answers[row].Expected} | {Mark(a.Answers[row])}{Cell(a.Answers[row].Generated)} | {Mark(b.Answers[row])}{Cell(b.Answers[row].Generated)} |");
             }
 
@@ -144,6 +148,7 @@ static class Quickstart
             ["base_recall_em"] = Round(baseRecall.Metrics.ExactMatch.Value),
             ["finetuned_recall_em"] = Round(tunedRecall.Metrics.ExactMatch.Value),
             ["base_cloze_recall"] = Round(baseCloze.Value),
+            ["finetuned_cloze_recall"] = Round(tunedCloze.Value),
             ["heldout_rows"] = extraction.Rows.Count + recall.Rows.Count,
             ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
         };

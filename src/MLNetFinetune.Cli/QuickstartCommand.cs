@@ -2,14 +2,14 @@ using System.CommandLine;
 
 namespace MLNetFinetune.Cli;
 
-/// <summary><c>quickstart</c> and <c>chat</c>: the bundled lesson end to end, and a conversation with a finetuned model.</summary>
+/// <summary><c>quickstart</c>: the bundled lesson end to end (see <see cref="Quickstart"/>).</summary>
 static class QuickstartCommand
 {
     public static Command Create(TextWriter output)
     {
         var data = new Option<string?>("--data") { Description = "Folder with train.jsonl and heldout.jsonl (default: the bundled examples/data/facts)." };
         var baseModel = new Option<string?>("--base") { Description = "The base model directory (default: the bundled models/facts-base)." };
-        var outDir = new Option<string>("--out") { Description = "Run directory for the finetuned model, metrics.csv, loss.png and onnx/.", DefaultValueFactory = _ => Path.Combine("runs", "quickstart") };
+        var outDir = new Option<string>("--out") { Description = "Output folder: finetune/ (model, metrics.csv, loss.png) and onnx/.", DefaultValueFactory = _ => Path.Combine("runs", "quickstart") };
         var defaults = new QuickstartSettings { Data = "", BaseModel = "", Output = "" };
         var epochs = new Option<int>("--epochs") { Description = "Passes over the finetuning pairs.", DefaultValueFactory = _ => defaults.Epochs };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps instead of epochs (0: use --epochs).", DefaultValueFactory = _ => 0 };

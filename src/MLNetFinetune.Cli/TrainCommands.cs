@@ -149,11 +149,16 @@ static class TrainCommands
             };
             using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
             var scored = tuned.Transform(data);
-            output.WriteLine($"{result.GetValue(model)}: {GenerationEvaluator.Evaluate(scored, label)}");
-            if (result.GetValue(against) is { } baseDir)
+            if (result.GetValue(against) is not { } baseDir)
             {
+                output.WriteLine($"{result.GetValue(model)}: {GenerationEvaluator.Evaluate(scored, label)}");
+            }
+            else
+            {
+                // One comparison reads each lazy view once: generation is the costly part.
                 using var baseline = CausalLMTransformer.Load(baseDir, scoring);
                 var comparison = ModelComparison.Compare(baseline.Transform(data), scored, InstructionData.FieldsOf(layout)[0], label);
+                output.WriteLine($"{result.GetValue(model)}: {comparison.Tuned}");
                 output.WriteLine($"{baseDir}: {comparison.Base}");
                 if (result.GetValue(report) is { } path)
                 {
@@ -171,7 +176,8 @@ static class TrainCommands
     internal static IReadOnlyList<ClozeItem> ClozeItems(MLContext ml, string path)
     {
         var frame = ml.Data.LoadInstructionData(path, new InstructionDataOptions { ExtraFields = ["cloze"] });
-        return frame.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).Distinct().ToArray();
+        string answer = InstructionData.FieldsOf(InstructionData.DetectLayout(frame.Columns.Select(c => c.Name))!.Value)[^1];
+        return frame.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r[answer])).Distinct().ToArray();
     }
 
     // The pairs with Prompt and Response columns rendered by their layout's template.

@@ -94,7 +94,6 @@ public static class GenerationEvaluator
     public static GenerationMetrics Evaluate(IDataView scored, string labelColumn, string generatedColumn = "Generated",
         string? lossColumn = "Loss", AnswerNormalization? normalization = null)
     {
-        SchemaShapes.RequireText(scored.Schema, labelColumn, "Evaluation");
         return Score(ReadAnswers(scored, labelColumn, generatedColumn, lossColumn), normalization);
     }
 

@@ -15,8 +15,8 @@ public sealed record ComparisonRow(string Question, string Expected, string Base
 public sealed record ModelComparison(string BaseName, string TunedName, GenerationMetrics Base, GenerationMetrics Tuned, IReadOnlyList<ComparisonRow> Rows)
 {
     /// <summary>
-    /// Compares two scored views of the same rows (same order): <paramref name="questionColumn"/> and
-    /// <paramref name="labelColumn"/> are read from the first, the generated answers and losses from each.
+    /// Compares two scored views of the same rows (same order): <paramref name="questionColumn"/> is read from the
+    /// first; the labels, generated answers and losses from each, each view read once.
     /// </summary>
     public static ModelComparison Compare(IDataView baseScored, IDataView tunedScored, string questionColumn, string labelColumn,
         string generatedColumn = "Generated", string lossColumn = "Loss", AnswerNormalization? normalization = null,
@@ -30,7 +30,7 @@ public sealed record ModelComparison(string BaseName, string TunedName, Generati
         if (baseAnswers.Count != tunedAnswers.Count)
             throw new ArgumentException($"The two views have {baseAnswers.Count} and {tunedAnswers.Count} rows; compare the same rows.");
         var rows = questions.Select((q, i) => new ComparisonRow(q, baseAnswers[i].Expected, baseAnswers[i].Generated, tunedAnswers[i].Generated,
-            baseAnswers[i].IsExact(normalization), (tunedAnswers[i] with { Expected = baseAnswers[i].Expected }).IsExact(normalization))).ToList();
+            baseAnswers[i].IsExact(normalization), tunedAnswers[i].IsExact(normalization))).ToList();
         return new ModelComparison(baseName, tunedName, GenerationEvaluator.Score(baseAnswers, normalization), GenerationEvaluator.Score(tunedAnswers, normalization), rows);
     }
 

@@ -73,19 +73,4 @@ public class EndToEndCliTests : IDisposable
         string chat = RunWithInput("What is the capital of Peru?\n\n", "chat", Path.Combine(run, "onnx"), "--max-new-tokens", "4", "--provider", "cpu");
         Assert.Equal(2, chat.Split("> ").Length - 1); // one answer, then the empty line ends the conversation
     }
-
-    [Fact]
-    public void ErrorsAreOneLineWithNonZeroExit()
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int code = CliApp.Run(["facts", "--table", Path.Combine(_dir.Path, "missing.csv"), "--out", _dir.Path], output, error);
-        Assert.Equal(1, code);
-        Assert.StartsWith("error: ", error.ToString());
-        Assert.Single(error.ToString().TrimEnd().Split('\n'));
-
-        error = new StringWriter();
-        Assert.Equal(1, CliApp.Run(["facts", "--table", Path.Combine(_dir.Path, "missing.csv"), "--out", _dir.Path, "--verbose"], output, error));
-        Assert.Contains(" at ", error.ToString()); // --verbose adds the stack trace
-    }
 }

@@ -57,7 +57,7 @@ public class FactDatasetsTests : IDisposable
         foreach (var entity in datasets.Split.HeldOut)
         {
             Assert.DoesNotContain(asked, q => q.EndsWith($" {entity.Name}?", StringComparison.Ordinal));
-            // Every held-out fact is stated in prose (recall must be possible), in each round.
+            // Every held-out fact is stated in prose (recall must be possible).
             foreach (var fact in entity.Facts)
                 Assert.Contains(FactTemplates.For(fact.Domain, fact.Attribute).Statements, t => corpusText.Contains(AttributeTemplates.Fill(t, fact)));
         }

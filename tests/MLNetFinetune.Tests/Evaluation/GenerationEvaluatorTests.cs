@@ -106,7 +106,7 @@ public class ClozeEvaluatorTests
     public void RateCountsHits()
     {
         var items = new[] { new MLNetFinetune.Evaluation.ClozeItem("The capital of Peru is", "Lima"), new("The capital of Chile is", "Santiago") };
-        var rate = MLNetFinetune.Evaluation.ClozeEvaluator.Evaluate(items, prompt => prompt.Contains("Peru") ? " Lima." : " Lima.");
+        var rate = MLNetFinetune.Evaluation.ClozeEvaluator.Evaluate(items, prompt => prompt.Contains("Peru") ? " Lima." : " Valparaíso.");
         Assert.Equal(new MLNetFinetune.Evaluation.Rate(1, 2), rate);
     }
 }

@@ -40,8 +40,8 @@ public sealed class FactDatasetOptions
 
     /// <summary>
     /// Extraction entities per finetuning entity (see <see cref="FactDatasets.ExtractionEntities"/>). Many distinct
-    /// passages, each seen about once, make the model learn to copy from the passage; a few passages seen every epoch
-    /// get memorised instead. Default 4.
+    /// passages, each seen a few times, make the model learn to copy from the passage; a quarter as many, seen four
+    /// times as often, get memorised instead. Default 4.
     /// </summary>
     public int ExtractionEntitiesPerTrainEntity { get; init; } = 4;
 
@@ -169,8 +169,9 @@ public sealed class FactDatasets
 
     static readonly string[] Syllables = ["ka", "lo", "mi", "ra", "ten", "vor", "sa", "qui", "bel", "dor", "fen", "gri", "hal", "jun", "mar", "nes", "pol", "rin", "sul", "tav", "zan", "wel", "cor", "bri"];
 
-    // For each finetuning entity, `perEntity` times, alternately a made-up name (never a real one) shaped like a random real entity, or the
-    // entity itself; either way every value is taken from another real entity with that attribute (never the true one).
+    // `perEntity` made-up entities per finetuning entity (of its domain), with names that are never a real one's, each
+    // shaped like a random real entity and every value taken from another real entity with that attribute (the shape's
+    // own value when no entity differs).
     static FactEntity[] Invent(FactTable table, IReadOnlyList<FactEntity> train, int perEntity, Random random)
     {
         var names = table.Entities.Select(e => e.Name).ToHashSet();
@@ -190,7 +191,7 @@ public sealed class FactDatasets
             var facts = shape.Facts.Select(f =>
             {
                 var donors = domain.SelectMany(e => e.Facts).Where(d => d.Attribute == f.Attribute && d.Value != f.Value).ToArray();
-                return f with { Entity = name, Value = donors[random.Next(donors.Length)].Value };
+                return f with { Entity = name, Value = donors.Length == 0 ? f.Value : donors[random.Next(donors.Length)].Value };
             }).ToArray();
             made.Add(new FactEntity(entity.Domain, name, facts));
         }

@@ -26,15 +26,6 @@ public sealed class FactTable
     /// <summary>The entities with their facts, in order of first appearance.</summary>
     public IReadOnlyList<FactEntity> Entities { get; }
 
-    /// <summary>A table from facts already in memory (checked like a file's rows).</summary>
-    public static FactTable FromFacts(IEnumerable<Fact> facts)
-    {
-        var list = facts.ToList();
-        foreach (var fact in list) FactTemplates.For(fact.Domain, fact.Attribute);
-        if (list.Count == 0) throw new ArgumentException("The fact table is empty.", nameof(facts));
-        return new FactTable(list);
-    }
-
     /// <summary>Reads a <c>domain,entity,attribute,value</c> CSV (header row first); errors name the file and line.</summary>
     public static FactTable Load(string path)
     {
