@@ -73,4 +73,17 @@ public class EndToEndCliTests : IDisposable
         string chat = RunWithInput("What is the capital of Peru?\n\n", "chat", Path.Combine(run, "onnx"), "--max-new-tokens", "4", "--provider", "cpu");
         Assert.Equal(2, chat.Split("> ").Length - 1); // one answer, then the empty line ends the conversation
     }
+
+    [Fact]
+    public void QuickstartNamesHeldOutDataWithoutBothKinds()
+    {
+        string data = Path.Combine(_dir.Path, "facts");
+        Run("facts", "--table", RepoPaths.Of("examples", "data", "facts", "facts.csv"), "--out", data, "--rounds", "1");
+        string heldOut = Path.Combine(data, "heldout.jsonl");
+        File.WriteAllLines(heldOut, File.ReadAllLines(heldOut).Where(l => l.Contains("\"kind\":\"recall\"")));
+        var error = new StringWriter();
+        int code = CliApp.Run(["quickstart", "--data", data, "--base", _dir.Path, "--out", Path.Combine(_dir.Path, "run")], new StringWriter(), error);
+        Assert.Equal(1, code);
+        Assert.Equal($"error: {heldOut}: needs pairs of both kinds (kind \"extraction\" and \"recall\"); it has 0 and 428", error.ToString().TrimEnd());
+    }
 }
