@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Microsoft.ML.OnnxRuntime;
 using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
@@ -12,7 +11,7 @@ namespace MLNetFinetune.OnnxRuntime;
 /// in ORT values that each step's outputs hand to the next step's inputs, so on CPU no step copies the cache. (With
 /// the CUDA provider the outputs come back through host memory; binding them to device memory is not done yet.)
 /// </summary>
-public sealed class OnnxCausalLM : IDisposable
+public sealed class OnnxCausalLM : IDecoderModel, IDisposable
 {
     readonly InferenceSession _session;
     readonly string[] _outputNames;
@@ -163,126 +162,50 @@ public sealed class OnnxCausalLM : IDisposable
     public string Generate(string prompt, GenerationOptions? options = null) => Generate([prompt], options)[0];
 
     /// <summary>
-    /// Generates continuations of several prompts in one batch: prompts are padded on the left (so every row's last
-    /// token is real), the mask hides the padding and positions count real tokens only. Rows stop at end of text or
-    /// a stop sequence; the batch stops when all have.
+    /// Generates continuations of several prompts in one batch (<see cref="DecodeLoop"/>): prompts are padded on the left,
+    /// the mask hides the padding and positions count real tokens only. Rows stop at end of text or a stop sequence.
     /// </summary>
-    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null) => Generate(prompts, options, CancellationToken.None);
+    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null) => DecodeLoop.Generate(this, prompts, options);
 
     /// <summary>Like <see cref="Generate(IReadOnlyList{string}, GenerationOptions)"/>, stopping between steps when <paramref name="cancellationToken"/> fires.</summary>
-    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options, CancellationToken cancellationToken)
-    {
-        var results = new string[prompts.Count];
-        foreach (var (row, text) in Stream(prompts, options ?? new GenerationOptions(), cancellationToken))
-            if (row >= 0) results[row] = text;
-        return results;
-    }
+    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions? options, CancellationToken cancellationToken) =>
+        DecodeLoop.Generate(this, prompts, options, cancellationToken);
 
     /// <summary>Streams one prompt's continuation as text pieces, in order; their concatenation is what <see cref="Generate(string, GenerationOptions)"/> returns.</summary>
-    public async IAsyncEnumerable<string> GenerateStreaming(string prompt, GenerationOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<string> GenerateStreaming(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        DecodeLoop.Stream(this, prompt, options, cancellationToken);
+
+    int IDecoderModel.LogitsSize => Config.VocabSize;
+    int IDecoderModel.ContextLength => Config.MaxPositionEmbeddings;
+    long IDecoderModel.EosId => Tokenizer.EosId ?? Config.EosTokenId;
+    long IDecoderModel.PadId => Tokenizer.PadId ?? Config.EosTokenId;
+    IDecoderSession IDecoderModel.Start(int batch, int capacity) => new Session(this);
+
+    // The cache lives in the ORT values each step's outputs hand to the next step's inputs.
+    sealed class Session(OnnxCausalLM model) : IDecoderSession
     {
-        options ??= new GenerationOptions();
-        // Partial text is held back by a stop sequence's length less one, so no prefix of a stop string is ever sent.
-        options.Validate();
-        int holdBack = options.StopSequences.Count == 0 ? 0 : Math.Max(0, options.StopSequences.Max(s => s.Length) - 1);
-        string sent = "";
-        foreach (var (row, text) in Stream([prompt], options, cancellationToken, partial: true))
+        OrtValue[]? _cache;
+
+        public float[] Step(long[] ids, long[] positions, long[] mask, int batch)
         {
-            string ready = text;
-            if (row < 0)
-            {
-                // A piece may also end inside a multi-byte character; wait until the character is complete.
-                if (ready.EndsWith('\uFFFD')) ready = ready[..^1];
-                ready = ready[..Math.Max(0, ready.Length - holdBack)];
-            }
-            if (ready.Length > sent.Length && ready.StartsWith(sent, StringComparison.Ordinal))
-            {
-                yield return ready[sent.Length..];
-                sent = ready;
-            }
-            await Task.Yield();
+            var (logits, next) = model.Forward(ids, positions, mask, batch, _cache);
+            Release();
+            _cache = next;
+            int seq = ids.Length / batch, vocab = model.Config.VocabSize;
+            if (seq == 1) return logits;
+            var last = new float[batch * vocab];
+            for (int r = 0; r < batch; r++) Array.Copy(logits, ((r + 1) * seq - 1) * vocab, last, r * vocab, vocab);
+            return last;
         }
+
+        void Release()
+        {
+            if (_cache != null) foreach (var v in _cache) v.Dispose();
+            _cache = null;
+        }
+
+        public void Dispose() => Release();
     }
-
-    // Yields (-1, partial text of row 0) after each step when partial, and (row, final text) as rows finish.
-    IEnumerable<(int Row, string Text)> Stream(IReadOnlyList<string> prompts, GenerationOptions options, CancellationToken cancellationToken, bool partial = false)
-    {
-        options.Validate();
-        int batch = prompts.Count;
-        if (batch == 0) yield break;
-        long eos = Tokenizer.EosId ?? Config.EosTokenId;
-        var encoded = prompts.Select(p => Tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToArray();
-        for (int r = 0; r < batch; r++)
-        {
-            if (encoded[r].Length == 0) throw new ArgumentException($"Prompt {r} is empty.");
-            if (encoded[r].Length + options.MaxNewTokens > Config.MaxPositionEmbeddings)
-                throw new ArgumentException($"Prompt {r} has {encoded[r].Length} tokens; with {options.MaxNewTokens} new ones that exceeds the model's context of {Config.MaxPositionEmbeddings}.");
-        }
-        int longest = encoded.Max(e => e.Length);
-        long pad = Tokenizer.PadId ?? Config.EosTokenId;
-        var ids = new long[batch * longest];
-        var positions = new long[batch * longest];
-        var mask = new List<long>[batch];
-        for (int r = 0; r < batch; r++)
-        {
-            int offset = longest - encoded[r].Length;
-            mask[r] = [.. Enumerable.Repeat(0L, offset), .. Enumerable.Repeat(1L, encoded[r].Length)];
-            for (int t = 0; t < longest; t++)
-            {
-                ids[r * longest + t] = t < offset ? pad : encoded[r][t - offset];
-                positions[r * longest + t] = Math.Max(0, t - offset);
-            }
-        }
-        var generated = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
-        var done = new bool[batch];
-        var random = new Random(options.Seed);
-        OrtValue[]? cache = null;
-        int seq = longest;
-        try
-        {
-            for (int step = 0; step < options.MaxNewTokens && !done.All(d => d); step++)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                var (logits, next) = Forward(ids, positions, mask.SelectMany(m => m).ToArray(), batch, cache);
-                if (cache != null) foreach (var v in cache) v.Dispose();
-                cache = next;
-                int vocab = Config.VocabSize;
-                ids = new long[batch];
-                positions = new long[batch];
-                for (int r = 0; r < batch; r++)
-                {
-                    long token = pad;
-                    if (!done[r])
-                    {
-                        var last = logits.AsSpan(((r + 1) * seq - 1) * vocab, vocab).ToArray();
-                        token = Sampling.Next(last, options, random, encoded[r].Concat(generated[r]), Tokenizer.VocabSize);
-                        if (token == eos) { done[r] = true; token = pad; }
-                        else
-                        {
-                            generated[r].Add(token);
-                            if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Decode(generated[r]), options.StopSequences).Stopped) done[r] = true;
-                        }
-                        if (done[r]) yield return (r, Finish(generated[r], options));
-                    }
-                    ids[r] = token;
-                    positions[r] = mask[r].Sum();
-                    mask[r].Add(1);
-                }
-                seq = 1;
-                if (partial && !done[0]) yield return (-1, Decode(generated[0]));
-            }
-            for (int r = 0; r < batch; r++)
-                if (!done[r]) yield return (r, Finish(generated[r], options));
-        }
-        finally
-        {
-            if (cache != null) foreach (var v in cache) v.Dispose();
-        }
-    }
-
-    string Decode(List<long> tokens) => Tokenizer.Decode(tokens.Select(t => (int)t));
-
-    string Finish(List<long> tokens, GenerationOptions options) => Sampling.CutAtStop(Decode(tokens), options.StopSequences).Text;
 
     /// <inheritdoc />
     public void Dispose() => _session.Dispose();

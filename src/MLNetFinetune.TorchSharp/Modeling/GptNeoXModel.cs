@@ -86,24 +86,39 @@ public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
     public IEnumerable<Parameter> TrainableParameters() => _precision.Lora?.Parameters() ?? parameters();
 
     /// <summary>Logits <c>[batch, seq, vocab]</c> (float32) for token ids <c>[batch, seq]</c> (int64), causally masked.</summary>
-    public override Tensor forward(Tensor inputIds)
+    public override Tensor forward(Tensor inputIds) => Forward(inputIds);
+
+    /// <summary>
+    /// Logits <c>[batch, seq, vocab]</c> (float32) for token ids <c>[batch, seq]</c> (int64). <paramref name="positionIds"/>
+    /// <c>[batch, seq]</c> default to 0.. (after the cache's length); <paramref name="attentionMask"/> is a boolean
+    /// <c>[batch, 1, seq, past + seq]</c> "may attend" mask (<see cref="AttentionMasks"/>), default causal; with a
+    /// <paramref name="cache"/> the new keys and values are appended to it and attention covers past and new tokens.
+    /// </summary>
+    public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? attentionMask = null, KeyValueCache? cache = null)
     {
         _precision.Training = training;
-        var logits = _precision.Linear(embed_out, gpt_neox.forward(inputIds));
+        var logits = _precision.Linear(embed_out, gpt_neox.Forward(inputIds, positionIds, attentionMask, cache));
         return logits.dtype == float32 ? logits : logits.to(float32);
     }
+
+    /// <summary>A cache for <paramref name="batch"/> rows of up to <paramref name="capacity"/> tokens, on the model's device.</summary>
+    public KeyValueCache NewCache(long batch, long capacity) =>
+        new(Config.NumHiddenLayers, batch, Config.NumAttentionHeads, capacity, Config.HeadDim, parameters().First().device);
 
     /// <summary>
     /// Mean next-token cross-entropy: logits at position t are scored against labels at t + 1, positions labelled
     /// −100 are ignored (the Hugging Face convention, so prompt masking works unchanged).
     /// </summary>
-    public Tensor Loss(Tensor inputIds, Tensor labels, Reduction reduction = Reduction.Mean)
+    public Tensor Loss(Tensor inputIds, Tensor labels, Reduction reduction = Reduction.Mean) => Loss(inputIds, labels, null, null, reduction);
+
+    /// <summary>The loss of <see cref="Loss(Tensor, Tensor, Reduction)"/> with explicit positions and attention mask (packed examples).</summary>
+    public Tensor Loss(Tensor inputIds, Tensor labels, Tensor? positionIds, Tensor? attentionMask, Reduction reduction = Reduction.Mean)
     {
-        using var logits = forward(inputIds);
+        using var logits = Forward(inputIds, positionIds, attentionMask);
         return LossFromLogits(logits, labels, reduction);
     }
 
-    /// <summary>The loss of <see cref="Loss"/> from logits already computed (labels aligned with the inputs).</summary>
+    /// <summary>The loss of <see cref="Loss(Tensor, Tensor, Reduction)"/> from logits already computed (labels aligned with the inputs).</summary>
     public static Tensor LossFromLogits(Tensor logits, Tensor labels, Reduction reduction = Reduction.Mean)
     {
         // Shift the labels, not the logits: slicing [batch, seq − 1, vocab] out of the logits would copy the largest
@@ -134,12 +149,19 @@ sealed class GptNeoXBackbone : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor inputIds)
+    public override Tensor forward(Tensor inputIds) => Forward(inputIds, null, null, null);
+
+    public Tensor Forward(Tensor inputIds, Tensor? positionIds, Tensor? mask, KeyValueCache? cache)
     {
         using var scope = NewDisposeScope();
-        var (cos, sin) = _rotary.Table(inputIds.shape[1], inputIds.device);
+        long seq = inputIds.shape[1], past = cache?.Length ?? 0;
+        if (positionIds is null && past > 0) positionIds = arange(past, past + seq, dtype: int64, device: inputIds.device).unsqueeze(0);
+        // Plain causal attention from position 0 (training) keeps SDPA's causal kernel and the [seq, dim] rotary table.
+        var (cos, sin) = positionIds is null ? _rotary.Table(seq, inputIds.device) : _rotary.Table(positionIds);
+        if (mask is null && past > 0 && seq > 1) mask = AttentionMasks.Causal(seq, past, inputIds.device);
         Tensor x = embed_in.forward(inputIds);
-        foreach (var layer in layers) x = layer.Forward(x, cos, sin);
+        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cos, sin, mask, cache, i, causal: mask is null && past == 0);
+        cache?.Advance(seq);
         return final_layer_norm.forward(x).MoveToOuterDisposeScope();
     }
 }
@@ -165,11 +187,11 @@ sealed class GptNeoXLayer : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => throw new InvalidOperationException("Call Forward(x, cos, sin).");
+    public override Tensor forward(Tensor x) => throw new InvalidOperationException("Call Forward(x, cos, sin, …).");
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, int index, bool causal)
     {
-        var attended = attention.Forward(input_layernorm.forward(x), cos, sin);
+        var attended = attention.Forward(input_layernorm.forward(x), cos, sin, mask, cache, index, causal);
         if (_parallel) return x + attended + mlp.forward(post_attention_layernorm.forward(x));
         var h = x + attended;
         return h + mlp.forward(post_attention_layernorm.forward(h));
@@ -195,9 +217,9 @@ sealed class GptNeoXAttention : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => throw new InvalidOperationException("Call Forward(x, cos, sin).");
+    public override Tensor forward(Tensor x) => throw new InvalidOperationException("Call Forward(x, cos, sin, …).");
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, int layer, bool causal)
     {
         long batch = x.shape[0], seq = x.shape[1];
         // HF layout: the fused output is [heads, 3, head_dim] per position, so view before splitting q, k, v.
@@ -205,7 +227,10 @@ sealed class GptNeoXAttention : Module<Tensor, Tensor>
         var q = Rotary.Apply(qkv[.., .., .., .._headDim], cos, sin, _rotaryDim);
         var k = Rotary.Apply(qkv[.., .., .., _headDim..(2 * _headDim)], cos, sin, _rotaryDim);
         var v = qkv[.., .., .., (2 * _headDim)..];
-        var attended = functional.scaled_dot_product_attention(q, k, v, is_casual: true);
+        if (cache != null) (k, v) = cache.Append(layer, k, v);
+        var attended = causal
+            ? functional.scaled_dot_product_attention(q, k, v, is_casual: true)
+            : functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
         return _precision.Linear(dense, attended.transpose(1, 2).reshape(batch, seq, _heads * _headDim));
     }
 }
@@ -268,13 +293,23 @@ public sealed class Rotary(int dim, double theta)
     /// <summary>cos and sin tables <c>[seq, dim]</c> for positions 0..seq−1, computed in float32 exactly as HF does.</summary>
     public (Tensor Cos, Tensor Sin) Table(long seq, Device device)
     {
-        var invFreq = 1.0f / pow(tensor((float)theta, device: device), arange(0, dim, 2, dtype: float32, device: device) / dim);
-        var angles = outer(arange(seq, dtype: float32, device: device), invFreq);
+        var angles = outer(arange(seq, dtype: float32, device: device), InverseFrequencies(device));
         var both = cat([angles, angles], -1);
         return (both.cos(), both.sin());
     }
 
-    /// <summary>Rotates the first <paramref name="rotaryDim"/> dimensions of <paramref name="x"/> <c>[batch, heads, seq, head_dim]</c>.</summary>
+    /// <summary>cos and sin tables <c>[batch, 1, seq, dim]</c> for explicit positions <c>[batch, seq]</c> (padded or packed rows).</summary>
+    public (Tensor Cos, Tensor Sin) Table(Tensor positionIds)
+    {
+        var angles = positionIds.to(float32).unsqueeze(-1) * InverseFrequencies(positionIds.device);
+        var both = cat([angles, angles], -1).unsqueeze(1);
+        return (both.cos(), both.sin());
+    }
+
+    Tensor InverseFrequencies(Device device) =>
+        1.0f / pow(tensor((float)theta, device: device), arange(0, dim, 2, dtype: float32, device: device) / dim);
+
+    /// <summary>Rotates the first <paramref name="rotaryDim"/> dimensions of <paramref name="x"/> <c>[batch, heads, seq, head_dim]</c> (tables broadcast).</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rotaryDim)
     {
         if (rotaryDim == 0) return x;

@@ -28,6 +28,13 @@ public abstract class AppendColumnsTransformer : ITransformer
     /// </summary>
     protected abstract Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive);
 
+    /// <summary>
+    /// Like <see cref="MakeGetters(DataViewRow, Func{int, bool})"/>, also given the view the row cursor runs over (null
+    /// for a mapped single row or a shuffled cursor), so costly columns can be computed for blocks of rows at once
+    /// (<see cref="RowBlocks{TIn, TOut}"/>). By default ignores the view.
+    /// </summary>
+    protected virtual Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source) => MakeGetters(input, isActive);
+
     /// <inheritdoc />
     public bool IsRowToRowMapper => true;
 
@@ -74,10 +81,12 @@ public abstract class AppendColumnsTransformer : ITransformer
         readonly DataViewRow _input;
         readonly DataViewRowCursor? _cursor;
         readonly bool[] _active;
+        readonly IDataView? _source;
         Delegate[]? _getters;
 
-        public Row(AppendColumnsTransformer parent, DataViewRow input, DataViewSchema schema, bool[] active, bool ownsCursor)
+        public Row(AppendColumnsTransformer parent, DataViewRow input, DataViewSchema schema, bool[] active, bool ownsCursor, IDataView? source = null)
         {
+            _source = source;
             _parent = parent;
             _input = input;
             _cursor = ownsCursor ? (DataViewRowCursor)input : null;
@@ -97,7 +106,7 @@ public abstract class AppendColumnsTransformer : ITransformer
             if (!_active[column.Index]) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
             int inputCount = _input.Schema.Count;
             if (column.Index < inputCount) return _input.GetGetter<TValue>(_input.Schema[column.Index]);
-            _getters ??= _parent.MakeGetters(_input, j => _active[inputCount + j]);
+            _getters ??= _parent.MakeGetters(_input, j => _active[inputCount + j], _source);
             return _getters[column.Index - inputCount] as ValueGetter<TValue> ?? throw new InvalidOperationException(
                 $"Column '{column.Name}' is {column.Type}; it cannot be read as {typeof(TValue).Name}.");
         }
@@ -121,7 +130,8 @@ public abstract class AppendColumnsTransformer : ITransformer
             foreach (var c in columnsNeeded) active[c.Index] = true;
             var needed = parent.InputColumnsNeeded(input.Schema, i => active[i]);
             var inputCursor = input.GetRowCursor(input.Schema.Where(c => needed[c.Index]), rand);
-            return new Row(parent, inputCursor, Schema, active, ownsCursor: true);
+            // A second cursor over the same view meets the rows in the same order only when neither is shuffled.
+            return new Row(parent, inputCursor, Schema, active, ownsCursor: true, source: rand == null ? input : null);
         }
 
         // The appended getters may hold per-row state, so one cursor serves the pass.

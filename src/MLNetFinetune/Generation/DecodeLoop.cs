@@ -1,0 +1,185 @@
+using System.Runtime.CompilerServices;
+using MLNetFinetune.Tokenization;
+
+namespace MLNetFinetune.Generation;
+
+/// <summary>
+/// A causal language model as the decode loop sees it, whatever runs it (TorchSharp, ONNX Runtime): a tokenizer, the
+/// shape of its logits, and steps over a batch that keep their own KV cache.
+/// </summary>
+public interface IDecoderModel
+{
+    /// <summary>The tokenizer.</summary>
+    TextTokenizer Tokenizer { get; }
+
+    /// <summary>Logits per position (the embedding rows; may exceed the tokenizer's vocabulary).</summary>
+    int LogitsSize { get; }
+
+    /// <summary>The longest sequence the model takes (max_position_embeddings).</summary>
+    int ContextLength { get; }
+
+    /// <summary>The end-of-text id that ends a row.</summary>
+    long EosId { get; }
+
+    /// <summary>The id put in padded places.</summary>
+    long PadId { get; }
+
+    /// <summary>Starts a generation of <paramref name="batch"/> rows of at most <paramref name="capacity"/> tokens each.</summary>
+    IDecoderSession Start(int batch, int capacity);
+}
+
+/// <summary>One generation's state on a model: its KV cache. Dispose it to free the cache.</summary>
+public interface IDecoderSession : IDisposable
+{
+    /// <summary>
+    /// Runs <paramref name="ids"/> and <paramref name="positions"/> <c>[batch, seq]</c> after the cached tokens, with
+    /// <paramref name="mask"/> <c>[batch, past + seq]</c> (1 real, 0 padding), appends them to the cache and returns the
+    /// logits of each row's last position <c>[batch, LogitsSize]</c>.
+    /// </summary>
+    float[] Step(long[] ids, long[] positions, long[] mask, int batch);
+}
+
+/// <summary>
+/// The one decode loop every runtime shares: left-padded batches (the mask hides the padding, positions count real
+/// tokens only), greedy or sampled choice, end of text, stop strings, streaming, and the over-long-prompt rule.
+/// </summary>
+public static class DecodeLoop
+{
+    /// <summary>Generates continuations of several prompts in one batch; rows stop at end of text or a stop string.</summary>
+    public static IReadOnlyList<string> Generate(IDecoderModel model, IReadOnlyList<string> prompts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var results = new string[prompts.Count];
+        foreach (var (row, text) in Run(model, prompts, options ?? new GenerationOptions(), cancellationToken, partial: false))
+            if (row >= 0) results[row] = text;
+        return results;
+    }
+
+    /// <summary>
+    /// Generates in batches of <paramref name="batchSize"/> prompts; results are in prompt order and, for greedy
+    /// decoding, the same as one prompt at a time.
+    /// </summary>
+    public static IReadOnlyList<string> Generate(IDecoderModel model, IReadOnlyList<string> prompts, GenerationOptions options, int batchSize, CancellationToken cancellationToken = default)
+    {
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), "The batch size must be positive.");
+        var results = new List<string>(prompts.Count);
+        for (int start = 0; start < prompts.Count; start += batchSize)
+            results.AddRange(Generate(model, prompts.Skip(start).Take(batchSize).ToArray(), options, cancellationToken));
+        return results;
+    }
+
+    /// <summary>Streams one prompt's continuation as text pieces; their concatenation is what <see cref="Generate(IDecoderModel, IReadOnlyList{string}, GenerationOptions?, CancellationToken)"/> returns.</summary>
+    public static async IAsyncEnumerable<string> Stream(IDecoderModel model, string prompt, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        options ??= new GenerationOptions();
+        options.Validate();
+        // Partial text is held back by a stop sequence's length less one, so no prefix of a stop string is ever sent.
+        int holdBack = options.StopSequences.Count == 0 ? 0 : Math.Max(0, options.StopSequences.Max(s => s.Length) - 1);
+        string sent = "";
+        foreach (var (row, text) in Run(model, [prompt], options, cancellationToken, partial: true))
+        {
+            string ready = text;
+            if (row < 0)
+            {
+                // A piece may also end inside a multi-byte character; wait until the character is complete.
+                if (ready.EndsWith('\uFFFD')) ready = ready[..^1];
+                ready = ready[..Math.Max(0, ready.Length - holdBack)];
+            }
+            if (ready.Length > sent.Length && ready.StartsWith(sent, StringComparison.Ordinal))
+            {
+                yield return ready[sent.Length..];
+                sent = ready;
+            }
+            await Task.Yield();
+        }
+    }
+
+    /// <summary>The prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.</summary>
+    public static long[] EncodePrompt(IDecoderModel model, string prompt, int row, int maxNewTokens)
+    {
+        var ids = model.Tokenizer.Encode(prompt).Select(i => (long)i).ToArray();
+        if (ids.Length == 0) throw new ArgumentException($"Prompt {row} is empty.");
+        if (ids.Length + maxNewTokens > model.ContextLength)
+            throw new ArgumentException($"Prompt {row} has {ids.Length} tokens; with {maxNewTokens} new ones that exceeds the model's context of {model.ContextLength}.");
+        return ids;
+    }
+
+    // Yields (-1, partial text of row 0) after each step when partial, and (row, final text) as rows finish.
+    static IEnumerable<(int Row, string Text)> Run(IDecoderModel model, IReadOnlyList<string> prompts, GenerationOptions options, CancellationToken cancellationToken, bool partial)
+    {
+        options.Validate();
+        int batch = prompts.Count;
+        if (batch == 0) yield break;
+        var encoded = prompts.Select((p, r) => EncodePrompt(model, p, r, options.MaxNewTokens)).ToArray();
+        if (options.MaxNewTokens == 0)
+        {
+            for (int r = 0; r < batch; r++) yield return (r, "");
+            yield break;
+        }
+        int longest = encoded.Max(e => e.Length);
+        long pad = model.PadId, eos = model.EosId;
+        var ids = new long[batch * longest];
+        var positions = new long[batch * longest];
+        int capacity = longest + options.MaxNewTokens;
+        var mask = new long[batch * capacity];
+        var realTokens = new int[batch];
+        for (int r = 0; r < batch; r++)
+        {
+            int offset = longest - encoded[r].Length;
+            for (int t = 0; t < longest; t++)
+            {
+                ids[r * longest + t] = t < offset ? pad : encoded[r][t - offset];
+                positions[r * longest + t] = Math.Max(0, t - offset);
+                mask[r * capacity + t] = t < offset ? 0 : 1;
+            }
+            realTokens[r] = encoded[r].Length;
+        }
+        var generated = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
+        var done = new bool[batch];
+        var random = new Random(options.Seed);
+        int allowed = model.Tokenizer.VocabSize, vocab = model.LogitsSize;
+        using var session = model.Start(batch, capacity);
+        int filled = longest;
+        for (int step = 0; step < options.MaxNewTokens && !done.All(d => d); step++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var logits = session.Step(ids, positions, MaskUpTo(mask, batch, capacity, filled), batch);
+            ids = new long[batch];
+            positions = new long[batch];
+            for (int r = 0; r < batch; r++)
+            {
+                long token = pad;
+                if (!done[r])
+                {
+                    var last = logits.AsSpan(r * vocab, vocab).ToArray();
+                    token = Sampling.Next(last, options, random, encoded[r].Concat(generated[r]), allowed);
+                    if (token == eos) { done[r] = true; token = pad; }
+                    else
+                    {
+                        generated[r].Add(token);
+                        if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Decode(model, generated[r]), options.StopSequences).Stopped) done[r] = true;
+                    }
+                    if (done[r]) yield return (r, Finish(model, generated[r], options));
+                }
+                ids[r] = token;
+                positions[r] = realTokens[r]++;
+                mask[r * capacity + filled] = 1;
+            }
+            filled++;
+            if (partial && !done[0]) yield return (-1, Decode(model, generated[0]));
+        }
+        for (int r = 0; r < batch; r++)
+            if (!done[r]) yield return (r, Finish(model, generated[r], options));
+    }
+
+    static long[] MaskUpTo(long[] mask, int batch, int capacity, int length)
+    {
+        var result = new long[batch * length];
+        for (int r = 0; r < batch; r++) Array.Copy(mask, r * capacity, result, r * length, length);
+        return result;
+    }
+
+    static string Decode(IDecoderModel model, List<long> tokens) => model.Tokenizer.Decode(tokens.Select(t => (int)t));
+
+    static string Finish(IDecoderModel model, List<long> tokens, GenerationOptions options) => Sampling.CutAtStop(Decode(model, tokens), options.StopSequences).Text;
+}
