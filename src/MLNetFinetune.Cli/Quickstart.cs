@@ -23,6 +23,7 @@ sealed class QuickstartSettings
     public int MaxSteps { get; init; }
     public double LearningRate { get; init; } = 5e-4;
     public int BatchSize { get; init; } = 16;
+    public int EvalBatchSize { get; init; } = 32;
     public int LoraRank { get; init; }
     public int MaxHeldOutRows { get; init; }
     public int Threads { get; init; }
@@ -66,22 +67,24 @@ static class Quickstart
         output.WriteLine($"extraction (behaviour): {Quote(extraction, 0, "question")} → {Quote(extraction, 0, "answer")}");
         output.WriteLine($"recall (knowledge):     {Quote(recall, 0, "question")} → {Quote(recall, 0, "answer")}");
 
-        // The answer follows "### Answer:" after a space, not on a new line: byte-level BPE gives " Lima" and "Lima"
-        // different ids, and the corpus states every fact mid-sentence (" Lima"). On a new line the finetuned model would
-        // have to spell each name with tokens it never stored the fact under, and recall and copying both fail.
-        var render = ml.Transforms.Text.ApplyPromptTemplate("Prompt", PromptTemplates.QuestionAnswer.Prompt)
-            .Append(ml.Transforms.Text.ApplyPromptTemplate("Response", " {answer}"));
+        // The answer follows "### Answer:" after a space, not on a new line (the qa-inline format): byte-level BPE gives
+        // " Lima" and "Lima" different ids, and the corpus states every fact mid-sentence (" Lima"). On a new line the
+        // finetuned model would have to spell each name with tokens it never stored the fact under. The format is recorded
+        // in the model folder, so evaluate, chat and the ONNX folder prompt the model the same way.
+        var format = PromptTemplates.QuestionAnswerInline;
+        var render = ml.Transforms.Text.ApplyPromptFormat(format);
         var scoring = new CausalLMScoringOptions
         {
             TextColumnName = null, PromptColumnName = "Prompt", ResponseColumnName = "Response",
-            Generation = new GenerationOptions { MaxNewTokens = 12 },
+            Generation = new GenerationOptions { MaxNewTokens = 12 }, BatchSize = s.EvalBatchSize,
         };
+        var cloze8 = new GenerationOptions { MaxNewTokens = 8 };
 
         // 2. The base model: it stored facts (cloze) but was never taught to answer questions.
         Heading(output, $"2. Base model ({s.BaseModel})");
         using var baseline = CausalLMTransformer.Load(s.BaseModel, scoring);
         var cloze = recall.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).ToArray();
-        var baseCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompt => baseline.Generate(prompt, 8)));
+        var baseCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => baseline.Generate(prompts, cloze8)));
         output.WriteLine($"cloze recall (\"{cloze[0].Prompt} …\"): {baseCloze}");
         var baseExtraction = ProgressDisplay.Timed(output, "extraction pairs", () => Score(baseline, render, extraction));
         var baseRecall = ProgressDisplay.Timed(output, "recall pairs", () => Score(baseline, render, recall));
@@ -99,10 +102,10 @@ static class Quickstart
                 BaseModel = s.BaseModel, OutputDirectory = runDirectory, BlockSize = 128, MicroBatchSize = s.BatchSize,
                 Epochs = s.MaxSteps > 0 ? 0 : s.Epochs, MaxSteps = s.MaxSteps, LearningRate = s.LearningRate, MinLearningRate = s.LearningRate / 10,
                 WarmupSteps = 10, EvalFraction = 0.05, EvalInterval = 50, LogInterval = 10, Threads = s.Threads, Seed = s.Seed, Device = "cpu",
-                Generation = scoring.Generation, Progress = progress,
+                Generation = scoring.Generation, Progress = progress, Format = format,
                 Lora = s.LoraRank > 0 ? new LoraOptions { Rank = s.LoraRank, Alpha = 2 * s.LoraRank } : null,
             }));
-            return pipeline.Fit(train).LastTransformer;
+            return pipeline.Fit(train).LastTransformer.WithScoring(scoring);
         });
         output.WriteLine($"model: {Path.Combine(runDirectory, "model")}; loss curve: {LossPlot.Write(runDirectory, "Instruction finetuning on the bundled facts")}");
 
@@ -110,7 +113,7 @@ static class Quickstart
         Heading(output, "4. Base against finetuned, held-out entities");
         var tunedExtraction = ProgressDisplay.Timed(output, "extraction pairs", () => Score(tuned, render, extraction));
         var tunedRecall = ProgressDisplay.Timed(output, "recall pairs", () => Score(tuned, render, recall));
-        var tunedCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompt => tuned.Generate(prompt, 8)));
+        var tunedCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => tuned.Generate(prompts, cloze8)));
         output.WriteLine("| held-out pairs | rows | base | finetuned |");
         output.WriteLine("| --- | --- | --- | --- |");
         output.WriteLine($"| extraction exact match | {extraction.Rows.Count} | {baseExtraction.Metrics.ExactMatch} | {tunedExtraction.Metrics.ExactMatch} |");
@@ -136,7 +139,7 @@ static class Quickstart
         string onnx = OnnxExporter.Export(Path.Combine(runDirectory, "model"), new OnnxExportOptions { OutputDirectory = Path.Combine(s.Output, "onnx") });
         using var runtime = OnnxCausalLM.Load(onnx, "cpu");
         var questions = recall.Rows.Take(4).Select(r => (string)r["question"]).Append((string)extraction.Rows[0]["question"]).ToArray();
-        var answers = runtime.Generate(questions.Select(q => PromptTemplates.QuestionAnswer.Prompt.Format(("question", q))).ToArray(),
+        var answers = runtime.Generate(questions.Select(q => runtime.Format!.Prompt.Format(("question", q))).ToArray(),
             new GenerationOptions { MaxNewTokens = 12 });
         output.WriteLine($"exported to {onnx}; ONNX Runtime ({runtime.Provider}) answers:");
         for (int i = 0; i < questions.Length; i++) output.WriteLine($"  {Cell(questions[i])} → {answers[i].Trim()}");
@@ -160,7 +163,7 @@ static class Quickstart
     sealed record Scored(GenerationMetrics Metrics, IReadOnlyList<ScoredAnswer> Answers);
 
     // Renders the rows with the template and lets the model answer them (one pass over the lazy view).
-    static Scored Score(CausalLMTransformer model, IEstimator<ITransformer> render, DataFrame rows)
+    static Scored Score<T>(CausalLMTransformer model, IEstimator<T> render, DataFrame rows) where T : class, ITransformer
     {
         var scored = model.Transform(render.Fit(rows).Transform(rows));
         var answers = GenerationEvaluator.ReadAnswers(scored, "answer", model.Scoring.GeneratedColumnName, model.Scoring.LossColumnName);

@@ -97,18 +97,20 @@ static class TrainCommands
         var baseModel = new Option<string>("--base") { Description = "The base model directory.", Required = true };
         var lora = new Option<int>("--lora-rank") { Description = "Train LoRA adapters of this rank (0: full finetuning).", DefaultValueFactory = _ => 0 };
         var wholeText = new Option<bool>("--whole-text-loss") { Description = "Train on the prompt too (the course's lab), not only the answer." };
-        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText };
+        var template = TemplateOption("The prompt format to train (recorded in the model folder). Default: the pairs' layout's (qa for question/answer).");
+        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText, template };
         foreach (var o in common.All) command.Options.Add(o);
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
-            var (data, _) = Render(ml, result.GetValue(pairs)!);
+            var (data, _, format) = Render(ml, result.GetValue(pairs)!, result.GetValue(template), recorded: null);
             int rank = result.GetValue(lora);
             using var model = ProgressDisplay.Train(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
-                BaseModel = result.GetValue(baseModel)!, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText),
+                BaseModel = result.GetValue(baseModel)!, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText), Format = format,
                 Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
             }, result, progress)).Fit(data));
+            output.WriteLine($"prompt format: {format.Name} (recorded in the model folder)");
             common.Report(result, output, "Finetuning loss");
             return 0;
         });
@@ -123,9 +125,12 @@ static class TrainCommands
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer.", DefaultValueFactory = _ => 100 };
         var report = new Option<string?>("--report") { Description = "Write the comparison as Markdown here (and CSV beside it)." };
         var cloze = new Option<bool>("--cloze") { Description = "Instead, continue each pair's 'cloze' field (a sentence cut before its answer) and count continuations that name the answer." };
-        var command = new Command("evaluate", "Answer the pairs' prompts and score the answers (exact match, token F1, loss); optionally against a base model.")
+        var template = TemplateOption("The prompt format for a model folder that records none (a base model). Default: the pairs' layout's.");
+        var batch = new Option<int>("--batch-size") { Description = "Prompts generated and scored together.", DefaultValueFactory = _ => new CausalLMScoringOptions().BatchSize };
+        var command = new Command("evaluate", "Answer the pairs' prompts and score the answers (exact match, token F1, loss); optionally against a base model. " +
+            "Prompts and responses are rendered in the format the model folder records.")
         {
-            pairs, model, against, maxNew, report, cloze,
+            pairs, model, against, maxNew, report, cloze, template, batch,
         };
         command.SetAction(result =>
         {
@@ -135,19 +140,20 @@ static class TrainCommands
                 var items = ClozeItems(ml, result.GetValue(pairs)!);
                 foreach (var dir in new[] { result.GetValue(model)!, result.GetValue(against) }.OfType<string>())
                 {
-                    using var lm = CausalLMTransformer.Load(dir);
-                    output.WriteLine($"{dir}: cloze recall {ClozeEvaluator.Evaluate(items, prompt => lm.Generate(prompt, result.GetValue(maxNew)))}");
+                    using var lm = CausalLMTransformer.Load(dir, new CausalLMScoringOptions { BatchSize = result.GetValue(batch) });
+                    output.WriteLine($"{dir}: cloze recall {ClozeEvaluator.Evaluate(items, prompts => lm.Generate(prompts, new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) }))}");
                 }
                 return 0;
             }
-            var (data, layout) = Render(ml, result.GetValue(pairs)!);
-            string label = InstructionData.FieldsOf(layout)[^1];
             var scoring = new CausalLMScoringOptions
             {
                 TextColumnName = null, PromptColumnName = "Prompt", ResponseColumnName = "Response",
-                Generation = new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) },
+                Generation = new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) }, BatchSize = result.GetValue(batch),
             };
             using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
+            var (data, layout, format) = Render(ml, result.GetValue(pairs)!, result.GetValue(template), tuned.Format);
+            output.WriteLine($"prompt format: {format.Name}{(tuned.Format != null ? " (recorded in the model folder)" : "")}");
+            string label = InstructionData.FieldsOf(layout)[^1];
             var scored = tuned.Transform(data);
             if (result.GetValue(against) is not { } baseDir)
             {
@@ -180,19 +186,17 @@ static class TrainCommands
         return frame.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r[answer])).Distinct().ToArray();
     }
 
-    // The pairs with Prompt and Response columns rendered by their layout's template.
-    static (IDataView Data, InstructionLayout Layout) Render(MLContext ml, string path)
+    static Option<string?> TemplateOption(string description) =>
+        new("--template") { Description = $"{description} Built-in: {string.Join(", ", PromptTemplates.BuiltIn.Select(f => f.Name))}; or a JSON file with \"prompt\" and \"response\"." };
+
+    // The pairs with Prompt and Response columns rendered in the format the model records, else the one asked for, else
+    // the layout's built-in.
+    static (IDataView Data, InstructionLayout Layout, PromptFormat Format) Render(MLContext ml, string path, string? template, PromptFormat? recorded)
     {
         var pairs = ml.Data.LoadInstructionData(path);
         var layout = InstructionData.DetectLayout(pairs.Columns.Select(c => c.Name))!.Value;
-        var format = InstructionData.TemplateFor(layout);
-        string response = layout switch
-        {
-            InstructionLayout.QuestionAnswer => "\n{answer}",
-            InstructionLayout.Alpaca => "\n{output}",
-            _ => "{completion}",
-        };
-        var render = ml.Transforms.Text.ApplyPromptTemplate("Prompt", format.Prompt).Append(ml.Transforms.Text.ApplyPromptTemplate("Response", response));
-        return (render.Fit(pairs).Transform(pairs), layout);
+        var format = recorded ?? (template != null ? PromptFormats.Resolve(template) : InstructionData.TemplateFor(layout));
+        var render = ml.Transforms.Text.ApplyPromptFormat(format);
+        return (render.Fit(pairs).Transform(pairs), layout, format);
     }
 }

@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using MLNetFinetune.Data;
 using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
 using MLNetFinetune.ModelFiles;
@@ -40,6 +41,9 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
 
     /// <summary>The folder the model came from.</summary>
     public string Folder { get; }
+
+    /// <summary>The prompt format the model was finetuned with (recorded in its folder), or null.</summary>
+    public PromptFormat? Format { get; private init; }
 
     /// <summary>
     /// Loads an exported folder. <paramref name="provider"/>: <c>auto</c> uses CUDA when its provider loads, else CPU;
@@ -97,7 +101,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
                 throw new ArgumentException($"Unknown execution provider '{provider}': use auto, cpu or cuda.", nameof(provider));
         }
         var session = new InferenceSession(modelPath, options);
-        return new OnnxCausalLM(session, config, tokenizer, chosen, folder);
+        return new OnnxCausalLM(session, config, tokenizer, chosen, folder) { Format = PromptFormats.Load(folder) };
     }
 
     /// <summary>

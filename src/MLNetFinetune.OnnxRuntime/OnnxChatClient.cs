@@ -7,8 +7,9 @@ namespace MLNetFinetune.OnnxRuntime;
 
 /// <summary>
 /// An <see cref="IChatClient"/> over an exported model, so a finetuned model plugs into .NET AI applications. The
-/// model was finetuned on single-turn prompts, so the last user message fills the template's placeholder (by default
-/// the course's <c>### Question:\n{question}\n\n### Answer:</c>); earlier turns and system messages are not sent.
+/// model was finetuned on single-turn prompts, so the last user message fills the prompt template's placeholder (by
+/// default the format recorded in the model folder, else the course's <c>### Question:\n{question}\n\n### Answer:</c>);
+/// earlier turns and system messages are not sent.
 /// </summary>
 public sealed class OnnxChatClient : IChatClient
 {
@@ -21,7 +22,7 @@ public sealed class OnnxChatClient : IChatClient
     public OnnxChatClient(OnnxCausalLM model, PromptTemplate? template = null, bool ownsModel = false)
     {
         _model = model;
-        _template = template ?? PromptTemplates.QuestionAnswer.Prompt;
+        _template = template ?? (model.Format?.Prompt is { } recorded ? recorded.WhenEmptyTemplate ?? recorded : PromptTemplates.QuestionAnswer.Prompt);
         if (_template.Placeholders.Count != 1)
             throw new ArgumentException($"The chat template needs exactly one placeholder for the user's message; \"{_template.Text}\" has {_template.Placeholders.Count}.", nameof(template));
         _placeholder = _template.Placeholders[0];

@@ -4,7 +4,7 @@ using MLNetFinetune.DataViews;
 using MLNetFinetune.Generation;
 using MLNetFinetune.Tokenization;
 using MLNetFinetune.TorchSharp.Modeling;
-using static TorchSharp.torch;
+using MLNetFinetune.Data;
 
 namespace MLNetFinetune.TorchSharp.Training;
 
@@ -26,6 +26,9 @@ public sealed class CausalLMScoringOptions
     /// <summary>How to generate. Default greedy, 100 new tokens.</summary>
     public GenerationOptions Generation { get; init; } = new();
 
+    /// <summary>Rows generated or scored together (left-padded batches with a KV cache). Default 16.</summary>
+    public int BatchSize { get; init; } = 16;
+
     /// <summary>The mean token loss column. Default <c>Loss</c>.</summary>
     public string LossColumnName { get; init; } = "Loss";
 
@@ -40,17 +43,19 @@ public sealed class CausalLMScoringOptions
 
 /// <summary>
 /// A trained causal language model in an ML.NET pipeline: scores text (mean token loss, perplexity) and continues
-/// prompts greedily, with TorchSharp and no KV cache (serving uses the ONNX export). Holds the model; dispose it.
+/// prompts, in batches of <see cref="CausalLMScoringOptions.BatchSize"/> rows, through <see cref="TorchCausalLM"/> (the
+/// shared decode loop with a KV cache). Only the ML.NET adapter: the work is the runtime's. Holds the model; dispose it.
 /// </summary>
 public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable, MLNetFinetune.Evaluation.ILogLikelihoodScorer
 {
-    /// <summary>Wraps a model and its tokenizer.</summary>
-    public CausalLMTransformer(GptNeoXForCausalLM model, TextTokenizer tokenizer, TrainingResult? training = null, CausalLMScoringOptions? scoring = null)
+    /// <summary>Wraps a model and its tokenizer; <paramref name="format"/> is the prompt format it was finetuned with, if any.</summary>
+    public CausalLMTransformer(GptNeoXForCausalLM model, TextTokenizer tokenizer, TrainingResult? training = null, CausalLMScoringOptions? scoring = null, PromptFormat? format = null)
     {
-        Model = model;
-        Tokenizer = tokenizer;
+        Runtime = new TorchCausalLM(model, tokenizer);
         Training = training;
+        Format = format;
         Scoring = scoring ?? new CausalLMScoringOptions();
+        if (Scoring.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(scoring), "BatchSize must be positive.");
         var columns = new List<(string, DataViewType)>();
         if (Scoring.ResponseColumnName != null && Scoring.PromptColumnName == null)
             throw new ArgumentException("Scoring a response needs the prompt column it answers.");
@@ -63,11 +68,17 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
         OutputColumns = columns;
     }
 
+    /// <summary>The model and its tokenizer for inference.</summary>
+    public TorchCausalLM Runtime { get; }
+
     /// <summary>The model.</summary>
-    public GptNeoXForCausalLM Model { get; }
+    public GptNeoXForCausalLM Model => Runtime.Model;
 
     /// <summary>Its tokenizer.</summary>
-    public TextTokenizer Tokenizer { get; }
+    public TextTokenizer Tokenizer => Runtime.Tokenizer;
+
+    /// <summary>The prompt format the model was finetuned with (recorded in its folder), or null for a base model.</summary>
+    public PromptFormat? Format { get; }
 
     /// <summary>The training run that made the model, when this transformer came from <c>Fit</c>.</summary>
     public TrainingResult? Training { get; }
@@ -79,30 +90,40 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
     protected override IReadOnlyList<(string Name, DataViewType Type)> OutputColumns { get; }
 
     /// <summary>The same model with other scoring options (the model is shared, not copied).</summary>
-    public CausalLMTransformer WithScoring(CausalLMScoringOptions scoring) => new(Model, Tokenizer, Training, scoring);
+    public CausalLMTransformer WithScoring(CausalLMScoringOptions scoring) => new(Model, Tokenizer, Training, scoring, Format);
 
-    /// <summary>Writes the model directory (HF layout).</summary>
-    public void Save(string directory) => GptNeoXCheckpoint.Save(Model, Tokenizer, directory);
+    /// <summary>Writes the model directory (HF layout), with its prompt format when it has one.</summary>
+    public void Save(string directory)
+    {
+        GptNeoXCheckpoint.Save(Model, Tokenizer, directory);
+        if (Format != null) PromptFormats.Save(Format, directory, Tokenizer.EosId != null ? TextTokenizer.EndOfText : null);
+    }
 
-    /// <summary>Loads a model directory (ours or a downloaded Pythia folder).</summary>
+    /// <summary>Loads a model directory (ours or a downloaded Pythia folder), with the prompt format it records.</summary>
     public static CausalLMTransformer Load(string directory, CausalLMScoringOptions? scoring = null, string device = "auto")
     {
         var (model, tokenizer) = GptNeoXCheckpoint.Load(directory, TorchRuntime.ResolveDevice(device));
-        return new CausalLMTransformer(model, tokenizer, null, scoring);
+        return new CausalLMTransformer(model, tokenizer, null, scoring, PromptFormats.Load(directory));
     }
 
     /// <summary>Mean next-token loss of a text (its first max_position_embeddings tokens); NaN for texts under two tokens.</summary>
-    public double Score(string text)
+    public double Score(string text) => Score([text])[0];
+
+    /// <summary>Mean next-token loss of each text, scored in batches.</summary>
+    public double[] Score(IReadOnlyList<string> texts)
     {
-        var ids = Tokenizer.Encode(text).Take(Model.Config.MaxPositionEmbeddings).ToArray();
-        return ids.Length < 2 ? double.NaN : MeanLoss(ids, ids);
+        var examples = texts.Select(t => Tokenizer.Encode(t).Take(Model.Config.MaxPositionEmbeddings).ToArray()).Select(ids => (ids, ids)).ToList();
+        return Runtime.MeanLosses(examples, Scoring.BatchSize);
     }
 
     /// <summary>Mean loss of the response tokens (and end of text) given the prompt: what instruction tuning lowers.</summary>
-    public double ScoreResponse(string prompt, string response)
+    public double ScoreResponse(string prompt, string response) => ScoreResponses([(prompt, response)])[0];
+
+    /// <summary>Mean response loss of each pair, scored in batches.</summary>
+    public double[] ScoreResponses(IReadOnlyList<(string Prompt, string Response)> pairs)
     {
-        var (ids, labels) = PairEncoder().Encode(prompt, response);
-        return MeanLoss(ids, labels);
+        var encoder = PairEncoder(appendEos: true);
+        return Runtime.MeanLosses(pairs.Select(p => encoder.Encode(p.Prompt, p.Response)).ToList(), Scoring.BatchSize);
     }
 
     /// <summary>
@@ -111,54 +132,22 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
     /// </summary>
     public (double LogLikelihood, int Tokens) LogLikelihood(string context, string continuation)
     {
-        var encoder = new TokenizePairsTransformer(new TokenizePairsOptions { Tokenizer = Tokenizer, AppendEos = false, MaxLength = Model.Config.MaxPositionEmbeddings });
-        var (ids, labels) = encoder.Encode(context, continuation);
+        var (ids, labels) = PairEncoder(appendEos: false).Encode(context, continuation);
         int targets = labels.Skip(1).Count(l => l != TokenSequences.IgnoreIndex);
-        return (-MeanLoss(ids, labels) * targets, targets);
+        return (-Runtime.MeanLosses([(ids, labels)])[0] * targets, targets);
     }
 
-    TokenizePairsTransformer PairEncoder() => new(new TokenizePairsOptions { Tokenizer = Tokenizer, MaxLength = Model.Config.MaxPositionEmbeddings });
-
-    double MeanLoss(int[] ids, int[] labels)
-    {
-        Model.eval();
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var input = tensor(ids, [1, ids.Length]).to(int64, Device);
-        var target = tensor(labels, [1, labels.Length]).to(int64, Device);
-        return Model.Loss(input, target).item<float>();
-    }
+    TokenizePairsTransformer PairEncoder(bool appendEos) =>
+        new(new TokenizePairsOptions { Tokenizer = Tokenizer, AppendEos = appendEos, MaxLength = Model.Config.MaxPositionEmbeddings });
 
     /// <summary>Greedy continuation of <paramref name="prompt"/>, stopping at end of text or after <paramref name="maxNewTokens"/> tokens.</summary>
     public string Generate(string prompt, int maxNewTokens = 100) => Generate(prompt, new GenerationOptions { MaxNewTokens = maxNewTokens });
 
     /// <summary>Continues <paramref name="prompt"/> (greedy, or sampled as the options say), stopping at end of text.</summary>
-    public string Generate(string prompt, GenerationOptions options)
-    {
-        options.Validate();
-        long eos = Tokenizer.EosId ?? Model.Config.EosTokenId;
-        var ids = Tokenizer.Encode(prompt).Select(i => (long)i).ToList();
-        int start = ids.Count;
-        int window = Model.Config.MaxPositionEmbeddings;
-        var random = new Random(options.Seed);
-        Model.eval();
-        using var _ = no_grad();
-        for (int i = 0; i < options.MaxNewTokens; i++)
-        {
-            using var scope = NewDisposeScope();
-            var context = ids.Skip(Math.Max(0, ids.Count - window)).ToArray();
-            var logits = Model.forward(tensor(context, [1, context.Length], dtype: int64, device: Device))[0, -1];
-            long next = options.Temperature <= 0 && options.RepetitionPenalty == 1.0 && Tokenizer.VocabSize >= Model.Config.VocabSize
-                ? logits.argmax().item<long>()
-                : Sampling.Next(logits.cpu().data<float>().ToArray(), options, random, ids, Tokenizer.VocabSize);
-            if (next == eos) break;
-            ids.Add(next);
-            if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Tokenizer.Decode(ids.Skip(start).Select(t => (int)t)), options.StopSequences).Stopped) break;
-        }
-        return Sampling.CutAtStop(Tokenizer.Decode(ids.Skip(start).Select(i => (int)i)), options.StopSequences).Text;
-    }
+    public string Generate(string prompt, GenerationOptions options) => Runtime.Generate([prompt], options)[0];
 
-    Device Device => Model.parameters().First().device;
+    /// <summary>Continues each prompt, <see cref="CausalLMScoringOptions.BatchSize"/> at a time.</summary>
+    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts, GenerationOptions options) => Runtime.Generate(prompts, options, Scoring.BatchSize);
 
     /// <summary>The columns a transformer with these options adds to a shape (for estimators' <c>GetOutputSchema</c>).</summary>
     public static SchemaShape OutputShape(SchemaShape input, CausalLMScoringOptions scoring)
@@ -189,7 +178,10 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
             : [Scoring.PromptColumnName!];
 
     /// <inheritdoc />
-    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive) => MakeGetters(input, isActive, null);
+
+    /// <inheritdoc />
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source)
     {
         // Getters are made only for the columns asked for: the input cursor holds just the columns those read.
         var getters = new Delegate[OutputColumns.Count];
@@ -198,7 +190,7 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
         {
             if (isActive(0) || isActive(1))
             {
-                var loss = new PerRow<double>(input, LossReader(input));
+                var loss = LossBlocks(input, source);
                 getters[0] = (ValueGetter<float>)((ref float v) => v = (float)loss.Value);
                 getters[1] = (ValueGetter<float>)((ref float v) => v = (float)Math.Exp(loss.Value));
             }
@@ -206,26 +198,34 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
         }
         if (Scoring.PromptColumnName != null && isActive(next))
         {
-            var prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Scoring.PromptColumnName]);
-            ReadOnlyMemory<char> value = default;
-            var generated = new PerRow<string>(input, () => { prompt(ref value); return Generate(value.ToString(), Scoring.Generation); });
+            var generated = new RowBlocks<string, string>(input, source, [Scoring.PromptColumnName], Scoring.BatchSize,
+                row => Text(row, Scoring.PromptColumnName), prompts => Runtime.Generate(prompts, Scoring.Generation, Scoring.BatchSize));
             getters[next] = (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = generated.Value.AsMemory());
         }
         return getters;
     }
 
-    Func<double> LossReader(DataViewRow input)
+    RowBlocks<(string, string), double> LossBlocks(DataViewRow input, IDataView? source)
     {
         if (Scoring.ResponseColumnName != null)
+            return new(input, source, [Scoring.PromptColumnName!, Scoring.ResponseColumnName], Scoring.BatchSize, row =>
+            {
+                var prompt = Text(row, Scoring.PromptColumnName!);
+                var response = Text(row, Scoring.ResponseColumnName);
+                return () => (prompt(), response());
+            }, ScoreResponses);
+        return new(input, source, [Scoring.TextColumnName!], Scoring.BatchSize, row =>
         {
-            var prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Scoring.PromptColumnName!]);
-            var response = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Scoring.ResponseColumnName]);
-            ReadOnlyMemory<char> p = default, r = default;
-            return () => { prompt(ref p); response(ref r); return ScoreResponse(p.ToString(), r.ToString()); };
-        }
-        var text = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Scoring.TextColumnName!]);
+            var text = Text(row, Scoring.TextColumnName!);
+            return () => (text(), "");
+        }, texts => Score(texts.Select(t => t.Item1).ToList()));
+    }
+
+    static Func<string> Text(DataViewRow row, string column)
+    {
+        var getter = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[column]);
         ReadOnlyMemory<char> value = default;
-        return () => { text(ref value); return Score(value.ToString()); };
+        return () => { getter(ref value); return value.ToString(); };
     }
 
     /// <summary>Releases the model's tensors.</summary>

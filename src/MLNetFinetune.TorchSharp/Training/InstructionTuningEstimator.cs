@@ -1,3 +1,4 @@
+using MLNetFinetune.Data;
 using MLNetFinetune.Generation;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
@@ -33,6 +34,13 @@ public sealed class InstructionTuningOptions : CausalLMTrainingOptions
 
     /// <summary>Train LoRA adapters on a frozen base instead of every weight; null (default) is full finetuning.</summary>
     public LoraOptions? Lora { get; init; }
+
+    /// <summary>
+    /// The prompt format the prompt and response columns were rendered with (<c>ml.Transforms.Text.ApplyPromptFormat</c>):
+    /// recorded in the model folder (<c>prompt_format.json</c>, and <c>chat_template</c> in <c>tokenizer_config.json</c>) so
+    /// evaluation, chat, the ONNX folder and serving prompt the model as it was trained. Null records none.
+    /// </summary>
+    public PromptFormat? Format { get; init; }
 
     /// <summary>How the returned transformer generates. Default greedy, 100 new tokens.</summary>
     public GenerationOptions Generation { get; init; } = new();
@@ -85,8 +93,9 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
             lora.Save(Path.Combine(o.OutputDirectory, "adapter"), Path.GetFullPath(o.BaseModel));
             model.MergeLora();
         }
-        GptNeoXCheckpoint.Save(model, tokenizer, Path.Combine(o.OutputDirectory, "model"));
-        return new CausalLMTransformer(model, tokenizer, result, Scoring(o));
+        var tuned = new CausalLMTransformer(model, tokenizer, result, Scoring(o), o.Format);
+        tuned.Save(Path.Combine(o.OutputDirectory, "model"));
+        return tuned;
     }
 
     /// <inheritdoc />

@@ -61,7 +61,7 @@ public static class InstructionData
         _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Auto has no fixed fields; detect the layout first."),
     };
 
-    /// <summary>The prompt format (training and prompting templates) that fits a layout.</summary>
+    /// <summary>The built-in prompt format that fits a layout (the course's, answer on a new line, for question/answer).</summary>
     public static PromptFormat TemplateFor(InstructionLayout layout) => layout switch
     {
         InstructionLayout.QuestionAnswer => PromptTemplates.QuestionAnswer,

@@ -1,3 +1,4 @@
+using Microsoft.ML.Data;
 using Microsoft.Data.Analysis;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
@@ -30,6 +31,14 @@ public static class MLContextDataExtensions
     /// <summary>Renders a template given as text (<c>"### Question:\n{question}\n\n### Answer:"</c>) into <paramref name="outputColumnName"/>.</summary>
     public static PromptTemplateEstimator ApplyPromptTemplate(this TransformsCatalog.TextTransforms catalog, string outputColumnName, string template) =>
         catalog.ApplyPromptTemplate(outputColumnName, new PromptTemplate(template));
+
+    /// <summary>
+    /// Renders a prompt format's two parts into <paramref name="promptColumnName"/> (what the model is given) and
+    /// <paramref name="responseColumnName"/> (what it learns to answer, with the separator before it).
+    /// </summary>
+    public static EstimatorChain<PromptTemplateTransformer> ApplyPromptFormat(this TransformsCatalog.TextTransforms catalog, PromptFormat format,
+        string promptColumnName = "Prompt", string responseColumnName = "Response") =>
+        catalog.ApplyPromptTemplate(promptColumnName, format.Prompt).Append(catalog.ApplyPromptTemplate(responseColumnName, format.Response));
 
     // A catalog exposes its MLContext's environment (what ML.NET components log through) only via the internal
     // IInternalCatalog interface; without it, loaders still work and report through IProgress alone.

@@ -97,35 +97,60 @@ public sealed class PromptTemplate
     }
 }
 
-/// <summary>A training template (prompt and response) with its prompting form (prompt only, for generation).</summary>
-/// <param name="Training">The whole example: what the model trains on.</param>
-/// <param name="Prompt">The same text up to where the response begins: what the model is given at inference.</param>
-public sealed record PromptFormat(PromptTemplate Training, PromptTemplate Prompt);
+/// <summary>
+/// How a model is prompted: the prompt template (up to where the response begins) and the response part, including
+/// the separator before the answer (<c>"\n{answer}"</c> or <c>" {answer}"</c>: with byte-level BPE they are different
+/// tokens, so the separator is part of what the model learns). Recorded in every finetuned model folder
+/// (<see cref="PromptFormats.Save"/>), so evaluation, chat and serving prompt the model the way it was trained.
+/// </summary>
+/// <param name="Name">A short name (<c>qa</c>, <c>qa-inline</c>, <c>alpaca</c>, <c>prompt-completion</c>, or a file's).</param>
+/// <param name="Prompt">The prompt form: what the model is given at inference.</param>
+/// <param name="Response">The response part: what the model learns to produce after the prompt (one placeholder).</param>
+public sealed record PromptFormat(string Name, PromptTemplate Prompt, PromptTemplate Response)
+{
+    /// <summary>The whole training text: prompt then response (with the prompt's alternative, if any).</summary>
+    public PromptTemplate Training => Prompt.WhenEmptyTemplate is { } alternative
+        ? new PromptTemplate(Prompt.Text + Response.Text).WhenEmpty(Prompt.WhenEmptyColumn!, alternative.Text + Response.Text)
+        : new PromptTemplate(Prompt.Text + Response.Text);
 
-/// <summary>The built-in templates.</summary>
+    /// <summary>The field the response part reads (<c>answer</c>, <c>output</c>, <c>completion</c>).</summary>
+    public string ResponseField => Response.Placeholders.Count == 1 ? Response.Placeholders[0]
+        : throw new InvalidOperationException($"The response template \"{Response.Text}\" must have exactly one placeholder.");
+
+    /// <summary>The fields the prompt reads.</summary>
+    public IEnumerable<string> PromptFields => Prompt.Columns;
+}
+
+/// <summary>The built-in prompt formats, and reading and writing them in model folders.</summary>
 public static class PromptTemplates
 {
     /// <summary>
     /// The question/answer template of the course (lamini_docs layout, columns <c>question</c> and <c>answer</c>):
-    /// <c>### Question:\n{question}\n\n### Answer:\n{answer}</c>, and the prompt form ending at <c>### Answer:</c>.
+    /// <c>### Question:\n{question}\n\n### Answer:</c>, the answer on a new line.
     /// </summary>
-    public static PromptFormat QuestionAnswer { get; } = new(
-        new PromptTemplate("### Question:\n{question}\n\n### Answer:\n{answer}"),
-        new PromptTemplate("### Question:\n{question}\n\n### Answer:"));
+    public static PromptFormat QuestionAnswer { get; } = new("qa",
+        new PromptTemplate("### Question:\n{question}\n\n### Answer:"), new PromptTemplate("\n{answer}"));
+
+    /// <summary>
+    /// The same template with the answer after a space (<c>### Answer: Lima</c>): the tokens a corpus uses mid-sentence,
+    /// so knowledge stored in pretraining stays reachable (what the quickstart uses).
+    /// </summary>
+    public static PromptFormat QuestionAnswerInline { get; } = new("qa-inline",
+        new PromptTemplate("### Question:\n{question}\n\n### Answer:"), new PromptTemplate(" {answer}"));
 
     /// <summary>
     /// The Stanford Alpaca template (columns <c>instruction</c>, <c>input</c>, <c>output</c>), in its two variants:
     /// with an Input section, and without it for rows whose <c>input</c> is empty. Reproduced exactly, since
     /// models tuned on Alpaca-format data expect these words.
     /// </summary>
-    public static PromptFormat Alpaca { get; } = new(
-        new PromptTemplate(AlpacaWithInput + "\n{output}").WhenEmpty("input", AlpacaWithoutInput + "\n{output}"),
-        new PromptTemplate(AlpacaWithInput).WhenEmpty("input", AlpacaWithoutInput));
+    public static PromptFormat Alpaca { get; } = new("alpaca",
+        new PromptTemplate(AlpacaWithInput).WhenEmpty("input", AlpacaWithoutInput), new PromptTemplate("\n{output}"));
 
     /// <summary>Plain prompt/completion pairs (columns <c>prompt</c>, <c>completion</c>): the text is their concatenation.</summary>
-    public static PromptFormat PromptCompletion { get; } = new(
-        new PromptTemplate("{prompt}{completion}"),
-        new PromptTemplate("{prompt}"));
+    public static PromptFormat PromptCompletion { get; } = new("prompt-completion", new PromptTemplate("{prompt}"), new PromptTemplate("{completion}"));
+
+    /// <summary>The built-in formats by name.</summary>
+    public static IReadOnlyList<PromptFormat> BuiltIn { get; } = [QuestionAnswer, QuestionAnswerInline, Alpaca, PromptCompletion];
 
     const string AlpacaWithInput =
         "Below is an instruction that describes a task, paired with an input that provides further context. " +

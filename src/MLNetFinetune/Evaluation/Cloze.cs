@@ -23,14 +23,13 @@ public static class ClozeEvaluator
     }
 
     /// <summary>The share of items whose continuation (from <paramref name="complete"/>) names the answer first.</summary>
-    public static Rate Evaluate(IEnumerable<ClozeItem> items, Func<string, string> complete)
+    public static Rate Evaluate(IEnumerable<ClozeItem> items, Func<string, string> complete) =>
+        Evaluate(items.ToList(), prompts => prompts.Select(complete).ToList());
+
+    /// <summary>The same, with every prompt completed in one call (batched generation), in order.</summary>
+    public static Rate Evaluate(IReadOnlyList<ClozeItem> items, Func<IReadOnlyList<string>, IReadOnlyList<string>> completeAll)
     {
-        long hits = 0, count = 0;
-        foreach (var item in items)
-        {
-            count++;
-            if (IsHit(complete(item.Prompt), item.Answer)) hits++;
-        }
-        return new Rate(hits, count);
+        var continuations = completeAll(items.Select(i => i.Prompt).ToList());
+        return new Rate(items.Where((item, i) => IsHit(continuations[i], item.Answer)).LongCount(), items.Count);
     }
 }

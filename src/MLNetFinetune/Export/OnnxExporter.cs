@@ -66,6 +66,7 @@ public static class OnnxExporter
         }
         ModelDirectory.WriteConfigAndTokenizer(output, config, tokenizer);
         WriteGenAiConfig(Path.Combine(output, "genai_config.json"), config, tokenizer.PadId ?? config.EosTokenId);
+        PromptFormats.Copy(modelDirectory, output);
         return output;
     }
 
