@@ -11,6 +11,15 @@ static class BenchmarkArgs
 
     public static string TempDir(string[] args) => Value(args, "--dir") ?? Path.Combine(Path.GetTempPath(), "mlnetft-bench");
 
+    /// <summary>The repository root (the folder with MLNetFinetune.sln above the working directory or the binaries).</summary>
+    public static string RepositoryRoot()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "MLNetFinetune.sln"))) return dir.FullName;
+        throw new DirectoryNotFoundException("Run the benchmarks inside the repository (no MLNetFinetune.sln above).");
+    }
+
     public static int Int(string[] args, string name, int fallback) => Value(args, name) is { } v ? int.Parse(v) : fallback;
 
     /// <summary>--threads (default: all cores), applied to libtorch, and --device (default cpu).</summary>

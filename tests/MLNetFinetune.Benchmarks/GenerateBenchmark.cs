@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.Data.Analysis;
 using MLNetFinetune.Export;
+using MLNetFinetune.Generation;
 using MLNetFinetune.ModelFiles;
 using MLNetFinetune.OnnxRuntime;
 using MLNetFinetune.Tokenization;
@@ -11,9 +12,11 @@ using static TorchSharp.torch;
 namespace MLNetFinetune.Benchmarks;
 
 /// <summary>
-/// Token generation on the pythia-70m shape (random weights), batch 1, CPU: ONNX Runtime with the KV cache against
-/// TorchSharp without a cache (the full sequence every step), 256 new tokens after a 16-token prompt; and the cached
-/// per-token latency at position 512 against position 16. Options: --new N (256), --threads N, --provider cpu|cuda|auto.
+/// Token generation on the pythia-70m shape (random weights), batch 1, CPU, 256 new tokens after a 16-token prompt, in
+/// one run: ONNX Runtime with the KV cache; ONNX Runtime GenAI on the same exported folder (a child process, since GenAI
+/// brings its own ONNX Runtime); TorchSharp with the KV cache (the decode loop's session) and without (the full sequence
+/// every step); and the cached per-token latency at position 512 against position 16. Options: --new N (256),
+/// --threads N, --provider cpu|cuda|auto, --no-genai.
 /// </summary>
 static class GenerateBenchmark
 {
@@ -60,6 +63,19 @@ static class GenerateBenchmark
         double at16 = latency[16..24].Average(), at512 = latency[512..520].Average();
         Console.WriteLine($"ORT (KV cache): {ortTokensPerSecond:N1} tokens/s; per-token latency {at16:F2} ms at position 16, {at512:F2} ms at 512");
 
+        // TorchSharp with the cache, through the session the shared decode loop drives.
+        IDecoderModel torch = new TorchCausalLM(model, ort.Tokenizer);
+        double torchCachedTokensPerSecond;
+        using (var session = torch.Start(1, 16 + newTokens + 1))
+        {
+            var stepLogits = session.Step(prompt, Enumerable.Range(0, 16).Select(i => (long)i).ToArray(), Enumerable.Repeat(1L, 16).ToArray(), 1);
+            var cachedClock = Stopwatch.StartNew();
+            for (int position = 16; position < 16 + newTokens; position++)
+                stepLogits = session.Step([ArgMax(stepLogits, 0, config.VocabSize)], [position], Enumerable.Repeat(1L, position + 1).ToArray(), 1);
+            torchCachedTokensPerSecond = newTokens / cachedClock.Elapsed.TotalSeconds;
+        }
+        Console.WriteLine($"TorchSharp (KV cache): {torchCachedTokensPerSecond:N1} tokens/s");
+
         // TorchSharp without a cache: every step runs the whole sequence so far.
         var ids = prompt.ToList();
         var torchClock = Stopwatch.StartNew();
@@ -75,6 +91,9 @@ static class GenerateBenchmark
         double torchTokensPerSecond = newTokens / torchClock.Elapsed.TotalSeconds;
         Console.WriteLine($"TorchSharp (no cache): {torchTokensPerSecond:N1} tokens/s");
 
+        double? genai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(Path.Combine(dir, "onnx"), newTokens, prompt);
+        if (genai != null) Console.WriteLine($"ONNX Runtime GenAI: {genai:N1} tokens/s");
+
         Console.WriteLine(JsonSerializer.Serialize(new
         {
             benchmark = "generate",
@@ -85,11 +104,30 @@ static class GenerateBenchmark
             ort_tokens_per_s = Math.Round(ortTokensPerSecond, 1),
             torchsharp_nocache_tokens_per_s = Math.Round(torchTokensPerSecond, 1),
             speedup = Math.Round(ortTokensPerSecond / torchTokensPerSecond, 2),
+            torchsharp_cache_tokens_per_s = Math.Round(torchCachedTokensPerSecond, 1),
+            torch_cache_speedup = Math.Round(torchCachedTokensPerSecond / torchTokensPerSecond, 2),
+            genai_tokens_per_s = genai is { } g ? Math.Round(g, 1) : (double?)null,
+            ort_vs_genai = genai is { } h ? Math.Round(ortTokensPerSecond / h, 2) : (double?)null,
             latency_ms_16 = Math.Round(at16, 3),
             latency_ms_512 = Math.Round(at512, 3),
             latency_ratio_512_vs_16 = Math.Round(at512 / at16, 3),
         }));
         return Task.FromResult(0);
+    }
+
+    // Runs tests/MLNetFinetune.GenAI.Benchmark on the folder with the same prompt and reads its JSON line.
+    static double GenAiTokensPerSecond(string folder, int newTokens, long[] prompt)
+    {
+        string project = Path.Combine(BenchmarkArgs.RepositoryRoot(), "tests", "MLNetFinetune.GenAI.Benchmark");
+        var start = new ProcessStartInfo("dotnet", ["run", "-c", "Release", "--project", project, "--", folder, newTokens.ToString(), .. prompt.Select(p => p.ToString())])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var process = Process.Start(start)!;
+        string output = process.StandardOutput.ReadToEnd();
+        string error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0) throw new InvalidOperationException($"The GenAI benchmark failed ({process.ExitCode}): {error}{output}");
+        using var json = JsonDocument.Parse(output.Trim().Split('\n')[^1]);
+        return json.RootElement.GetProperty("genai_tokens_per_s").GetDouble();
     }
 
     static long ArgMax(float[] values, int offset, int count)

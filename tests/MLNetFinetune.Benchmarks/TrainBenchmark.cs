@@ -154,7 +154,7 @@ static class TrainBenchmark
 
     static bool RunPython(string[] arguments, out string output)
     {
-        string script = Path.Combine(FindRepoRoot(), "tests", "reference", "gpt_neox_reference.py");
+        string script = Path.Combine(BenchmarkArgs.RepositoryRoot(), "tests", "reference", "gpt_neox_reference.py");
         var info = new ProcessStartInfo(Python, [script, .. arguments]) { RedirectStandardOutput = true, RedirectStandardError = true };
         try
         {
@@ -171,13 +171,5 @@ static class TrainBenchmark
             output = "";
         }
         return false;
-    }
-
-    static string FindRepoRoot()
-    {
-        foreach (string start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
-            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
-                if (File.Exists(Path.Combine(dir.FullName, "MLNetFinetune.sln"))) return dir.FullName;
-        throw new DirectoryNotFoundException("Run the benchmark from inside the repository.");
     }
 }
