@@ -24,8 +24,8 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         Tokenizer = tokenizer;
         Provider = provider;
         Folder = folder;
-        _outputNames = ["logits", .. Enumerable.Range(0, config.NumHiddenLayers).SelectMany(i => new[] { $"present.{i}.key", $"present.{i}.value" })];
-        _halfCache = session.InputMetadata["past_key_values.0.key"].ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16;
+        _outputNames = [OnnxContract.Logits, .. Enumerable.Range(0, config.NumHiddenLayers).SelectMany(i => new[] { OnnxContract.PresentKey(i), OnnxContract.PresentValue(i) })];
+        _halfCache = session.InputMetadata[OnnxContract.PastKey(0)].ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16;
     }
 
     readonly bool _halfCache; // a float16 export keeps its cache in float16
@@ -119,7 +119,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         if (pastLength < 0) throw new ArgumentException("The mask must cover the past and the new tokens.");
         if (past == null ? pastLength != 0 : past.Length != 2 * layers)
             throw new ArgumentException(past == null ? "A mask longer than the ids needs the cache it describes." : $"The cache holds {past.Length} values; the model has {2 * layers}.");
-        var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
+        var names = new List<string> { OnnxContract.InputIds, OnnxContract.AttentionMask, OnnxContract.PositionIds };
         var values = new List<OrtValue>
         {
             OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]),
@@ -129,8 +129,8 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         var empty = new List<OrtValue>();
         for (int i = 0; i < layers; i++)
         {
-            names.Add($"past_key_values.{i}.key");
-            names.Add($"past_key_values.{i}.value");
+            names.Add(OnnxContract.PastKey(i));
+            names.Add(OnnxContract.PastValue(i));
             if (past != null) { values.Add(past[2 * i]); values.Add(past[2 * i + 1]); }
             else
             {

@@ -28,9 +28,8 @@ public sealed class OnnxExportOptions
 /// <summary>
 /// Writes a GPT-NeoX model directory as an ONNX graph with a KV cache, reading only config.json and model.safetensors,
 /// so exporting needs no libtorch. TorchSharp cannot export ONNX; the graph is built here, node by node, with OnnxSharp's
-/// generated protobuf classes. Inputs: <c>input_ids</c>, <c>attention_mask</c> (over past + new tokens),
-/// <c>position_ids</c>, <c>past_key_values.{i}.key|value</c>; outputs <c>logits</c> and <c>present.{i}.key|value</c>;
-/// batch and sequence axes dynamic; opset 17.
+/// generated protobuf classes. Inputs and outputs are named by <see cref="OnnxContract"/>; batch and sequence axes
+/// dynamic; opset 17.
 /// </summary>
 public static class OnnxExporter
 {
@@ -74,13 +73,13 @@ public static class OnnxExporter
     {
         var g = new OnnxGraphBuilder { FloatType = floatType };
         int heads = c.NumAttentionHeads, headDim = c.HeadDim, rot = c.RotaryDim;
-        g.Input("input_ids", DataType.Int64, "batch", "sequence");
-        g.Input("attention_mask", DataType.Int64, "batch", "total_sequence");
-        g.Input("position_ids", DataType.Int64, "batch", "sequence");
+        g.Input(OnnxContract.InputIds, DataType.Int64, "batch", "sequence");
+        g.Input(OnnxContract.AttentionMask, DataType.Int64, "batch", "total_sequence");
+        g.Input(OnnxContract.PositionIds, DataType.Int64, "batch", "sequence");
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
-            g.Input($"past_key_values.{i}.key", floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
-            g.Input($"past_key_values.{i}.value", floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
+            g.Input(OnnxContract.PastKey(i), floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
+            g.Input(OnnxContract.PastValue(i), floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
         }
 
         string W(string name) => g.Weight(name, weights.Tensors[name].Shape, weights.ReadFloat32(name), external);
@@ -103,9 +102,9 @@ public static class OnnxExporter
             g.Node("LayerNormalization", [x, W(prefix + ".weight"), W(prefix + ".bias")], Int("axis", -1), Float("epsilon", (float)c.LayerNormEps));
 
         // Shapes: past length P, new length S, total T = P + S.
-        string idsShape = g.Node("Shape", ["input_ids"]);
+        string idsShape = g.Node("Shape", [OnnxContract.InputIds]);
         string seq = g.Node("Gather", [idsShape, g.Constant([1], [])], Int("axis", 0));
-        string pastShape = g.Node("Shape", ["past_key_values.0.key"]);
+        string pastShape = g.Node("Shape", [OnnxContract.PastKey(0)]);
         string past = g.Node("Gather", [pastShape, g.Constant([2], [])], Int("axis", 0));
         string total = g.Node("Add", [past, seq]);
 
@@ -114,7 +113,7 @@ public static class OnnxExporter
         string queries = g.Node("Unsqueeze", [g.Node("Range", [past, total, one]), g.Constant([1])]);       // [S, 1]
         string keys = g.Node("Unsqueeze", [g.Node("Range", [zero, total, one]), g.Constant([0])]);          // [1, T]
         string causal = g.Node("Unsqueeze", [g.Node("LessOrEqual", [keys, queries]), g.Constant([0, 1])]); // [1, 1, S, T]
-        string padding = g.Node("Unsqueeze", [g.Node("Cast", ["attention_mask"], Int("to", (long)DataType.Bool)), g.Constant([1, 2])]); // [B, 1, 1, T]
+        string padding = g.Node("Unsqueeze", [g.Node("Cast", [OnnxContract.AttentionMask], Int("to", (long)DataType.Bool)), g.Constant([1, 2])]); // [B, 1, 1, T]
         string visible = g.Node("And", [causal, padding]);
         string bias = g.Node("Where", [visible, g.Scalar(0f), g.Scalar(floatType == DataType.Float16 ? -65504f : float.MinValue)]);
 
@@ -125,7 +124,7 @@ public static class OnnxExporter
             var invFreq = Enumerable.Range(0, rot / 2).Select(i => (float)(1.0 / Math.Pow((float)c.RotaryEmbBase, (float)(2 * i) / rot))).ToArray();
             // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16.
             string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], invFreq, null, DataType.Float);
-            string positions = g.Node("Unsqueeze", [g.Node("Cast", ["position_ids"], Int("to", (long)DataType.Float)), g.Constant([2])]);
+            string positions = g.Node("Unsqueeze", [g.Node("Cast", [OnnxContract.PositionIds], Int("to", (long)DataType.Float)), g.Constant([2])]);
             string angles = g.Node("Mul", [positions, freq]);
             string both = g.Node("Unsqueeze", [g.Node("Concat", [angles, angles], Int("axis", -1)), g.Constant([1])]);
             cos = g.Node("Cos", [both]);
@@ -146,7 +145,7 @@ public static class OnnxExporter
             return rot == headDim ? applied : g.Node("Concat", [applied, Slice(x, rot, headDim)], Int("axis", 3));
         }
 
-        string hidden = g.Node("Gather", [W("gpt_neox.embed_in.weight"), "input_ids"], Int("axis", 0));
+        string hidden = g.Node("Gather", [W("gpt_neox.embed_in.weight"), OnnxContract.InputIds], Int("axis", 0));
         string scale = g.Scalar((float)(1 / Math.Sqrt(headDim)));
         string sqrtHalf = g.Scalar((float)(1 / Math.Sqrt(2))), half = g.Scalar(0.5f), unit = g.Scalar(1f);
         for (int i = 0; i < c.NumHiddenLayers; i++)
@@ -159,10 +158,10 @@ public static class OnnxExporter
             string q = Rotate(Slice(qkv4, 0, headDim));
             string k = Rotate(Slice(qkv4, headDim, 2 * headDim));
             string v = Slice(qkv4, 2 * headDim, 3 * headDim);
-            string presentK = g.Node("Concat", [$"past_key_values.{i}.key", k], Int("axis", 2));
-            string presentV = g.Node("Concat", [$"past_key_values.{i}.value", v], Int("axis", 2));
-            g.Output(presentK, $"present.{i}.key", floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
-            g.Output(presentV, $"present.{i}.value", floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
+            string presentK = g.Node("Concat", [OnnxContract.PastKey(i), k], Int("axis", 2));
+            string presentV = g.Node("Concat", [OnnxContract.PastValue(i), v], Int("axis", 2));
+            g.Output(presentK, OnnxContract.PresentKey(i), floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
+            g.Output(presentV, OnnxContract.PresentValue(i), floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
             string scores = g.Node("Add", [g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [presentK], Ints("perm", 0, 1, 3, 2))]), scale]), bias]);
             string attended = g.Node("MatMul", [g.Node("Softmax", [scores], Int("axis", -1)), presentV]);
             string merged = g.Node("Reshape", [g.Node("Transpose", [attended], Ints("perm", 0, 2, 1, 3)), g.Constant([0, 0, heads * headDim])]);
@@ -178,7 +177,7 @@ public static class OnnxExporter
         }
         string logits = Linear(LayerNorm(hidden, "gpt_neox.final_layer_norm"), "embed_out", bias: false);
         if (floatType != DataType.Float) logits = g.Node("Cast", [logits], Int("to", (long)DataType.Float));
-        g.Output(logits, "logits", DataType.Float, "batch", "sequence", c.VocabSize.ToString());
+        g.Output(logits, OnnxContract.Logits, DataType.Float, "batch", "sequence", c.VocabSize.ToString());
 
         var model = new ModelProto { IrVersion = 8, ProducerName = "MLNetFinetune", ProducerVersion = "1", Graph = g.Graph };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
@@ -211,10 +210,10 @@ public static class OnnxExporter
                     ["session_options"] = new JsonObject { ["log_id"] = "onnxruntime-genai", ["provider_options"] = new JsonArray() },
                     ["inputs"] = new JsonObject
                     {
-                        ["input_ids"] = "input_ids", ["attention_mask"] = "attention_mask", ["position_ids"] = "position_ids",
-                        ["past_key_names"] = "past_key_values.%d.key", ["past_value_names"] = "past_key_values.%d.value",
+                        ["input_ids"] = OnnxContract.InputIds, ["attention_mask"] = OnnxContract.AttentionMask, ["position_ids"] = OnnxContract.PositionIds,
+                        ["past_key_names"] = OnnxContract.PastKeyPattern, ["past_value_names"] = OnnxContract.PastValuePattern,
                     },
-                    ["outputs"] = new JsonObject { ["logits"] = "logits", ["present_key_names"] = "present.%d.key", ["present_value_names"] = "present.%d.value" },
+                    ["outputs"] = new JsonObject { ["logits"] = OnnxContract.Logits, ["present_key_names"] = OnnxContract.PresentKeyPattern, ["present_value_names"] = OnnxContract.PresentValuePattern },
                 },
             },
             ["search"] = new JsonObject
