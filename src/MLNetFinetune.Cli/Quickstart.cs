@@ -100,7 +100,7 @@ static class Quickstart
             var pipeline = render.Append(ml.CausalLM().Trainers.InstructionTune(new InstructionTuningOptions
             {
                 BaseModel = s.BaseModel, OutputDirectory = runDirectory, BlockSize = 128, MicroBatchSize = s.BatchSize,
-                Epochs = s.MaxSteps > 0 ? 0 : s.Epochs, MaxSteps = s.MaxSteps, LearningRate = s.LearningRate, MinLearningRate = s.LearningRate / 10,
+                Epochs = s.MaxSteps > 0 ? 0 : s.Epochs, MaxSteps = s.MaxSteps, LearningRate = s.LearningRate,
                 WarmupSteps = 10, EvalFraction = 0.05, EvalInterval = 50, LogInterval = 10, Threads = s.Threads, Seed = s.Seed, Device = "cpu",
                 Generation = scoring.Generation, Progress = progress, Format = format,
                 Lora = s.LoraRank > 0 ? new LoraOptions { Rank = s.LoraRank, Alpha = 2 * s.LoraRank } : null,

@@ -12,20 +12,22 @@ namespace MLNetFinetune.Cli;
 /// <summary><c>pretrain</c>, <c>finetune</c> and <c>evaluate</c>: thin wrappers over the estimators and the evaluator.</summary>
 static class TrainCommands
 {
-    // Options every training verb shares, mapped onto CausalLMTrainingOptions.
+    // Options every training verb shares, mapped onto CausalLMTrainingOptions; their defaults are the options class's.
     sealed class Common
     {
+        static readonly InstructionTuningOptions Defaults = new() { BaseModel = "", OutputDirectory = "" };
+
         public readonly Option<string> Out = new("--out") { Description = "Run directory: checkpoints, metrics.csv, model/.", Required = true };
         public readonly Option<int> Steps = new("--steps") { Description = "Optimizer steps (0: use --epochs).", DefaultValueFactory = _ => 0 };
         public readonly Option<int> Epochs = new("--epochs") { Description = "Passes over the data (when --steps is 0).", DefaultValueFactory = _ => 1 };
-        public readonly Option<int> Block = new("--block-size") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 128 };
-        public readonly Option<int> Batch = new("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => 8 };
-        public readonly Option<double> Lr = new("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 3e-4 };
-        public readonly Option<double> EvalFraction = new("--eval-fraction") { Description = "Held-out fraction.", DefaultValueFactory = _ => 0.05 };
-        public readonly Option<string> Device = new("--device") { Description = "auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => "auto" };
-        public readonly Option<string> DType = new("--dtype") { Description = "float32 or bfloat16.", DefaultValueFactory = _ => "float32" };
-        public readonly Option<int> Threads = new("--threads") { Description = "libtorch threads (0: default).", DefaultValueFactory = _ => 0 };
-        public readonly Option<int> Seed = new("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> Block = new("--block-size") { Description = "Tokens per sequence.", DefaultValueFactory = _ => Defaults.BlockSize };
+        public readonly Option<int> Batch = new("--batch-size") { Description = "Sequences per micro-batch.", DefaultValueFactory = _ => Defaults.MicroBatchSize };
+        public readonly Option<double> Lr = new("--lr") { Description = "Peak learning rate (the cosine decay ends at a tenth of it).", DefaultValueFactory = _ => Defaults.LearningRate };
+        public readonly Option<double> EvalFraction = new("--eval-fraction") { Description = "Held-out fraction.", DefaultValueFactory = _ => Defaults.EvalFraction };
+        public readonly Option<string> Device = new("--device") { Description = "auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => Defaults.Device };
+        public readonly Option<string> DType = new("--dtype") { Description = "float32 or bfloat16.", DefaultValueFactory = _ => Defaults.DType };
+        public readonly Option<int> Threads = new("--threads") { Description = "libtorch threads (0: default).", DefaultValueFactory = _ => Defaults.Threads };
+        public readonly Option<int> Seed = new("--seed") { Description = "Random seed.", DefaultValueFactory = _ => Defaults.Seed };
         public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint or a run directory." };
 
         public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Threads, Seed, Resume];
@@ -38,7 +40,6 @@ static class TrainCommands
             options.BlockSize = r.GetValue(Block);
             options.MicroBatchSize = r.GetValue(Batch);
             options.LearningRate = r.GetValue(Lr);
-            options.MinLearningRate = r.GetValue(Lr) / 10;
             options.EvalFraction = r.GetValue(EvalFraction);
             options.Device = r.GetValue(Device)!;
             options.DType = r.GetValue(DType)!;

@@ -99,7 +99,7 @@ public static class CausalLMTrainer
         while (step < totalSteps && !stoppedEarly)
         {
             model.train();
-            double lr = LearningRateSchedule.At(step, totalSteps, options.LearningRate, options.MinLearningRate, options.WarmupSteps);
+            double lr = LearningRateSchedule.At(step, totalSteps, options.LearningRate, options.FinalLearningRate, options.WarmupSteps);
             foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
             double stepLoss;
             for (int m = 0; m < options.GradientAccumulationSteps; m++)

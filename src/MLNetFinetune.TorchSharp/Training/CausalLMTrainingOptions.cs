@@ -21,8 +21,11 @@ public abstract class CausalLMTrainingOptions
     /// <summary>Peak learning rate (AdamW). Default 3e-4.</summary>
     public double LearningRate { get; set; } = 3e-4;
 
-    /// <summary>The floor the cosine decay ends at. Default 3e-5.</summary>
-    public double MinLearningRate { get; set; } = 3e-5;
+    /// <summary>The floor the cosine decay ends at. Default (null): a tenth of <see cref="LearningRate"/>.</summary>
+    public double? MinLearningRate { get; set; }
+
+    /// <summary>The floor in use.</summary>
+    internal double FinalLearningRate => MinLearningRate ?? LearningRate / 10;
 
     /// <summary>Steps of linear warmup from 0 to the peak. Default 20.</summary>
     public int WarmupSteps { get; set; } = 20;
@@ -132,8 +135,8 @@ public abstract class CausalLMTrainingOptions
         if (Epsilon <= 0) throw new ArgumentOutOfRangeException(nameof(Epsilon), "Epsilon must be positive.");
         if (MaxSteps <= 0 && MaxTokens <= 0 && Epochs <= 0)
             throw new ArgumentException("Say when to stop: set MaxSteps, MaxTokens or Epochs.");
-        if (LearningRate <= 0 || MinLearningRate < 0 || MinLearningRate > LearningRate)
-            throw new ArgumentOutOfRangeException(nameof(LearningRate), $"Need 0 ≤ MinLearningRate ({MinLearningRate}) ≤ LearningRate ({LearningRate}), LearningRate > 0.");
+        if (LearningRate <= 0 || FinalLearningRate < 0 || FinalLearningRate > LearningRate)
+            throw new ArgumentOutOfRangeException(nameof(LearningRate), $"Need 0 ≤ MinLearningRate ({FinalLearningRate}) ≤ LearningRate ({LearningRate}), LearningRate > 0.");
         if (EvalFraction is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(EvalFraction), "EvalFraction must be in [0, 1).");
         _ = ComputeType;
     }

@@ -115,6 +115,19 @@ public static class GenerationEvaluator
     }
 
     /// <summary>
+    /// Exact match within each group (an attribute, a category; <paramref name="groups"/> aligned with the answers), in
+    /// order of first appearance: where a model's knowledge or behaviour holds and where it does not.
+    /// </summary>
+    public static IReadOnlyList<(string Group, Rate ExactMatch)> ExactMatchByGroup(IReadOnlyList<ScoredAnswer> answers, IReadOnlyList<string> groups,
+        AnswerNormalization? normalization = null)
+    {
+        if (answers.Count != groups.Count) throw new ArgumentException($"{answers.Count} answers but {groups.Count} group labels; give one label per answer.", nameof(groups));
+        normalization ??= new AnswerNormalization();
+        return groups.Select((g, i) => (Group: g, Hit: answers[i].IsExact(normalization))).GroupBy(x => x.Group)
+            .Select(g => (g.Key, new Rate(g.LongCount(x => x.Hit), g.LongCount()))).ToList();
+    }
+
+    /// <summary>
     /// Reads the label, generated and (when present) loss columns in one pass: generation is lazy and costly, so a view
     /// is cursored once.
     /// </summary>

@@ -109,4 +109,14 @@ public class ClozeEvaluatorTests
         var rate = MLNetFinetune.Evaluation.ClozeEvaluator.Evaluate(items, prompt => prompt.Contains("Peru") ? " Lima." : " Valparaíso.");
         Assert.Equal(new MLNetFinetune.Evaluation.Rate(1, 2), rate);
     }
+
+    [Fact]
+    public void ExactMatchIsBrokenDownByGroupInOrderOfFirstAppearance()
+    {
+        var answers = new MLNetFinetune.Evaluation.ScoredAnswer[] { new("Lima", "Lima", null), new("Au", "Ag", null), new("Quito", "quito", null), new("Fe", "Fe", null) };
+        var groups = new[] { "capital", "symbol", "capital", "symbol" };
+        var byGroup = MLNetFinetune.Evaluation.GenerationEvaluator.ExactMatchByGroup(answers, groups, new MLNetFinetune.Evaluation.AnswerNormalization { IgnoreCase = true });
+        Assert.Equal([("capital", new MLNetFinetune.Evaluation.Rate(2, 2)), ("symbol", new MLNetFinetune.Evaluation.Rate(1, 2))], byGroup);
+        Assert.Throws<ArgumentException>(() => MLNetFinetune.Evaluation.GenerationEvaluator.ExactMatchByGroup(answers, groups[..3]));
+    }
 }
