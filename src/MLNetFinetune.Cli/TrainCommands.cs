@@ -97,12 +97,13 @@ static class TrainCommands
         var baseModel = new Option<string>("--base") { Description = "The base model directory.", Required = true };
         var lora = new Option<int>("--lora-rank") { Description = "Train LoRA adapters of this rank (0: full finetuning).", DefaultValueFactory = _ => 0 };
         var wholeText = new Option<bool>("--whole-text-loss") { Description = "Train on the prompt too (the course's lab), not only the answer." };
-        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText };
+        var fieldMap = FieldMapOption.Create();
+        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText, fieldMap };
         foreach (var o in common.All) command.Options.Add(o);
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
-            var (data, _) = Render(ml, result.GetValue(pairs)!);
+            var (data, _) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap));
             int rank = result.GetValue(lora);
             using var model = ProgressDisplay.Train(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
@@ -121,18 +122,20 @@ static class TrainCommands
         var model = new Option<string>("--model") { Description = "The model directory to evaluate.", Required = true };
         var against = new Option<string?>("--base") { Description = "A second model directory (e.g. the base) to compare with." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer.", DefaultValueFactory = _ => 100 };
-        var report = new Option<string?>("--report") { Description = "Write the comparison as Markdown here (and CSV beside it)." };
+        var report = new Option<string?>("--report") { Description = "Write the answers and metrics (or, with --base, the comparison) as Markdown here, and CSV beside it." };
+        var fieldMap = FieldMapOption.Create();
         var cloze = new Option<bool>("--cloze") { Description = "Instead, continue each pair's 'cloze' field (a sentence cut before its answer) and count continuations that name the answer." };
         var command = new Command("evaluate", "Answer the pairs' prompts and score the answers (exact match, token F1, loss); optionally against a base model.")
         {
-            pairs, model, against, maxNew, report, cloze,
+            pairs, model, against, maxNew, report, cloze, fieldMap,
         };
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: 0);
             if (result.GetValue(cloze))
             {
-                var items = ClozeItems(ml, result.GetValue(pairs)!);
+                if (result.GetValue(report) != null) throw new ArgumentException("--report writes answers to pairs; --cloze has none to write (drop one of them).");
+                var items = ClozeItems(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap, ["cloze"]));
                 foreach (var dir in new[] { result.GetValue(model)!, result.GetValue(against) }.OfType<string>())
                 {
                     using var lm = CausalLMTransformer.Load(dir);
@@ -140,8 +143,8 @@ static class TrainCommands
                 }
                 return 0;
             }
-            var (data, layout) = Render(ml, result.GetValue(pairs)!);
-            string label = InstructionData.FieldsOf(layout)[^1];
+            var (data, layout) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap));
+            string question = InstructionData.FieldsOf(layout)[0], label = InstructionData.FieldsOf(layout)[^1];
             var scoring = new CausalLMScoringOptions
             {
                 TextColumnName = null, PromptColumnName = "Prompt", ResponseColumnName = "Response",
@@ -149,41 +152,44 @@ static class TrainCommands
             };
             using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
             var scored = tuned.Transform(data);
+            // One report or comparison reads each lazy view once: generation is the costly part.
+            string? path = result.GetValue(report);
             if (result.GetValue(against) is not { } baseDir)
             {
-                output.WriteLine($"{result.GetValue(model)}: {GenerationEvaluator.Evaluate(scored, label)}");
+                var single = ModelReport.Create(scored, question, label);
+                output.WriteLine($"{result.GetValue(model)}: {single.Metrics}");
+                if (path == null) return 0;
+                single.WriteMarkdown(path);
+                single.WriteCsv(Path.ChangeExtension(path, ".csv"));
             }
             else
             {
-                // One comparison reads each lazy view once: generation is the costly part.
                 using var baseline = CausalLMTransformer.Load(baseDir, scoring);
-                var comparison = ModelComparison.Compare(baseline.Transform(data), scored, InstructionData.FieldsOf(layout)[0], label);
+                var comparison = ModelComparison.Compare(baseline.Transform(data), scored, question, label);
                 output.WriteLine($"{result.GetValue(model)}: {comparison.Tuned}");
                 output.WriteLine($"{baseDir}: {comparison.Base}");
-                if (result.GetValue(report) is { } path)
-                {
-                    comparison.WriteMarkdown(path);
-                    comparison.WriteCsv(Path.ChangeExtension(path, ".csv"));
-                    output.WriteLine($"comparison written to {path}");
-                }
+                if (path == null) return 0;
+                comparison.WriteMarkdown(path);
+                comparison.WriteCsv(Path.ChangeExtension(path, ".csv"));
             }
+            output.WriteLine($"report written to {path} (and {Path.ChangeExtension(path, ".csv")})");
             return 0;
         });
         return command;
     }
 
     /// <summary>The distinct cloze prompts of a pairs file (its <c>cloze</c> field) with their answers.</summary>
-    internal static IReadOnlyList<ClozeItem> ClozeItems(MLContext ml, string path)
+    internal static IReadOnlyList<ClozeItem> ClozeItems(MLContext ml, string path, InstructionDataOptions options)
     {
-        var frame = ml.Data.LoadInstructionData(path, new InstructionDataOptions { ExtraFields = ["cloze"] });
+        var frame = ml.Data.LoadInstructionData(path, options);
         string answer = InstructionData.FieldsOf(InstructionData.DetectLayout(frame.Columns.Select(c => c.Name))!.Value)[^1];
         return frame.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r[answer])).Distinct().ToArray();
     }
 
     // The pairs with Prompt and Response columns rendered by their layout's template.
-    static (IDataView Data, InstructionLayout Layout) Render(MLContext ml, string path)
+    static (IDataView Data, InstructionLayout Layout) Render(MLContext ml, string path, InstructionDataOptions options)
     {
-        var pairs = ml.Data.LoadInstructionData(path);
+        var pairs = ml.Data.LoadInstructionData(path, options);
         var layout = InstructionData.DetectLayout(pairs.Columns.Select(c => c.Name))!.Value;
         var format = InstructionData.TemplateFor(layout);
         string response = layout switch
