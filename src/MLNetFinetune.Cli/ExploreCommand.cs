@@ -15,10 +15,11 @@ static class ExploreCommand
         var meta = new Option<string[]>("--meta") { Description = "Metadata fields to show, by dotted path (e.g. meta.pile_set_name).", AllowMultipleArgumentsPerToken = true };
         var pairs = new Option<string?>("--pairs") { Description = "Instruction data: .jsonl or .csv of question/answer, Alpaca or prompt/completion pairs." };
         var count = new Option<int>("-n", "--count") { Description = "How many documents and pairs to show.", DefaultValueFactory = _ => 3 };
+        var fieldMap = FieldMapOption.Create();
         var outPath = new Option<string?>("--out") { Description = "Write the pairs with their rendered 'text' and 'prompt' columns to this JSONL file." };
         var command = new Command("explore", "Show pretraining documents next to instruction pairs and their prompt templates.")
         {
-            corpus, textField, meta, pairs, count, outPath,
+            corpus, textField, meta, pairs, count, outPath, fieldMap,
         };
         command.SetAction(result =>
         {
@@ -29,7 +30,7 @@ static class ExploreCommand
             if (corpusPath != null)
                 ShowCorpus(ml, new CorpusOptions { Path = corpusPath, TextField = result.GetValue(textField)!, MetadataFields = result.GetValue(meta) ?? [] }, n, output);
             if (pairsPath != null)
-                ShowPairs(ml, pairsPath, n, result.GetValue(outPath), output);
+                ShowPairs(ml, pairsPath, FieldMapOption.Options(result, fieldMap), n, result.GetValue(outPath), output);
             return 0;
         });
         return command;
@@ -52,9 +53,9 @@ static class ExploreCommand
         output.WriteLine();
     }
 
-    static void ShowPairs(MLContext ml, string path, int n, string? outPath, TextWriter output)
+    static void ShowPairs(MLContext ml, string path, InstructionDataOptions options, int n, string? outPath, TextWriter output)
     {
-        var pairs = ml.Data.LoadInstructionData(path);
+        var pairs = ml.Data.LoadInstructionData(path, options);
         var layout = InstructionData.DetectLayout(pairs.Columns.Select(c => c.Name))!.Value;
         var format = InstructionData.TemplateFor(layout);
         output.WriteLine($"pairs: {pairs.Rows.Count} rows, layout {layout} ({string.Join(", ", pairs.Columns.Select(c => c.Name))})");

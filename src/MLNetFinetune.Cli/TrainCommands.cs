@@ -99,12 +99,13 @@ static class TrainCommands
         var lora = new Option<int>("--lora-rank") { Description = "Train LoRA adapters of this rank (0: full finetuning).", DefaultValueFactory = _ => 0 };
         var wholeText = new Option<bool>("--whole-text-loss") { Description = "Train on the prompt too (the course's lab), not only the answer." };
         var template = TemplateOption("The prompt format to train (recorded in the model folder). Default: the pairs' layout's (qa for question/answer).");
-        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText, template };
+        var fieldMap = FieldMapOption.Create();
+        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText, template, fieldMap };
         foreach (var o in common.All) command.Options.Add(o);
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
-            var (data, _, format) = Render(ml, result.GetValue(pairs)!, result.GetValue(template), recorded: null);
+            var (data, _, format) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap), result.GetValue(template), recorded: null);
             int rank = result.GetValue(lora);
             using var model = ProgressDisplay.Train(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
@@ -124,21 +125,23 @@ static class TrainCommands
         var model = new Option<string>("--model") { Description = "The model directory to evaluate.", Required = true };
         var against = new Option<string?>("--base") { Description = "A second model directory (e.g. the base) to compare with." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer.", DefaultValueFactory = _ => 100 };
-        var report = new Option<string?>("--report") { Description = "Write the comparison as Markdown here (and CSV beside it)." };
+        var report = new Option<string?>("--report") { Description = "Write the answers and metrics (or, with --base, the comparison) as Markdown here, and CSV beside it." };
+        var fieldMap = FieldMapOption.Create();
         var cloze = new Option<bool>("--cloze") { Description = "Instead, continue each pair's 'cloze' field (a sentence cut before its answer) and count continuations that name the answer." };
         var template = TemplateOption("The prompt format for a model folder that records none (a base model). Default: the pairs' layout's.");
         var batch = new Option<int>("--batch-size") { Description = "Prompts generated and scored together.", DefaultValueFactory = _ => new CausalLMScoringOptions().BatchSize };
         var command = new Command("evaluate", "Answer the pairs' prompts and score the answers (exact match, token F1, loss); optionally against a base model. " +
             "Prompts and responses are rendered in the format the model folder records.")
         {
-            pairs, model, against, maxNew, report, cloze, template, batch,
+            pairs, model, against, maxNew, report, cloze, template, batch, fieldMap,
         };
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: 0);
             if (result.GetValue(cloze))
             {
-                var items = ClozeItems(ml, result.GetValue(pairs)!);
+                if (result.GetValue(report) != null) throw new ArgumentException("--report writes answers to pairs; --cloze has none to write (drop one of them).");
+                var items = ClozeItems(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap, ["cloze"]));
                 foreach (var dir in new[] { result.GetValue(model)!, result.GetValue(against) }.OfType<string>())
                 {
                     using var lm = CausalLMTransformer.Load(dir, new CausalLMScoringOptions { BatchSize = result.GetValue(batch) });
@@ -152,37 +155,40 @@ static class TrainCommands
                 Generation = new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) }, BatchSize = result.GetValue(batch),
             };
             using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
-            var (data, layout, format) = Render(ml, result.GetValue(pairs)!, result.GetValue(template), tuned.Format);
+            var (data, layout, format) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap), result.GetValue(template), tuned.Format);
             output.WriteLine($"prompt format: {format.Name}{(tuned.Format != null ? " (recorded in the model folder)" : "")}");
-            string label = InstructionData.FieldsOf(layout)[^1];
+            string question = InstructionData.FieldsOf(layout)[0], label = InstructionData.FieldsOf(layout)[^1];
             var scored = tuned.Transform(data);
+            // One report or comparison reads each lazy view once: generation is the costly part.
+            string? path = result.GetValue(report);
             if (result.GetValue(against) is not { } baseDir)
             {
-                output.WriteLine($"{result.GetValue(model)}: {GenerationEvaluator.Evaluate(scored, label)}");
+                var single = ModelReport.Create(scored, question, label);
+                output.WriteLine($"{result.GetValue(model)}: {single.Metrics}");
+                if (path == null) return 0;
+                single.WriteMarkdown(path);
+                single.WriteCsv(Path.ChangeExtension(path, ".csv"));
             }
             else
             {
-                // One comparison reads each lazy view once: generation is the costly part.
                 using var baseline = CausalLMTransformer.Load(baseDir, scoring);
-                var comparison = ModelComparison.Compare(baseline.Transform(data), scored, InstructionData.FieldsOf(layout)[0], label);
+                var comparison = ModelComparison.Compare(baseline.Transform(data), scored, question, label);
                 output.WriteLine($"{result.GetValue(model)}: {comparison.Tuned}");
                 output.WriteLine($"{baseDir}: {comparison.Base}");
-                if (result.GetValue(report) is { } path)
-                {
-                    comparison.WriteMarkdown(path);
-                    comparison.WriteCsv(Path.ChangeExtension(path, ".csv"));
-                    output.WriteLine($"comparison written to {path}");
-                }
+                if (path == null) return 0;
+                comparison.WriteMarkdown(path);
+                comparison.WriteCsv(Path.ChangeExtension(path, ".csv"));
             }
+            output.WriteLine($"report written to {path} (and {Path.ChangeExtension(path, ".csv")})");
             return 0;
         });
         return command;
     }
 
     /// <summary>The distinct cloze prompts of a pairs file (its <c>cloze</c> field) with their answers.</summary>
-    internal static IReadOnlyList<ClozeItem> ClozeItems(MLContext ml, string path)
+    internal static IReadOnlyList<ClozeItem> ClozeItems(MLContext ml, string path, InstructionDataOptions options)
     {
-        var frame = ml.Data.LoadInstructionData(path, new InstructionDataOptions { ExtraFields = ["cloze"] });
+        var frame = ml.Data.LoadInstructionData(path, options);
         string answer = InstructionData.FieldsOf(InstructionData.DetectLayout(frame.Columns.Select(c => c.Name))!.Value)[^1];
         return frame.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r[answer])).Distinct().ToArray();
     }
@@ -192,9 +198,9 @@ static class TrainCommands
 
     // The pairs with Prompt and Response columns rendered in the format the model records, else the one asked for, else
     // the layout's built-in.
-    static (IDataView Data, InstructionLayout Layout, PromptFormat Format) Render(MLContext ml, string path, string? template, PromptFormat? recorded)
+    static (IDataView Data, InstructionLayout Layout, PromptFormat Format) Render(MLContext ml, string path, InstructionDataOptions options, string? template, PromptFormat? recorded)
     {
-        var pairs = ml.Data.LoadInstructionData(path);
+        var pairs = ml.Data.LoadInstructionData(path, options);
         var layout = InstructionData.DetectLayout(pairs.Columns.Select(c => c.Name))!.Value;
         var format = recorded ?? (template != null ? PromptFormats.Resolve(template) : InstructionData.TemplateFor(layout));
         var render = ml.Transforms.Text.ApplyPromptFormat(format);

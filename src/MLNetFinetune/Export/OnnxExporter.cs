@@ -36,37 +36,68 @@ public static class OnnxExporter
     /// <summary>The graph's file name.</summary>
     public const string ModelFile = "model.onnx";
 
-    /// <summary>Exports <paramref name="modelDirectory"/>; returns the folder written (model.onnx, genai_config.json, tokenizer, config).</summary>
+    /// <summary>
+    /// Exports <paramref name="modelDirectory"/>; returns the folder written (model.onnx, genai_config.json, tokenizer, config).
+    /// The files are built in a hidden folder beside the output and moved in only when all of them were written, so a
+    /// failed export (bad weights, a missing tensor, a full disk) leaves nothing behind: no output folder if there was
+    /// none, and an existing one as it was.
+    /// </summary>
     public static string Export(string modelDirectory, OnnxExportOptions? options = null)
     {
         options ??= new OnnxExportOptions();
         var (config, tokenizer) = ModelDirectory.ReadConfigAndTokenizer(modelDirectory);
         string output = options.OutputDirectory ?? Path.Combine(modelDirectory, "onnx");
-        Directory.CreateDirectory(output);
         using var weights = SafeTensorsFile.Open(ModelDirectory.PathOf(modelDirectory, ModelDirectory.WeightsFile));
 
-        long bytes = weights.Tensors.Values.Sum(t => t.ElementCount * (options.Float16 ? 2 : 4));
-        string modelPath = Path.Combine(output, ModelFile), dataPath = modelPath + ".data";
-        bool useExternal = bytes > options.ExternalDataThreshold;
-        string dataTemp = $"{dataPath}.tmp-{Path.GetRandomFileName()}";
+        string full = Path.GetFullPath(output).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(full) ?? throw new ArgumentException($"'{output}' cannot be an export folder (it has no parent).", nameof(options));
+        string? firstCreated = FirstMissing(parent); // the topmost folder this export creates above the output, if any
+        string staging = Path.Combine(parent, $".{Path.GetFileName(full)}.export-{Path.GetRandomFileName()}");
+        Directory.CreateDirectory(staging);
         try
         {
-            using (var external = useExternal ? new ExternalData(dataTemp, Path.GetFileName(dataPath)) : null)
+            long bytes = weights.Tensors.Values.Sum(t => t.ElementCount * (options.Float16 ? 2 : 4));
+            string modelPath = Path.Combine(staging, ModelFile);
+            bool useExternal = bytes > options.ExternalDataThreshold;
+            using (var external = useExternal ? new ExternalData(modelPath + ".data", ModelFile + ".data") : null)
             {
                 var model = Build(config, weights, external, options.Float16 ? DataType.Float16 : DataType.Float);
                 DataFiles.WriteAtomically(modelPath, s => model.WriteTo(s));
             }
-            if (useExternal) File.Move(dataTemp, dataPath, overwrite: true);
-            else File.Delete(dataPath); // a stale file from an earlier, larger export
+            ModelDirectory.WriteConfigAndTokenizer(staging, config, tokenizer);
+            WriteGenAiConfig(Path.Combine(staging, "genai_config.json"), config, tokenizer.PadId ?? config.EosTokenId);
+            PromptFormats.Copy(modelDirectory, staging);
+
+            if (!Directory.Exists(full)) Directory.Move(staging, full);
+            else
+            {
+                // Into an existing folder: replace only the files of an export, and drop the weights file of an earlier,
+                // larger export that this one no longer needs.
+                if (!useExternal) File.Delete(Path.Combine(full, ModelFile + ".data"));
+                foreach (string file in Directory.GetFiles(staging))
+                    File.Move(file, Path.Combine(full, Path.GetFileName(file)), overwrite: true);
+                Directory.Delete(staging);
+            }
         }
-        finally
+        catch
         {
-            File.Delete(dataTemp);
+            try
+            {
+                if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+                if (firstCreated != null && Directory.Exists(firstCreated)) Directory.Delete(firstCreated, recursive: true);
+            }
+            catch (IOException) { } // keep the original error
+            throw;
         }
-        ModelDirectory.WriteConfigAndTokenizer(output, config, tokenizer);
-        WriteGenAiConfig(Path.Combine(output, "genai_config.json"), config, tokenizer.PadId ?? config.EosTokenId);
-        PromptFormats.Copy(modelDirectory, output);
         return output;
+    }
+
+    // The topmost folder of path (itself included) that does not exist yet; null when path exists.
+    static string? FirstMissing(string path)
+    {
+        string? missing = null;
+        for (string? dir = path; dir != null && !Directory.Exists(dir); dir = Path.GetDirectoryName(dir)) missing = dir;
+        return missing;
     }
 
     static ModelProto Build(GptNeoXConfig c, SafeTensorsFile weights, ExternalData? external, DataType floatType)

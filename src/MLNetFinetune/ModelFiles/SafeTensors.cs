@@ -69,54 +69,83 @@ public sealed class SafeTensorsFile : IDisposable
             file.ReadExactly(header);
             long dataStart = 8 + (long)headerLength, dataLength = file.Length - dataStart;
 
+            if (!System.Text.Unicode.Utf8.IsValid(header))
+                throw Bad(path, $"the header holds invalid UTF-8 at byte offset {8 + Utf8LineReader.FirstInvalidByte(header)}");
             JsonObject root;
             try
             {
-                root = JsonNode.Parse(header) as JsonObject ?? throw Bad(path, "the header is not a JSON object");
+                // A repeated tensor name would otherwise surface as an ArgumentException when the header is first read.
+                root = JsonNode.Parse(header, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+                    ?? throw Bad(path, "the header is not a JSON object");
             }
             catch (JsonException e)
             {
                 throw Bad(path, $"the header is malformed JSON ({e.Message.Split(" LineNumber:")[0].TrimEnd('.')})");
             }
-            var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var (name, node) in root)
+            catch (InvalidOperationException e)
             {
-                if (name == "__metadata__")
-                {
-                    if (node is JsonObject meta)
-                        foreach (var (k, v) in meta) metadata[k] = v?.ToString() ?? "";
-                    continue;
-                }
-                try
-                {
-                    string dtype = node!["dtype"]!.GetValue<string>();
-                    long[] shape = node["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
-                    var offsets = node["data_offsets"]!.AsArray();
-                    var info = new SafeTensorInfo(name, dtype, shape, offsets[0]!.GetValue<long>(), offsets[1]!.GetValue<long>());
-                    if (!ElementSizes.TryGetValue(dtype, out int size)) throw Bad(path, $"tensor '{name}' has unknown dtype \"{dtype}\"");
-                    if (info.Begin < 0 || info.End < info.Begin || info.End > dataLength)
-                        throw Bad(path, $"tensor '{name}' spans bytes {info.Begin}..{info.End}, outside the {dataLength:N0}-byte data section (truncated file?)");
-                    if (shape.Any(d => d < 0) || info.ElementCount * size != info.End - info.Begin)
-                        throw Bad(path, $"tensor '{name}' is {dtype} [{string.Join(", ", shape)}] = {info.ElementCount * size:N0} bytes, but its range holds {info.End - info.Begin:N0}");
-                    tensors[name] = info;
-                }
-                catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException or ArgumentOutOfRangeException)
-                {
-                    throw Bad(path, $"tensor '{name}' lacks a valid dtype, shape or data_offsets");
-                }
+                // The duplicate-name check reads each name, and a lone surrogate escape ("\ud800") is not UTF-16.
+                throw new DataFileException(path, 0, $"the header holds unexpected content: {e.Message.TrimEnd('.')}", inner: e);
             }
-            var ordered = tensors.Values.OrderBy(t => t.Begin).ToList();
-            for (int i = 1; i < ordered.Count; i++)
-                if (ordered[i].Begin < ordered[i - 1].End)
-                    throw Bad(path, $"tensors '{ordered[i - 1].Name}' and '{ordered[i].Name}' overlap");
-            return new SafeTensorsFile(path, file, dataStart, tensors, metadata);
+            try
+            {
+                return Read(path, file, root, dataStart, dataLength);
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException)
+            {
+                // A name or a metadata string that is not UTF-16 (a lone "\ud800" escape), or a __metadata__ of the wrong kind.
+                throw new DataFileException(path, 0, $"the header holds unexpected content: {e.Message.TrimEnd('.')}", inner: e);
+            }
         }
         catch
         {
             file.Dispose();
             throw;
         }
+    }
+
+    static SafeTensorsFile Read(string path, FileStream file, JsonObject root, long dataStart, long dataLength)
+    {
+        var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, node) in root)
+        {
+            if (name == "__metadata__")
+            {
+                if (node is JsonObject meta)
+                    foreach (var (k, v) in meta) metadata[k] = v?.ToString() ?? "";
+                continue;
+            }
+            try
+            {
+                string dtype = node!["dtype"]!.GetValue<string>();
+                long[] shape = node["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
+                var offsets = node["data_offsets"]!.AsArray();
+                var info = new SafeTensorInfo(name, dtype, shape, offsets[0]!.GetValue<long>(), offsets[1]!.GetValue<long>());
+                if (!ElementSizes.TryGetValue(dtype, out int size)) throw Bad(path, $"tensor '{name}' has unknown dtype \"{dtype}\"");
+                if (info.Begin < 0 || info.End < info.Begin || info.End > dataLength)
+                    throw Bad(path, $"tensor '{name}' spans bytes {info.Begin}..{info.End}, outside the {dataLength:N0}-byte data section (truncated file?)");
+                if (shape.Any(d => d < 0)) throw Bad(path, $"tensor '{name}' has a negative dimension in [{string.Join(", ", shape)}]");
+                // Checked: a shape whose product wraps around could otherwise match the range by accident.
+                long bytes = shape.Aggregate((long)size, (a, d) => checked(a * d));
+                if (bytes != info.End - info.Begin)
+                    throw Bad(path, $"tensor '{name}' is {dtype} [{string.Join(", ", shape)}] = {bytes:N0} bytes, but its range holds {info.End - info.Begin:N0}");
+                tensors[name] = info;
+            }
+            catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException or ArgumentOutOfRangeException)
+            {
+                throw Bad(path, $"tensor '{name}' lacks a valid dtype, shape or data_offsets");
+            }
+            catch (OverflowException)
+            {
+                throw Bad(path, $"tensor '{name}' has a shape whose size overflows 64 bits");
+            }
+        }
+        var ordered = tensors.Values.Where(t => t.End > t.Begin).OrderBy(t => t.Begin).ToList(); // an empty tensor overlaps nothing
+        for (int i = 1; i < ordered.Count; i++)
+            if (ordered[i].Begin < ordered[i - 1].End)
+                throw Bad(path, $"tensors '{ordered[i - 1].Name}' and '{ordered[i].Name}' overlap");
+        return new SafeTensorsFile(path, file, dataStart, tensors, metadata);
     }
 
     /// <summary>The raw bytes of a tensor.</summary>

@@ -29,6 +29,7 @@ public sealed class BpeVocabulary
         foreach (var added in addedTokens.OrderByDescending(a => a.Content.Length).ThenBy(a => a.Id))
         {
             if (added.Content.Length == 0) throw new InvalidDataException($"{source}: added token {added.Id} is empty.");
+            if (added.Id is < 0 or >= MaxId) throw new InvalidDataException($"{source}: added token '{added.Content}' has id {added.Id}, outside 0..{MaxId - 1:N0}.");
             if (!specialTokens.TryAdd(added.Content, added.Id) && specialTokens[added.Content] != added.Id)
                 throw new InvalidDataException($"{source}: added token '{added.Content}' has two ids.");
         }
@@ -38,6 +39,7 @@ public sealed class BpeVocabulary
         foreach (var (token, id) in tokens)
         {
             if (id < 0) throw new InvalidDataException($"{source}: token '{token}' has a negative id {id}.");
+            if (id >= MaxId) throw new InvalidDataException($"{source}: token '{token}' has id {id}, above the largest id supported ({MaxId - 1:N0}).");
             if (!ids.Add(id)) throw new InvalidDataException($"{source}: id {id} is given to more than one token (one of them '{token}').");
             if (!specialTokens.ContainsKey(token) && !ByteLevel.TryDecode(token, out _))
                 throw new InvalidDataException($"{source}: token '{token}' (id {id}) is not byte-level: it holds characters outside GPT-2's byte alphabet.");
@@ -48,15 +50,24 @@ public sealed class BpeVocabulary
         for (int b = 0; b < 256; b++)
             if (!tokens.ContainsKey(ByteLevel.ByteToChar[b].ToString()))
                 throw new InvalidDataException($"{source}: the vocabulary lacks the single-byte token for byte 0x{b:X2} ('{ByteLevel.ByteToChar[b]}'), which byte-level BPE needs.");
+        var seen = new Dictionary<(string, string), int>();
         for (int i = 0; i < merges.Count; i++)
         {
             var (left, right) = merges[i];
+            if (!seen.TryAdd(merges[i], i))
+                throw new InvalidDataException($"{source}: merge {i + 1} ('{left} {right}') repeats merge {seen[merges[i]] + 1}.");
             foreach (string part in new[] { left, right, left + right })
                 if (!tokens.ContainsKey(part))
                     throw new InvalidDataException($"{source}: merge {i + 1} ('{left} {right}') uses '{part}', which is not in the vocabulary.");
         }
         VocabSize = Math.Max(tokens.Count == 0 ? 0 : tokens.Values.Max() + 1, specialTokens.Count == 0 ? 0 : specialTokens.Values.Max() + 1);
     }
+
+    /// <summary>
+    /// One more than the largest id accepted: 2^28 rows is far beyond any vocabulary (Llama 3 has 128k), and an id near
+    /// int.MaxValue would overflow the vocabulary size.
+    /// </summary>
+    public const int MaxId = 1 << 28;
 
     /// <summary>Every token (special ones included when the file lists them) and its id.</summary>
     public IReadOnlyDictionary<string, int> Tokens { get; }

@@ -27,7 +27,9 @@ public static class HfTokenizerFiles
     }
 
     /// <summary>Reads a tokenizer.json whose model is byte-level BPE (GPT-2, GPT-NeoX/Pythia and their kin).</summary>
-    public static BpeVocabulary ReadTokenizerJson(string path)
+    public static BpeVocabulary ReadTokenizerJson(string path) => WrongShapeIsBadData(path, () => ReadTokenizerJsonNodes(path));
+
+    static BpeVocabulary ReadTokenizerJsonNodes(string path)
     {
         JsonNode root = ParseJson(path);
         JsonNode model = root["model"] ?? throw Bad(path, "no \"model\" object");
@@ -133,7 +135,7 @@ public static class HfTokenizerFiles
         });
     }
 
-    static Dictionary<string, int> ReadVocab(string path)
+    static Dictionary<string, int> ReadVocab(string path) => WrongShapeIsBadData(path, () =>
     {
         JsonNode root = ParseJson(path);
         if (root is not JsonObject vocab) throw Bad(path, "expected a JSON object mapping each token to its id");
@@ -141,22 +143,40 @@ public static class HfTokenizerFiles
         foreach (var (token, id) in vocab) tokens[token] = ReadId(path, $"\"{token}\"", id);
         if (tokens.Count == 0) throw Bad(path, "the vocabulary is empty");
         return tokens;
+    });
+
+    // JsonNode reports a value of the wrong kind (a number where a string belongs, an array where an object does) and a
+    // string escape that is not UTF-16 ("\ud800") with InvalidOperationException or FormatException, which name no file.
+    static T WrongShapeIsBadData<T>(string path, Func<T> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            throw new DataFileException(path, 0, $"unexpected content: {e.Message.TrimEnd('.')}", inner: e);
+        }
     }
 
     static List<(string, string)> ReadMerges(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
         var merges = new List<(string, string)>();
-        int lineNumber = 0;
-        foreach (string line in File.ReadLines(path, new UTF8Encoding(false, throwOnInvalidBytes: true)))
+        // The line reader names the line and byte offset of invalid UTF-8 (a decoding StreamReader only says it failed).
+        using var lines = new Utf8LineReader(File.OpenRead(path), path, MaxMergeLineBytes);
+        while (lines.TryReadLine(out var bytes))
         {
-            lineNumber++;
+            string line = Encoding.UTF8.GetString(bytes);
+            long lineNumber = lines.LineNumber;
             if (lineNumber == 1 && line.StartsWith("#version", StringComparison.Ordinal)) continue;
             if (line.Length == 0) continue;
             merges.Add(SplitMerge(line, () => new DataFileException(path, lineNumber, $"expected two tokens separated by one space, found \"{line}\"")));
         }
         return merges;
     }
+
+    const int MaxMergeLineBytes = 1 << 20;
 
     static (string, string) SplitMerge(string pair, Func<Exception> error)
     {
@@ -168,10 +188,16 @@ public static class HfTokenizerFiles
     static JsonNode ParseJson(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
+        byte[] bytes = File.ReadAllBytes(path);
+        if (!System.Text.Unicode.Utf8.IsValid(bytes))
+        {
+            int offset = Utf8LineReader.FirstInvalidByte(bytes);
+            throw new DataFileException(path, bytes.AsSpan(0, offset).Count((byte)'\n') + 1, $"invalid UTF-8 at byte offset {offset}", byteOffset: offset);
+        }
         try
         {
-            using var stream = File.OpenRead(path);
-            return JsonNode.Parse(stream) ?? throw Bad(path, "the file holds JSON null");
+            // A repeated key would otherwise surface as an ArgumentException when the object is first read.
+            return JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) ?? throw Bad(path, "the file holds JSON null");
         }
         catch (JsonException e)
         {
