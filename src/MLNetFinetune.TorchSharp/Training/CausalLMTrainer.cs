@@ -49,6 +49,7 @@ public static class CausalLMTrainer
         int padId = tokenizer.PadId ?? 0;
         int perStep = options.MicroBatchSize * options.GradientAccumulationSteps;
         int totalSteps = TotalSteps(options, data.ExamplesPerEpoch, perStep);
+        bool permutes = data.Permutes(options.ShuffleBuffer);
 
         var trainable = model.TrainableParameters().ToList();
         var groups = new List<AdamW.ParamGroup>
@@ -69,9 +70,9 @@ public static class CausalLMTrainer
             lastCheckpoint = TrainingCheckpoint.Resolve(options.ResumeFrom);
             var state = TrainingCheckpoint.ReadState(lastCheckpoint);
             // Resuming continues the same run: the schedule and the data order must be the ones the checkpoint used.
-            if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.ShuffleBuffer != options.ShuffleBuffer)
-                throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, shuffle window {state.ShuffleBuffer}; " +
-                    $"these options give {totalSteps} steps, seed {options.Seed}, window {options.ShuffleBuffer}. Resume with the options of that run.");
+            if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.FullShuffle != permutes || (!permutes && state.ShuffleBuffer != options.ShuffleBuffer))
+                throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, {Order(state.FullShuffle, state.ShuffleBuffer)}; " +
+                    $"these options give {totalSteps} steps, seed {options.Seed}, {Order(permutes, options.ShuffleBuffer)}. Resume with the options (and data) of that run.");
             TrainingCheckpoint.LoadWeights(lastCheckpoint, model);
             TrainingCheckpoint.LoadOptimizer(lastCheckpoint, optimizer);
             TrainingCheckpoint.RestoreRng(state.TorchRngState);
@@ -164,7 +165,7 @@ public static class CausalLMTrainer
                     bestEval = e;
                     evalsWithoutImprovement = 0;
                     bestCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), "best");
-                    TrainingCheckpoint.Write(bestCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
+                    TrainingCheckpoint.Write(bestCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, permutes, history));
                 }
                 else if (evalLoss != null && options.EarlyStoppingPatience > 0 && ++evalsWithoutImprovement >= options.EarlyStoppingPatience)
                 {
@@ -175,7 +176,7 @@ public static class CausalLMTrainer
             if ((options.CheckpointInterval > 0 && step % options.CheckpointInterval == 0) || step == totalSteps || stoppedEarly)
             {
                 lastCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), $"step-{step:D7}");
-                TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
+                TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, permutes, history));
                 TrainingCheckpoint.Prune(options.OutputDirectory, options.KeepLastCheckpoints);
             }
         }
@@ -222,8 +223,11 @@ public static class CausalLMTrainer
         }
     }
 
-    static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, CausalLMTrainingOptions o, List<MetricRow> history) =>
-        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, o.Seed, o.ShuffleBuffer, TrainingCheckpoint.CaptureRng(), history.ToList());
+    static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, CausalLMTrainingOptions o, bool permutes,
+        List<MetricRow> history) =>
+        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, o.Seed, o.ShuffleBuffer, permutes, TrainingCheckpoint.CaptureRng(), history.ToList());
+
+    static string Order(bool permutes, int window) => permutes ? "a full shuffle in memory" : $"shuffle window {window}";
 
     static void Report(IChannelProvider? log, string message)
     {

@@ -73,7 +73,7 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
             InputIdsColumnName = "InputIds__", LabelsColumnName = "Labels__", MaskPrompt = o.MaskPrompt, MaxLength = o.BlockSize,
         }).Transform(input);
         var data = new TrainingExamples(examples, "InputIds__", "Labels__", o.EvalFraction, o.MaxEvalBlocks, model.Config.VocabSize,
-            packInto: o.PackExamples ? o.BlockSize : 0);
+            packInto: o.PackExamples ? o.BlockSize : 0, inMemoryRows: o.InMemoryShuffleRows);
 
         global::TorchSharp.torch.manual_seed(o.Seed);
         if (o.Lora != null) model.AttachLora(o.Lora);

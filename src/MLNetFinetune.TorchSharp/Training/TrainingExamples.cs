@@ -8,10 +8,11 @@ namespace MLNetFinetune.TorchSharp.Training;
 public readonly record struct TrainingExample(int[] Ids, int[] Labels);
 
 /// <summary>
-/// Training and held-out examples streamed from a view with an ids column (and optionally a labels column):
-/// every 1/EvalFraction-th row is held out (at most MaxEvalBlocks of them, kept in memory); the rest stream
-/// once per epoch through a seeded shuffle window, so an epoch's order depends only on the seed and the epoch,
-/// and a resumed run can skip exactly the examples it already used.
+/// Training and held-out examples from a view with an ids column (and optionally a labels column): every
+/// 1/EvalFraction-th row is held out (at most MaxEvalBlocks of them, kept in memory). When the view knows its row count
+/// and it is at most the in-memory limit, the training examples are kept in memory and each epoch is a full seeded
+/// permutation of them; otherwise they stream once per epoch through a seeded shuffle window. Either way an epoch's
+/// order depends only on the seed and the epoch, so a resumed run can skip exactly the examples it already used.
 /// </summary>
 public sealed class TrainingExamples
 {
@@ -19,12 +20,16 @@ public sealed class TrainingExamples
     readonly string _idsColumn;
     readonly string? _labelsColumn;
     readonly int _evalEvery, _maxEval, _vocabSize, _packInto;
+    readonly List<TrainingExample>? _training;
 
     /// <summary>
-    /// Makes one counting pass over <paramref name="data"/> and collects the held-out examples. Ids must be below
-    /// <paramref name="vocabSize"/>; examples with nothing to learn (no labelled target) are left out.
+    /// Makes one counting pass over <paramref name="data"/> and collects the held-out examples, and the training examples
+    /// too when the view's row count is known and at most <paramref name="inMemoryRows"/> (0: always stream). Ids must be
+    /// below <paramref name="vocabSize"/>; examples with nothing to learn (no labelled target) are left out. With
+    /// <paramref name="packInto"/> &gt; 0, whole examples are packed into sequences of up to that many tokens.
     /// </summary>
-    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples, int vocabSize, int packInto = 0)
+    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples, int vocabSize,
+        int packInto = 0, int inMemoryRows = 0)
     {
         _packInto = packInto;
         _data = data;
@@ -34,16 +39,18 @@ public sealed class TrainingExamples
         _evalEvery = evalFraction > 0 ? Math.Max(2, (int)Math.Round(1 / evalFraction)) : 0;
         _maxEval = maxEvalExamples;
         var eval = new List<TrainingExample>();
-        long training = 0;
+        var training = data.GetRowCount() is { } rows && rows <= inMemoryRows ? new List<TrainingExample>() : null;
+        long count = 0;
         foreach (var (index, example) in Read())
         {
             if (IsEval(index)) eval.Add(example);
-            else training++;
+            else { training?.Add(example); count++; }
         }
-        if (training == 0) throw new InvalidDataException(
+        if (count == 0) throw new InvalidDataException(
             "The training data holds no training sequences" + (eval.Count > 0 ? " once the evaluation split is taken; lower EvalFraction or add data." : ": is it empty, or shorter than one block?"));
         EvalExamples = eval;
-        ExamplesPerEpoch = training;
+        ExamplesPerEpoch = count;
+        _training = training;
     }
 
     /// <summary>The held-out examples.</summary>
@@ -52,14 +59,42 @@ public sealed class TrainingExamples
     /// <summary>Training examples in one epoch.</summary>
     public long ExamplesPerEpoch { get; }
 
+    /// <summary>True when the training examples are held in memory (the epochs do not read the view again).</summary>
+    public bool InMemory => _training != null;
+
+    /// <summary>True when <see cref="Epoch"/> with this window draws a full permutation (in memory, window above 1).</summary>
+    public bool Permutes(int window) => InMemory && window > 1;
+
     // Every _evalEvery-th example, until _maxEval are held out; later ones train.
     bool IsEval(long index) => _evalEvery > 0 && index % _evalEvery == _evalEvery - 1 && index / _evalEvery < _maxEval;
 
-    /// <summary>The training examples of <paramref name="epoch"/>, shuffled within a window of <paramref name="window"/>.</summary>
+    /// <summary>
+    /// The training examples of <paramref name="epoch"/>: a full permutation when <see cref="Permutes"/>, else streamed
+    /// through a shuffle window of <paramref name="window"/>; a window of 1 keeps data order.
+    /// </summary>
     public IEnumerable<TrainingExample> Epoch(int epoch, int seed, int window)
     {
         // A fixed mix (HashCode.Combine is randomised per process), so a resumed run in a new process sees the same order.
         var random = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 0x5eed));
+        if (Permutes(window)) return Permutation(_training!, random);
+        return _training != null ? _training.AsReadOnly() : Window(random, window);
+    }
+
+    // Fisher–Yates over the indices, as a seeded RandomSampler: every example exactly once per epoch.
+    static IEnumerable<TrainingExample> Permutation(List<TrainingExample> examples, Random random)
+    {
+        var order = new int[examples.Count];
+        for (int i = 0; i < order.Length; i++) order[i] = i;
+        for (int i = order.Length - 1; i > 0; i--)
+        {
+            int j = random.Next(i + 1);
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        foreach (int i in order) yield return examples[i];
+    }
+
+    IEnumerable<TrainingExample> Window(Random random, int window)
+    {
         var buffer = new List<TrainingExample>(window);
         foreach (var (index, example) in Read())
         {

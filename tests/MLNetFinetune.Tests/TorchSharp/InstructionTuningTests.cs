@@ -136,6 +136,36 @@ public class InstructionTuningTests : IDisposable
         Assert.Equal([6, 7, 8, 9], blocks[1].Ids);
     }
 
+    [Fact]
+    public void ResumingAcrossAnEpochBoundaryWithAFullShuffleContinuesExactly()
+    {
+        string baseDir = BaseModel();
+        InstructionTuningOptions Run(string name, string? resume)
+        {
+            // 12 pairs, 3 held out: 9 training examples per epoch in micro-batches of 4, so batches straddle epochs.
+            var o = Options(baseDir, name, steps: 8, evalFraction: 0.25, evalInterval: 3);
+            (o.ShuffleBuffer, o.LogInterval, o.CheckpointInterval, o.KeepLastCheckpoints, o.ResumeFrom) = (256, 1, 3, 5, resume);
+            return o;
+        }
+        using var uninterrupted = new InstructionTuningEstimator(Run("full", null)).Fit(Pairs());
+        string halfway = Path.Combine(_dir.Path, "full", "checkpoints", "step-0000003");
+        var state = TrainingCheckpoint.ReadState(halfway);
+        Assert.True(state.FullShuffle);
+        Assert.Equal((1, 3L), (state.Epoch, state.ExamplesInEpoch));
+
+        using var continued = new InstructionTuningEstimator(Run("resumed", halfway)).Fit(Pairs());
+        var expected = uninterrupted.Training!.History.Where(r => r.Step > 3).Select(r => (r.Step, r.Epoch, r.Loss, r.EvalLoss, r.Tokens)).ToList();
+        var actual = continued.Training!.History.Where(r => r.Step > 3).Select(r => (r.Step, r.Epoch, r.Loss, r.EvalLoss, r.Tokens)).ToList();
+        Assert.Equal(5, actual.Count);
+        Assert.Equal(3, actual[^1].Epoch); // two epoch boundaries after the resume
+        Assert.Equal(expected, actual);
+
+        var streamed = Run("streamed", halfway);
+        streamed.InMemoryShuffleRows = 0;
+        var e = Assert.Throws<ArgumentException>(() => new InstructionTuningEstimator(streamed).Fit(Pairs()));
+        Assert.Contains("seed 0, a full shuffle in memory; these options give 8 steps, seed 0, shuffle window 256.", e.Message);
+    }
+
     sealed class PairRow
     {
         [VectorType] public int[] Ids { get; set; } = [];
