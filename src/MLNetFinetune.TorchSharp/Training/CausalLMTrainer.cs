@@ -90,7 +90,7 @@ public static class CausalLMTrainer
         int intervalSteps = 0;
         double gradNorm = 0;
         var micro = new List<TrainingExample>(options.MicroBatchSize);
-        var batches = new List<(Tensor Ids, Tensor Labels, long Tokens, long Targets)>(options.GradientAccumulationSteps);
+        var batches = new List<TrainingBatch>(options.GradientAccumulationSteps);
         string metricsPath = Path.Combine(options.OutputDirectory, "metrics.csv");
         Directory.CreateDirectory(options.OutputDirectory);
 
@@ -120,17 +120,17 @@ public static class CausalLMTrainer
             using (var scope = NewDisposeScope())
             {
                 var lossSum = zeros(1, device: device);
-                foreach (var (ids, labels, batchTokens, _) in batches)
+                foreach (var batch in batches)
                 {
-                    var loss = model.Loss(ids, labels, nn.Reduction.Sum);
+                    var loss = batch.LossSum(model);
                     (loss / stepTargets).backward();
                     lossSum += loss.detach();
-                    tokens += batchTokens;
-                    intervalTokens += batchTokens;
+                    tokens += batch.Tokens;
+                    intervalTokens += batch.Tokens;
                 }
                 stepLoss = lossSum.item<float>() / stepTargets;
             }
-            foreach (var (ids, labels, _, _) in batches) { ids.Dispose(); labels.Dispose(); }
+            foreach (var batch in batches) batch.Dispose();
             batches.Clear();
             // An infinite norm clips to NaN weights, so check it before the optimizer moves anything.
             gradNorm = nn.utils.clip_grad_norm_(trainable, options.GradientClipNorm > 0 ? options.GradientClipNorm : double.PositiveInfinity);
@@ -193,9 +193,9 @@ public static class CausalLMTrainer
         for (int start = 0; start < examples.Count; start += batchSize)
         {
             using var scope = NewDisposeScope();
-            var (ids, labels, _, targets) = TrainingExamples.Collate(examples.Skip(start).Take(batchSize).ToList(), padId, device);
-            sum += model.Loss(ids, labels, nn.Reduction.Sum).item<float>();
-            count += targets;
+            var batch = TrainingExamples.Collate(examples.Skip(start).Take(batchSize).ToList(), padId, device);
+            sum += batch.LossSum(model).item<float>();
+            count += batch.Targets;
         }
         return sum / Math.Max(1, count);
     }

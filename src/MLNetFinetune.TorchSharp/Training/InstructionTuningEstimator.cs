@@ -23,8 +23,9 @@ public sealed class InstructionTuningOptions : CausalLMTrainingOptions
     public bool MaskPrompt { get; init; } = true;
 
     /// <summary>
-    /// Concatenate whole short examples into sequences of up to BlockSize tokens (fewer, fuller batches; examples sharing a
-    /// sequence can attend to each other, as with TRL's packing). Default false: one example per sequence, padded per batch.
+    /// Concatenate whole short examples into sequences of up to BlockSize tokens: fewer, fuller batches without padding.
+    /// Packing is padding-free, as TRL's: each example attends only to its own tokens and its positions start at 0, so it
+    /// learns what it would alone. Default false: one example per sequence, padded per batch.
     /// </summary>
     public bool PackExamples { get; init; }
 

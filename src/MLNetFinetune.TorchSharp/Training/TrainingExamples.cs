@@ -1,11 +1,17 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using static TorchSharp.torch;
 
 namespace MLNetFinetune.TorchSharp.Training;
 
-/// <summary>One training sequence: token ids and the aligned labels (−100 where no loss is taken).</summary>
-public readonly record struct TrainingExample(int[] Ids, int[] Labels);
+/// <summary>
+/// One training sequence: token ids and the aligned labels (−100 where no loss is taken). A packed sequence also has
+/// <paramref name="Positions"/>, each token's position within its own example (0 starts an example); null means one
+/// example from position 0.
+/// </summary>
+public readonly record struct TrainingExample(int[] Ids, int[] Labels, int[]? Positions = null);
 
 /// <summary>
 /// Training and held-out examples from a view with an ids column (and optionally a labels column): every
@@ -113,8 +119,9 @@ public sealed class TrainingExamples
         }
     }
 
-    // With packing, whole examples are concatenated (ids and labels alike) until the next would overflow the block,
-    // as TRL's packing does: fewer, fuller sequences and no padding; examples in one block may attend to each other.
+    // With packing, whole examples are concatenated until the next would overflow the block, padding-free as TRL's: each
+    // token's position restarts with its example (and attention stays within it, see Collate). An example's first
+    // label is ignored: it would be predicted from the end of the previous example.
     IEnumerable<(long Index, TrainingExample Example)> Read()
     {
         if (_packInto <= 0)
@@ -124,19 +131,23 @@ public sealed class TrainingExamples
         }
         var ids = new List<int>(_packInto);
         var labels = new List<int>(_packInto);
+        var positions = new List<int>(_packInto);
         long index = 0;
         foreach (var (_, example) in ReadRows())
         {
             if (ids.Count > 0 && ids.Count + example.Ids.Length > _packInto)
             {
-                yield return (index++, new TrainingExample([.. ids], [.. labels]));
+                yield return (index++, new TrainingExample([.. ids], [.. labels], [.. positions]));
                 ids.Clear();
                 labels.Clear();
+                positions.Clear();
             }
             ids.AddRange(example.Ids);
-            labels.AddRange(example.Labels);
+            labels.Add(TokenSequences.IgnoreIndex);
+            labels.AddRange(example.Labels.AsSpan(1));
+            for (int i = 0; i < example.Ids.Length; i++) positions.Add(i);
         }
-        if (ids.Count > 0) yield return (index, new TrainingExample([.. ids], [.. labels]));
+        if (ids.Count > 0) yield return (index, new TrainingExample([.. ids], [.. labels], [.. positions]));
     }
 
     IEnumerable<(long Index, TrainingExample Example)> ReadRows()
@@ -174,10 +185,10 @@ public sealed class TrainingExamples
 
     /// <summary>
     /// Pads a micro-batch (labels with the ignore index) into int64 tensors on <paramref name="device"/>, and counts
-    /// the labelled targets (labels after the first position), which weight the loss.
+    /// the labelled targets (labels after the first position), which weight the loss. Packed examples also get position
+    /// ids restarting per example and a per-example attention mask (padding is an example of its own).
     /// </summary>
-    internal static (global::TorchSharp.torch.Tensor Ids, global::TorchSharp.torch.Tensor Labels, long Tokens, long Targets) Collate(
-        IReadOnlyList<TrainingExample> examples, int padId, global::TorchSharp.torch.Device device)
+    internal static TrainingBatch Collate(IReadOnlyList<TrainingExample> examples, int padId, Device device)
     {
         var batch = TokenBatch.Pad(examples.Select(e => (IReadOnlyList<int>)e.Ids).ToList(), padId, labels: examples.Select(e => (IReadOnlyList<int>)e.Labels).ToList());
         long tokens = batch.AttentionMask.Sum(), targets = 0;
@@ -185,8 +196,46 @@ public sealed class TrainingExamples
             for (int t = 1; t < batch.Length; t++)
                 if (batch.Labels![r * batch.Length + t] != TokenSequences.IgnoreIndex) targets++;
         long[] shape = [batch.Rows, batch.Length];
-        var ids = global::TorchSharp.torch.tensor(batch.Ids, shape).to(global::TorchSharp.torch.int64, device);
-        var labels = global::TorchSharp.torch.tensor(batch.Labels!, shape).to(global::TorchSharp.torch.int64, device);
-        return (ids, labels, tokens, targets);
+        using var scope = NewDisposeScope();
+        var ids = tensor(batch.Ids, shape).to(int64, device).MoveToOuterDisposeScope();
+        var labels = tensor(batch.Labels!, shape).to(int64, device).MoveToOuterDisposeScope();
+        if (examples.All(e => e.Positions == null)) return new TrainingBatch(ids, labels, null, null, tokens, targets);
+
+        var positions = new long[batch.Ids.Length];
+        var exampleIds = new long[batch.Ids.Length];
+        for (int r = 0; r < batch.Rows; r++)
+        {
+            var e = examples[r];
+            long number = -1;
+            for (int t = 0; t < e.Ids.Length; t++)
+            {
+                int position = e.Positions?[t] ?? t;
+                if (position == 0) number++;
+                positions[r * batch.Length + t] = position;
+                exampleIds[r * batch.Length + t] = number;
+            }
+            exampleIds.AsSpan(r * batch.Length + e.Ids.Length, batch.Length - e.Ids.Length).Fill(number + 1);
+        }
+        var mask = AttentionMasks.PerExample(tensor(exampleIds, shape, device: device)).MoveToOuterDisposeScope();
+        return new TrainingBatch(ids, labels, tensor(positions, shape, device: device).MoveToOuterDisposeScope(), mask, tokens, targets);
+    }
+}
+
+/// <summary>
+/// A collated micro-batch: ids and labels <c>[batch, seq]</c>; for packed examples position ids <c>[batch, seq]</c> and
+/// an attention mask <c>[batch, 1, seq, seq]</c> (null otherwise: plain causal attention); tokens (padding excluded) and
+/// labelled targets.
+/// </summary>
+internal sealed record TrainingBatch(Tensor Ids, Tensor Labels, Tensor? PositionIds, Tensor? AttentionMask, long Tokens, long Targets) : IDisposable
+{
+    /// <summary>The loss summed over the labelled targets.</summary>
+    public Tensor LossSum(GptNeoXForCausalLM model) => model.Loss(Ids, Labels, PositionIds, AttentionMask, nn.Reduction.Sum);
+
+    public void Dispose()
+    {
+        Ids.Dispose();
+        Labels.Dispose();
+        PositionIds?.Dispose();
+        AttentionMask?.Dispose();
     }
 }
