@@ -23,9 +23,9 @@ public sealed class InstructionTuningOptions : CausalLMTrainingOptions
     public bool MaskPrompt { get; init; } = true;
 
     /// <summary>
-    /// Concatenate whole short examples into sequences of up to BlockSize tokens: fewer, fuller batches without padding.
-    /// Packing is padding-free, as TRL's: each example attends only to its own tokens and its positions start at 0, so it
-    /// learns what it would alone. Default false: one example per sequence, padded per batch.
+    /// Concatenate whole short examples, in data order, into sequences of up to BlockSize tokens: fewer, fuller sequences
+    /// (a batch still pads to its longest). Each example attends only to its own tokens and its positions start at 0
+    /// (padding-free packing, as TRL's), so it learns what it would alone. Default false: one example per sequence, padded per batch.
     /// </summary>
     public bool PackExamples { get; init; }
 
