@@ -49,6 +49,7 @@ public static class CausalLMTrainer
         int padId = tokenizer.PadId ?? 0;
         int perStep = options.MicroBatchSize * options.GradientAccumulationSteps;
         int totalSteps = TotalSteps(options, data.ExamplesPerEpoch, perStep);
+        bool permutes = data.Permutes(options.ShuffleBuffer);
 
         var trainable = model.TrainableParameters().ToList();
         var groups = new List<AdamW.ParamGroup>
@@ -69,9 +70,9 @@ public static class CausalLMTrainer
             lastCheckpoint = TrainingCheckpoint.Resolve(options.ResumeFrom);
             var state = TrainingCheckpoint.ReadState(lastCheckpoint);
             // Resuming continues the same run: the schedule and the data order must be the ones the checkpoint used.
-            if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.ShuffleBuffer != options.ShuffleBuffer)
-                throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, shuffle window {state.ShuffleBuffer}; " +
-                    $"these options give {totalSteps} steps, seed {options.Seed}, window {options.ShuffleBuffer}. Resume with the options of that run.");
+            if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.FullShuffle != permutes || (!permutes && state.ShuffleBuffer != options.ShuffleBuffer))
+                throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, {Order(state.FullShuffle, state.ShuffleBuffer)}; " +
+                    $"these options give {totalSteps} steps, seed {options.Seed}, {Order(permutes, options.ShuffleBuffer)}. Resume with the options (and data) of that run.");
             TrainingCheckpoint.LoadWeights(lastCheckpoint, model);
             TrainingCheckpoint.LoadOptimizer(lastCheckpoint, optimizer);
             TrainingCheckpoint.RestoreRng(state.TorchRngState);
@@ -89,7 +90,7 @@ public static class CausalLMTrainer
         int intervalSteps = 0;
         double gradNorm = 0;
         var micro = new List<TrainingExample>(options.MicroBatchSize);
-        var batches = new List<(Tensor Ids, Tensor Labels, long Tokens, long Targets)>(options.GradientAccumulationSteps);
+        var batches = new List<TrainingBatch>(options.GradientAccumulationSteps);
         string metricsPath = Path.Combine(options.OutputDirectory, "metrics.csv");
         Directory.CreateDirectory(options.OutputDirectory);
 
@@ -119,17 +120,17 @@ public static class CausalLMTrainer
             using (var scope = NewDisposeScope())
             {
                 var lossSum = zeros(1, device: device);
-                foreach (var (ids, labels, batchTokens, _) in batches)
+                foreach (var batch in batches)
                 {
-                    var loss = model.Loss(ids, labels, nn.Reduction.Sum);
+                    var loss = batch.LossSum(model);
                     (loss / stepTargets).backward();
                     lossSum += loss.detach();
-                    tokens += batchTokens;
-                    intervalTokens += batchTokens;
+                    tokens += batch.Tokens;
+                    intervalTokens += batch.Tokens;
                 }
                 stepLoss = lossSum.item<float>() / stepTargets;
             }
-            foreach (var (ids, labels, _, _) in batches) { ids.Dispose(); labels.Dispose(); }
+            foreach (var batch in batches) batch.Dispose();
             batches.Clear();
             // An infinite norm clips to NaN weights, so check it before the optimizer moves anything.
             gradNorm = nn.utils.clip_grad_norm_(trainable, options.GradientClipNorm > 0 ? options.GradientClipNorm : double.PositiveInfinity);
@@ -164,7 +165,7 @@ public static class CausalLMTrainer
                     bestEval = e;
                     evalsWithoutImprovement = 0;
                     bestCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), "best");
-                    TrainingCheckpoint.Write(bestCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
+                    TrainingCheckpoint.Write(bestCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, permutes, history));
                 }
                 else if (evalLoss != null && options.EarlyStoppingPatience > 0 && ++evalsWithoutImprovement >= options.EarlyStoppingPatience)
                 {
@@ -175,7 +176,7 @@ public static class CausalLMTrainer
             if ((options.CheckpointInterval > 0 && step % options.CheckpointInterval == 0) || step == totalSteps || stoppedEarly)
             {
                 lastCheckpoint = Path.Combine(TrainingCheckpoint.Folder(options.OutputDirectory), $"step-{step:D7}");
-                TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, history));
+                TrainingCheckpoint.Write(lastCheckpoint, model, tokenizer, optimizer, State(step, totalSteps, epoch, inEpoch, tokens, bestEval, options, permutes, history));
                 TrainingCheckpoint.Prune(options.OutputDirectory, options.KeepLastCheckpoints);
             }
         }
@@ -192,9 +193,9 @@ public static class CausalLMTrainer
         for (int start = 0; start < examples.Count; start += batchSize)
         {
             using var scope = NewDisposeScope();
-            var (ids, labels, _, targets) = TrainingExamples.Collate(examples.Skip(start).Take(batchSize).ToList(), padId, device);
-            sum += model.Loss(ids, labels, nn.Reduction.Sum).item<float>();
-            count += targets;
+            var batch = TrainingExamples.Collate(examples.Skip(start).Take(batchSize).ToList(), padId, device);
+            sum += batch.LossSum(model).item<float>();
+            count += batch.Targets;
         }
         return sum / Math.Max(1, count);
     }
@@ -222,8 +223,11 @@ public static class CausalLMTrainer
         }
     }
 
-    static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, CausalLMTrainingOptions o, List<MetricRow> history) =>
-        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, o.Seed, o.ShuffleBuffer, TrainingCheckpoint.CaptureRng(), history.ToList());
+    static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, CausalLMTrainingOptions o, bool permutes,
+        List<MetricRow> history) =>
+        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, o.Seed, o.ShuffleBuffer, permutes, TrainingCheckpoint.CaptureRng(), history.ToList());
+
+    static string Order(bool permutes, int window) => permutes ? "a full shuffle in memory" : $"shuffle window {window}";
 
     static void Report(IChannelProvider? log, string message)
     {

@@ -75,8 +75,19 @@ public abstract class CausalLMTrainingOptions
     /// <summary>How many step checkpoints to keep (the best by eval loss is kept besides). Default 2.</summary>
     public int KeepLastCheckpoints { get; set; } = 2;
 
-    /// <summary>Blocks drawn at random from a window this large (deterministic per seed and epoch); 1 keeps data order. Default 256.</summary>
+    /// <summary>
+    /// Streamed data (see <see cref="InMemoryShuffleRows"/>) is drawn at random from a window this large, deterministic per
+    /// seed and epoch; 1 keeps data order, in memory too. Default 256.
+    /// </summary>
     public int ShuffleBuffer { get; set; } = 256;
+
+    /// <summary>
+    /// Data whose view knows its row count, at most this many rows, is read once into memory and each epoch is a full
+    /// permutation of it (seeded by seed and epoch, as Hugging Face's RandomSampler): no stretch of an epoch is drawn from one
+    /// part of the file only. Larger or streamed data (row count unknown, e.g. a corpus read from disk) is shuffled within
+    /// <see cref="ShuffleBuffer"/>. 0 always streams. Default 1,000,000.
+    /// </summary>
+    public int InMemoryShuffleRows { get; set; } = 1_000_000;
 
     /// <summary><c>auto</c> (CUDA when TorchSharp sees a GPU, else CPU), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
     public string Device { get; set; } = "auto";
@@ -129,6 +140,7 @@ public abstract class CausalLMTrainingOptions
         NotNegative(EarlyStoppingPatience, nameof(EarlyStoppingPatience));
         NotNegative(CheckpointInterval, nameof(CheckpointInterval));
         NotNegative(MaxEvalBlocks, nameof(MaxEvalBlocks));
+        NotNegative(InMemoryShuffleRows, nameof(InMemoryShuffleRows));
         NotNegative(GradientClipNorm, nameof(GradientClipNorm));
         NotNegative(WeightDecay, nameof(WeightDecay));
         if (Beta1 is < 0 or >= 1 || Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta1), $"AdamW betas must be in [0, 1) (got {Beta1}, {Beta2}).");

@@ -24,8 +24,9 @@ public sealed class InstructionTuningOptions : CausalLMTrainingOptions
     public bool MaskPrompt { get; init; } = true;
 
     /// <summary>
-    /// Concatenate whole short examples into sequences of up to BlockSize tokens (fewer, fuller batches; examples sharing a
-    /// sequence can attend to each other, as with TRL's packing). Default false: one example per sequence, padded per batch.
+    /// Concatenate whole short examples, in data order, into sequences of up to BlockSize tokens: fewer, fuller sequences
+    /// (a batch still pads to its longest). Each example attends only to its own tokens and its positions start at 0
+    /// (padding-free packing, as TRL's), so it learns what it would alone. Default false: one example per sequence, padded per batch.
     /// </summary>
     public bool PackExamples { get; init; }
 
@@ -81,7 +82,7 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
             InputIdsColumnName = "InputIds__", LabelsColumnName = "Labels__", MaskPrompt = o.MaskPrompt, MaxLength = o.BlockSize,
         }).Transform(input);
         var data = new TrainingExamples(examples, "InputIds__", "Labels__", o.EvalFraction, o.MaxEvalBlocks, model.Config.VocabSize,
-            packInto: o.PackExamples ? o.BlockSize : 0);
+            packInto: o.PackExamples ? o.BlockSize : 0, inMemoryRows: o.InMemoryShuffleRows);
 
         global::TorchSharp.torch.manual_seed(o.Seed);
         if (o.Lora != null) model.AttachLora(o.Lora);

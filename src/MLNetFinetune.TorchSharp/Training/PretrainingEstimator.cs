@@ -79,7 +79,8 @@ public sealed class PretrainingEstimator : IEstimator<CausalLMTransformer>
             InputColumnName = o.TokenIdsColumnName ?? "InputIds__",
             SeparatorId = o.TokenIdsColumnName == null ? o.Tokenizer.EosId : null,
         });
-        var data = new TrainingExamples(blocks, "InputIds", labelsColumn: null, o.EvalFraction, o.MaxEvalBlocks, config.VocabSize);
+        var data = new TrainingExamples(blocks, "InputIds", labelsColumn: null, o.EvalFraction, o.MaxEvalBlocks, config.VocabSize,
+            inMemoryRows: o.InMemoryShuffleRows);
 
         manual_seed(o.Seed);
         var model = new GptNeoXForCausalLM(config);

@@ -31,6 +31,7 @@ public sealed record TrainerState(
     [property: JsonPropertyName("best_eval_loss")] double? BestEvalLoss,
     [property: JsonPropertyName("seed")] int Seed,
     [property: JsonPropertyName("shuffle_buffer")] int ShuffleBuffer,
+    [property: JsonPropertyName("full_shuffle")] bool FullShuffle,
     [property: JsonPropertyName("torch_rng_state")] string TorchRngState,
     [property: JsonPropertyName("history")] IReadOnlyList<MetricRow> History);
 

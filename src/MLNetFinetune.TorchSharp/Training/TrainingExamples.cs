@@ -1,17 +1,24 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNetFinetune.Tokenization;
+using MLNetFinetune.TorchSharp.Modeling;
+using static TorchSharp.torch;
 
 namespace MLNetFinetune.TorchSharp.Training;
 
-/// <summary>One training sequence: token ids and the aligned labels (−100 where no loss is taken).</summary>
-public readonly record struct TrainingExample(int[] Ids, int[] Labels);
+/// <summary>
+/// One training sequence: token ids and the aligned labels (−100 where no loss is taken). A packed sequence also has
+/// <paramref name="Positions"/>, each token's position within its own example (0 starts an example); null means one
+/// example from position 0.
+/// </summary>
+public readonly record struct TrainingExample(int[] Ids, int[] Labels, int[]? Positions = null);
 
 /// <summary>
-/// Training and held-out examples streamed from a view with an ids column (and optionally a labels column):
-/// every 1/EvalFraction-th row is held out (at most MaxEvalBlocks of them, kept in memory); the rest stream
-/// once per epoch through a seeded shuffle window, so an epoch's order depends only on the seed and the epoch,
-/// and a resumed run can skip exactly the examples it already used.
+/// Training and held-out examples from a view with an ids column (and optionally a labels column): every
+/// 1/EvalFraction-th row is held out (at most MaxEvalBlocks of them, kept in memory). When the view knows its row count
+/// and it is at most the in-memory limit, the training examples are kept in memory and each epoch is a full seeded
+/// permutation of them; otherwise they stream once per epoch through a seeded shuffle window. Either way an epoch's
+/// order depends only on the seed and the epoch, so a resumed run can skip exactly the examples it already used.
 /// </summary>
 public sealed class TrainingExamples
 {
@@ -19,12 +26,16 @@ public sealed class TrainingExamples
     readonly string _idsColumn;
     readonly string? _labelsColumn;
     readonly int _evalEvery, _maxEval, _vocabSize, _packInto;
+    readonly List<TrainingExample>? _training;
 
     /// <summary>
-    /// Makes one counting pass over <paramref name="data"/> and collects the held-out examples. Ids must be below
-    /// <paramref name="vocabSize"/>; examples with nothing to learn (no labelled target) are left out.
+    /// Makes one counting pass over <paramref name="data"/> and collects the held-out examples, and the training examples
+    /// too when the view's row count is known and at most <paramref name="inMemoryRows"/> (0: always stream). Ids must be
+    /// below <paramref name="vocabSize"/>; examples with nothing to learn (no labelled target) are left out. With
+    /// <paramref name="packInto"/> &gt; 0, whole examples are packed into sequences of up to that many tokens.
     /// </summary>
-    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples, int vocabSize, int packInto = 0)
+    public TrainingExamples(IDataView data, string idsColumn, string? labelsColumn, double evalFraction, int maxEvalExamples, int vocabSize,
+        int packInto = 0, int inMemoryRows = 0)
     {
         _packInto = packInto;
         _data = data;
@@ -34,16 +45,18 @@ public sealed class TrainingExamples
         _evalEvery = evalFraction > 0 ? Math.Max(2, (int)Math.Round(1 / evalFraction)) : 0;
         _maxEval = maxEvalExamples;
         var eval = new List<TrainingExample>();
-        long training = 0;
+        var training = data.GetRowCount() is { } rows && rows <= inMemoryRows ? new List<TrainingExample>() : null;
+        long count = 0;
         foreach (var (index, example) in Read())
         {
             if (IsEval(index)) eval.Add(example);
-            else training++;
+            else { training?.Add(example); count++; }
         }
-        if (training == 0) throw new InvalidDataException(
+        if (count == 0) throw new InvalidDataException(
             "The training data holds no training sequences" + (eval.Count > 0 ? " once the evaluation split is taken; lower EvalFraction or add data." : ": is it empty, or shorter than one block?"));
         EvalExamples = eval;
-        ExamplesPerEpoch = training;
+        ExamplesPerEpoch = count;
+        _training = training;
     }
 
     /// <summary>The held-out examples.</summary>
@@ -52,14 +65,42 @@ public sealed class TrainingExamples
     /// <summary>Training examples in one epoch.</summary>
     public long ExamplesPerEpoch { get; }
 
+    /// <summary>True when the training examples are held in memory (the epochs do not read the view again).</summary>
+    public bool InMemory => _training != null;
+
+    /// <summary>True when <see cref="Epoch"/> with this window draws a full permutation (in memory, window above 1).</summary>
+    public bool Permutes(int window) => InMemory && window > 1;
+
     // Every _evalEvery-th example, until _maxEval are held out; later ones train.
     bool IsEval(long index) => _evalEvery > 0 && index % _evalEvery == _evalEvery - 1 && index / _evalEvery < _maxEval;
 
-    /// <summary>The training examples of <paramref name="epoch"/>, shuffled within a window of <paramref name="window"/>.</summary>
+    /// <summary>
+    /// The training examples of <paramref name="epoch"/>: a full permutation when <see cref="Permutes"/>, else streamed
+    /// through a shuffle window of <paramref name="window"/>; a window of 1 keeps data order.
+    /// </summary>
     public IEnumerable<TrainingExample> Epoch(int epoch, int seed, int window)
     {
         // A fixed mix (HashCode.Combine is randomised per process), so a resumed run in a new process sees the same order.
         var random = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 0x5eed));
+        if (Permutes(window)) return Permutation(_training!, random);
+        return _training != null ? _training.AsReadOnly() : Window(random, window);
+    }
+
+    // Fisher–Yates over the indices, as a seeded RandomSampler: every example exactly once per epoch.
+    static IEnumerable<TrainingExample> Permutation(List<TrainingExample> examples, Random random)
+    {
+        var order = new int[examples.Count];
+        for (int i = 0; i < order.Length; i++) order[i] = i;
+        for (int i = order.Length - 1; i > 0; i--)
+        {
+            int j = random.Next(i + 1);
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        foreach (int i in order) yield return examples[i];
+    }
+
+    IEnumerable<TrainingExample> Window(Random random, int window)
+    {
         var buffer = new List<TrainingExample>(window);
         foreach (var (index, example) in Read())
         {
@@ -78,8 +119,9 @@ public sealed class TrainingExamples
         }
     }
 
-    // With packing, whole examples are concatenated (ids and labels alike) until the next would overflow the block,
-    // as TRL's packing does: fewer, fuller sequences and no padding; examples in one block may attend to each other.
+    // With packing, whole examples are concatenated until the next would overflow the block, padding-free as TRL's: each
+    // token's position restarts with its example (and attention stays within it, see Collate). An example's first
+    // label is ignored: it would be predicted from the end of the previous example.
     IEnumerable<(long Index, TrainingExample Example)> Read()
     {
         if (_packInto <= 0)
@@ -89,19 +131,23 @@ public sealed class TrainingExamples
         }
         var ids = new List<int>(_packInto);
         var labels = new List<int>(_packInto);
+        var positions = new List<int>(_packInto);
         long index = 0;
         foreach (var (_, example) in ReadRows())
         {
             if (ids.Count > 0 && ids.Count + example.Ids.Length > _packInto)
             {
-                yield return (index++, new TrainingExample([.. ids], [.. labels]));
+                yield return (index++, new TrainingExample([.. ids], [.. labels], [.. positions]));
                 ids.Clear();
                 labels.Clear();
+                positions.Clear();
             }
             ids.AddRange(example.Ids);
-            labels.AddRange(example.Labels);
+            labels.Add(TokenSequences.IgnoreIndex);
+            labels.AddRange(example.Labels.AsSpan(1));
+            for (int i = 0; i < example.Ids.Length; i++) positions.Add(i);
         }
-        if (ids.Count > 0) yield return (index, new TrainingExample([.. ids], [.. labels]));
+        if (ids.Count > 0) yield return (index, new TrainingExample([.. ids], [.. labels], [.. positions]));
     }
 
     IEnumerable<(long Index, TrainingExample Example)> ReadRows()
@@ -139,10 +185,10 @@ public sealed class TrainingExamples
 
     /// <summary>
     /// Pads a micro-batch (labels with the ignore index) into int64 tensors on <paramref name="device"/>, and counts
-    /// the labelled targets (labels after the first position), which weight the loss.
+    /// the labelled targets (labels after the first position), which weight the loss. Packed examples also get position
+    /// ids restarting per example and a per-example attention mask (padding is an example of its own).
     /// </summary>
-    internal static (global::TorchSharp.torch.Tensor Ids, global::TorchSharp.torch.Tensor Labels, long Tokens, long Targets) Collate(
-        IReadOnlyList<TrainingExample> examples, int padId, global::TorchSharp.torch.Device device)
+    internal static TrainingBatch Collate(IReadOnlyList<TrainingExample> examples, int padId, Device device)
     {
         var batch = TokenBatch.Pad(examples.Select(e => (IReadOnlyList<int>)e.Ids).ToList(), padId, labels: examples.Select(e => (IReadOnlyList<int>)e.Labels).ToList());
         long tokens = batch.AttentionMask.Sum(), targets = 0;
@@ -150,8 +196,46 @@ public sealed class TrainingExamples
             for (int t = 1; t < batch.Length; t++)
                 if (batch.Labels![r * batch.Length + t] != TokenSequences.IgnoreIndex) targets++;
         long[] shape = [batch.Rows, batch.Length];
-        var ids = global::TorchSharp.torch.tensor(batch.Ids, shape).to(global::TorchSharp.torch.int64, device);
-        var labels = global::TorchSharp.torch.tensor(batch.Labels!, shape).to(global::TorchSharp.torch.int64, device);
-        return (ids, labels, tokens, targets);
+        using var scope = NewDisposeScope();
+        var ids = tensor(batch.Ids, shape).to(int64, device).MoveToOuterDisposeScope();
+        var labels = tensor(batch.Labels!, shape).to(int64, device).MoveToOuterDisposeScope();
+        if (examples.All(e => e.Positions == null)) return new TrainingBatch(ids, labels, null, null, tokens, targets);
+
+        var positions = new long[batch.Ids.Length];
+        var exampleIds = new long[batch.Ids.Length];
+        for (int r = 0; r < batch.Rows; r++)
+        {
+            var e = examples[r];
+            long number = -1;
+            for (int t = 0; t < e.Ids.Length; t++)
+            {
+                int position = e.Positions?[t] ?? t;
+                if (position == 0) number++;
+                positions[r * batch.Length + t] = position;
+                exampleIds[r * batch.Length + t] = number;
+            }
+            exampleIds.AsSpan(r * batch.Length + e.Ids.Length, batch.Length - e.Ids.Length).Fill(number + 1);
+        }
+        var mask = AttentionMasks.PerExample(tensor(exampleIds, shape, device: device)).MoveToOuterDisposeScope();
+        return new TrainingBatch(ids, labels, tensor(positions, shape, device: device).MoveToOuterDisposeScope(), mask, tokens, targets);
+    }
+}
+
+/// <summary>
+/// A collated micro-batch: ids and labels <c>[batch, seq]</c>; for packed examples position ids <c>[batch, seq]</c> and
+/// an attention mask <c>[batch, 1, seq, seq]</c> (null otherwise: plain causal attention); tokens (padding excluded) and
+/// labelled targets.
+/// </summary>
+internal sealed record TrainingBatch(Tensor Ids, Tensor Labels, Tensor? PositionIds, Tensor? AttentionMask, long Tokens, long Targets) : IDisposable
+{
+    /// <summary>The loss summed over the labelled targets.</summary>
+    public Tensor LossSum(GptNeoXForCausalLM model) => model.Loss(Ids, Labels, PositionIds, AttentionMask, nn.Reduction.Sum);
+
+    public void Dispose()
+    {
+        Ids.Dispose();
+        Labels.Dispose();
+        PositionIds?.Dispose();
+        AttentionMask?.Dispose();
     }
 }

@@ -48,9 +48,9 @@ public class InstructionTuningTests : IDisposable
             .Fit(df).Transform(df);
     }
 
-    InstructionTuningOptions Options(string baseModel, string name, int steps = 150, double evalFraction = 0, int patience = 0, int evalInterval = 50) => new()
+    InstructionTuningOptions Options(string baseModel, string name, int steps = 150, double evalFraction = 0, int patience = 0, int evalInterval = 50, bool pack = false) => new()
     {
-        BaseModel = baseModel, OutputDirectory = Path.Combine(_dir.Path, name), BlockSize = 64, MicroBatchSize = 4, MaxSteps = steps,
+        BaseModel = baseModel, OutputDirectory = Path.Combine(_dir.Path, name), BlockSize = 64, MicroBatchSize = 4, MaxSteps = steps, PackExamples = pack,
         LearningRate = 5e-3, MinLearningRate = 5e-4, WarmupSteps = 5, WeightDecay = 0, EvalFraction = evalFraction, EvalInterval = evalInterval,
         EarlyStoppingPatience = patience, Threads = 1, Device = "cpu", ShuffleBuffer = 1, Generation = new GenerationOptions { MaxNewTokens = 8 },
     };
@@ -127,13 +127,91 @@ public class InstructionTuningTests : IDisposable
     [Fact]
     public void PackingConcatenatesWholeExamplesUpToTheBlock()
     {
-        var rows = new[] { new PairRow { Ids = [1, 2, 3], Labels = [-100, 2, 3] }, new PairRow { Ids = [4, 5], Labels = [-100, 5] }, new PairRow { Ids = [6, 7, 8, 9], Labels = [-100, -100, 8, 9] } };
+        var rows = new[] { new PairRow { Ids = [1, 2, 3], Labels = [-100, 2, 3] }, new PairRow { Ids = [4, 5], Labels = [4, 5] }, new PairRow { Ids = [6, 7, 8, 9], Labels = [-100, -100, 8, 9] } };
         var packed = new TrainingExamples(_ml.Data.LoadFromEnumerable(rows), "Ids", "Labels", 0, 0, 16, packInto: 6);
         var blocks = packed.Epoch(0, 0, 1).ToList();
         Assert.Equal(2, packed.ExamplesPerEpoch);
         Assert.Equal([1, 2, 3, 4, 5], blocks[0].Ids);
+        // The second example's first token is not predicted from the first example.
         Assert.Equal([-100, 2, 3, -100, 5], blocks[0].Labels);
+        Assert.Equal([0, 1, 2, 0, 1], blocks[0].Positions!);
         Assert.Equal([6, 7, 8, 9], blocks[1].Ids);
+        Assert.Equal([0, 1, 2, 3], blocks[1].Positions!);
+    }
+
+    [Fact]
+    public void EachPackedExampleGetsTheLogitsItGetsAlone()
+    {
+        var tokenizer = Tokenizer();
+        var ids = new TokenizePairsTransformer(new TokenizePairsOptions { Tokenizer = tokenizer, MaxLength = 64 }).Transform(Pairs());
+        var packed = new TrainingExamples(ids, "InputIds", "Labels", 0, 0, 320, packInto: 128);
+        var blocks = packed.Epoch(0, 0, 1).Take(3).ToList();
+        Assert.True(blocks.All(b => b.Positions!.Count(p => p == 0) >= 2), "each block should hold several examples");
+        Assert.NotEqual(blocks[0].Ids.Length, blocks[2].Ids.Length); // so the batch has padding
+
+        manual_seed(5);
+        using var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
+        model.eval();
+        using var _ = no_grad();
+        using var batch = TrainingExamples.Collate(blocks, tokenizer.PadId ?? 0, CPU);
+        using var logits = model.Forward(batch.Ids, batch.PositionIds, batch.AttentionMask);
+        using var runOn = model.Forward(batch.Ids); // the same rows without per-example attention
+        int checkedExamples = 0;
+        for (int r = 0; r < blocks.Count; r++)
+        {
+            var starts = Enumerable.Range(0, blocks[r].Ids.Length).Where(t => blocks[r].Positions![t] == 0).Append(blocks[r].Ids.Length).ToArray();
+            for (int e = 0; e + 1 < starts.Length; e++)
+            {
+                int start = starts[e], length = starts[e + 1] - start;
+                using var alone = model.Forward(tensor(blocks[r].Ids[start..(start + length)], [1, length]).to(int64));
+                using var inPack = logits[r, start..(start + length)].unsqueeze(0);
+                float diff = (inPack - alone).abs().max().item<float>();
+                Assert.True(diff <= 1e-5f, $"row {r}, example {e}: max abs diff {diff}");
+                if (e > 0) Assert.True((runOn[r, start..(start + length)].unsqueeze(0) - alone).abs().max().item<float>() > 1e-3f, "without the mask the example should see its neighbours");
+                checkedExamples++;
+            }
+        }
+        Assert.True(checkedExamples >= 6);
+    }
+
+    [Fact]
+    public void APackedFinetuneLowersTheLoss()
+    {
+        var options = Options(BaseModel(), "packed", steps: 60, pack: true);
+        options.BlockSize = 128; // several pairs a sequence
+        using var tuned = new InstructionTuningEstimator(options).Fit(Pairs());
+        var history = tuned.Training!.History;
+        Assert.True(history[^1].Loss < 0.5 * history[0].Loss, $"loss went from {history[0].Loss} to {history[^1].Loss}");
+    }
+
+    [Fact]
+    public void ResumingAcrossAnEpochBoundaryWithAFullShuffleContinuesExactly()
+    {
+        string baseDir = BaseModel();
+        InstructionTuningOptions Run(string name, string? resume)
+        {
+            // 12 pairs, 3 held out: 9 training examples per epoch in micro-batches of 4, so batches straddle epochs.
+            var o = Options(baseDir, name, steps: 8, evalFraction: 0.25, evalInterval: 3);
+            (o.ShuffleBuffer, o.LogInterval, o.CheckpointInterval, o.KeepLastCheckpoints, o.ResumeFrom) = (256, 1, 3, 5, resume);
+            return o;
+        }
+        using var uninterrupted = new InstructionTuningEstimator(Run("full", null)).Fit(Pairs());
+        string halfway = Path.Combine(_dir.Path, "full", "checkpoints", "step-0000003");
+        var state = TrainingCheckpoint.ReadState(halfway);
+        Assert.True(state.FullShuffle);
+        Assert.Equal((1, 3L), (state.Epoch, state.ExamplesInEpoch));
+
+        using var continued = new InstructionTuningEstimator(Run("resumed", halfway)).Fit(Pairs());
+        var expected = uninterrupted.Training!.History.Where(r => r.Step > 3).Select(r => (r.Step, r.Epoch, r.Loss, r.EvalLoss, r.Tokens)).ToList();
+        var actual = continued.Training!.History.Where(r => r.Step > 3).Select(r => (r.Step, r.Epoch, r.Loss, r.EvalLoss, r.Tokens)).ToList();
+        Assert.Equal(5, actual.Count);
+        Assert.Equal(3, actual[^1].Epoch); // two epoch boundaries after the resume
+        Assert.Equal(expected, actual);
+
+        var streamed = Run("streamed", halfway);
+        streamed.InMemoryShuffleRows = 0;
+        var e = Assert.Throws<ArgumentException>(() => new InstructionTuningEstimator(streamed).Fit(Pairs()));
+        Assert.Contains("seed 0, a full shuffle in memory; these options give 8 steps, seed 0, shuffle window 256.", e.Message);
     }
 
     sealed class PairRow
