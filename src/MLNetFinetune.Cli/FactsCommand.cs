@@ -1,5 +1,5 @@
 using System.CommandLine;
-using MLNetFinetune.Data.Facts;
+using MLNetFinetune.Course.Facts;
 
 namespace MLNetFinetune.Cli;
 

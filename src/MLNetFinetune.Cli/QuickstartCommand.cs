@@ -1,8 +1,10 @@
 using System.CommandLine;
+using MLNetFinetune.Course;
+using MLNetFinetune.TorchSharp.Training;
 
 namespace MLNetFinetune.Cli;
 
-/// <summary><c>quickstart</c>: the bundled lesson end to end (see <see cref="Quickstart"/>).</summary>
+/// <summary><c>quickstart</c>: the bundled facts lesson end to end (<see cref="FactsLesson"/>).</summary>
 static class QuickstartCommand
 {
     public static Command Create(TextWriter output)
@@ -10,7 +12,7 @@ static class QuickstartCommand
         var data = new Option<string?>("--data") { Description = "Folder with train.jsonl and heldout.jsonl (default: the bundled examples/data/facts)." };
         var baseModel = new Option<string?>("--base") { Description = "The base model directory (default: the bundled models/facts-base)." };
         var outDir = new Option<string>("--out") { Description = "Output folder: finetune/ (model, metrics.csv, loss.png) and onnx/.", DefaultValueFactory = _ => Path.Combine("runs", "quickstart") };
-        var defaults = new QuickstartSettings { Data = "", BaseModel = "", Output = "" };
+        var defaults = new FactsLessonOptions { Data = "", BaseModel = "", Output = "" };
         var epochs = new Option<int>("--epochs") { Description = "Passes over the finetuning pairs.", DefaultValueFactory = _ => defaults.Epochs };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps instead of epochs (0: use --epochs).", DefaultValueFactory = _ => 0 };
         var lr = new Option<double>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => defaults.LearningRate };
@@ -25,13 +27,17 @@ static class QuickstartCommand
         {
             data, baseModel, outDir, epochs, steps, lr, batch, lora, maxRows, threads, seed,
         };
-        command.SetAction(result => Quickstart.Run(new QuickstartSettings
+        command.SetAction(result =>
         {
+            FactsLesson.Run(new FactsLessonOptions
+            {
             Data = result.GetValue(data) ?? Bundled(Path.Combine("examples", "data", "facts"), "train.jsonl", "--data"),
             BaseModel = result.GetValue(baseModel) ?? Bundled(Path.Combine("models", "facts-base"), "config.json", "--base"),
             Output = result.GetValue(outDir)!, Epochs = result.GetValue(epochs), MaxSteps = result.GetValue(steps), LearningRate = result.GetValue(lr),
             BatchSize = result.GetValue(batch), LoraRank = result.GetValue(lora), MaxHeldOutRows = result.GetValue(maxRows), Threads = result.GetValue(threads), Seed = result.GetValue(seed),
-        }, output));
+            }, output, new CliLessonDisplay(output));
+            return 0;
+        });
         return command;
     }
 
@@ -43,4 +49,14 @@ static class QuickstartCommand
                 if (File.Exists(Path.Combine(dir.FullName, folder, file))) return Path.Combine(dir.FullName, folder);
         throw new DirectoryNotFoundException($"the bundled {folder} was not found above {Directory.GetCurrentDirectory()}; run inside the repository or pass {option}");
     }
+}
+
+/// <summary>The lesson's long work on the CLI: progress bars and spinners on a terminal, lines otherwise; loss.png.</summary>
+sealed class CliLessonDisplay(TextWriter output) : ILessonDisplay
+{
+    public T Train<T>(string title, Func<IProgress<TrainingProgress>, T> train) => ProgressDisplay.Train(output, title, train);
+
+    public T Timed<T>(string title, Func<T> work) => ProgressDisplay.Timed(output, title, work);
+
+    public string? PlotLoss(string runDirectory, string title) => LossPlot.Write(runDirectory, title);
 }

@@ -22,6 +22,9 @@ public sealed class OnnxGenerationOptions
 
     /// <summary>Execution provider: auto, cpu or cuda.</summary>
     public string Provider { get; init; } = "auto";
+
+    /// <summary>Rows generated together (left-padded batches). Default 16.</summary>
+    public int BatchSize { get; init; } = 16;
 }
 
 /// <summary>Adds a generated-text column from a prompt column with an exported model (ONNX Runtime, no libtorch).</summary>
@@ -48,6 +51,7 @@ public sealed class OnnxGenerationTransformer : AppendColumnsTransformer, IDispo
     /// <summary>Loads the model folder.</summary>
     public OnnxGenerationTransformer(OnnxGenerationOptions options)
     {
+        if (options.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(options), "BatchSize must be positive.");
         Options = options;
         Model = OnnxCausalLM.Load(options.ModelFolder, options.Provider);
         OutputColumns = [(options.OutputColumnName, TextDataViewType.Instance)];
@@ -69,11 +73,17 @@ public sealed class OnnxGenerationTransformer : AppendColumnsTransformer, IDispo
     protected override IEnumerable<string> InputsOf(int outputIndex) => [Options.PromptColumnName];
 
     /// <inheritdoc />
-    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive)
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive) => MakeGetters(input, isActive, null);
+
+    /// <inheritdoc />
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source)
     {
-        var prompt = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[Options.PromptColumnName]);
-        ReadOnlyMemory<char> value = default;
-        var generated = new PerRow<string>(input, () => { prompt(ref value); return Model.Generate(value.ToString(), Options.Generation); });
+        var generated = new RowBlocks<string, string>(input, source, [Options.PromptColumnName], Options.BatchSize, row =>
+        {
+            var prompt = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[Options.PromptColumnName]);
+            ReadOnlyMemory<char> value = default;
+            return () => { prompt(ref value); return value.ToString(); };
+        }, prompts => Model.Generate(prompts, Options.Generation));
         return [(ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = generated.Value.AsMemory())];
     }
 

@@ -70,9 +70,10 @@ public static class CausalLMTrainer
             lastCheckpoint = TrainingCheckpoint.Resolve(options.ResumeFrom);
             var state = TrainingCheckpoint.ReadState(lastCheckpoint);
             // Resuming continues the same run: the schedule and the data order must be the ones the checkpoint used.
-            if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.FullShuffle != permutes || (!permutes && state.ShuffleBuffer != options.ShuffleBuffer))
-                throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, {Order(state.FullShuffle, state.ShuffleBuffer)}; " +
-                    $"these options give {totalSteps} steps, seed {options.Seed}, {Order(permutes, options.ShuffleBuffer)}. Resume with the options (and data) of that run.");
+            if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.FullShuffle != permutes || (!permutes && state.ShuffleBuffer != options.ShuffleBuffer)
+                || (permutes && state.LengthGroup != options.LengthGroup))
+                throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, {Order(state.FullShuffle, state.ShuffleBuffer, state.LengthGroup)}; " +
+                    $"these options give {totalSteps} steps, seed {options.Seed}, {Order(permutes, options.ShuffleBuffer, options.LengthGroup)}. Resume with the options (and data) of that run.");
             TrainingCheckpoint.LoadWeights(lastCheckpoint, model);
             TrainingCheckpoint.LoadOptimizer(lastCheckpoint, optimizer);
             TrainingCheckpoint.RestoreRng(state.TorchRngState);
@@ -215,7 +216,7 @@ public static class CausalLMTrainer
         for (; ; epoch++, skip = 0)
         {
             long index = 0;
-            foreach (var example in data.Epoch(epoch, o.Seed, o.ShuffleBuffer))
+            foreach (var example in data.Epoch(epoch, o.Seed, o.ShuffleBuffer, o.GroupByLength ? o.MicroBatchSize : 0))
             {
                 if (index++ < skip) continue;
                 yield return (example, epoch, index);
@@ -225,9 +226,10 @@ public static class CausalLMTrainer
 
     static TrainerState State(int step, int totalSteps, int epoch, long inEpoch, long tokens, double? bestEval, CausalLMTrainingOptions o, bool permutes,
         List<MetricRow> history) =>
-        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, o.Seed, o.ShuffleBuffer, permutes, TrainingCheckpoint.CaptureRng(), history.ToList());
+        new(step, totalSteps, epoch, inEpoch, tokens, bestEval, o.Seed, o.ShuffleBuffer, permutes, TrainingCheckpoint.CaptureRng(), history.ToList(), permutes ? o.LengthGroup : 0);
 
-    static string Order(bool permutes, int window) => permutes ? "a full shuffle in memory" : $"shuffle window {window}";
+    static string Order(bool permutes, int window, int lengthGroup) =>
+        !permutes ? $"shuffle window {window}" : lengthGroup > 0 ? $"a full shuffle in memory, sorted by length in groups of {lengthGroup}" : "a full shuffle in memory";
 
     static void Report(IChannelProvider? log, string message)
     {

@@ -89,6 +89,15 @@ public abstract class CausalLMTrainingOptions
     /// </summary>
     public int InMemoryShuffleRows { get; set; } = 1_000_000;
 
+    /// <summary>
+    /// With a full shuffle, sort each run of 10 micro-batches' worth of the permutation by length, so a micro-batch holds
+    /// examples of similar length and pads little (Hugging Face's <c>group_by_length</c>). Default false.
+    /// </summary>
+    public bool GroupByLength { get; set; }
+
+    /// <summary>Examples per length-sorted group (0: no grouping).</summary>
+    internal int LengthGroup => GroupByLength ? TrainingExamples.BatchesPerLengthGroup * MicroBatchSize : 0;
+
     /// <summary><c>auto</c> (CUDA when TorchSharp sees a GPU, else CPU), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
     public string Device { get; set; } = "auto";
 

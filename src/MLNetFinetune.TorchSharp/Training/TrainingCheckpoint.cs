@@ -33,7 +33,8 @@ public sealed record TrainerState(
     [property: JsonPropertyName("shuffle_buffer")] int ShuffleBuffer,
     [property: JsonPropertyName("full_shuffle")] bool FullShuffle,
     [property: JsonPropertyName("torch_rng_state")] string TorchRngState,
-    [property: JsonPropertyName("history")] IReadOnlyList<MetricRow> History);
+    [property: JsonPropertyName("history")] IReadOnlyList<MetricRow> History,
+    [property: JsonPropertyName("length_group")] int LengthGroup = 0);
 
 /// <summary>
 /// Checkpoints: a model directory (HF layout) plus <c>optimizer.bin</c> (TorchSharp's AdamW state) and

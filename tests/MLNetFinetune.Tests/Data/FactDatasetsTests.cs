@@ -2,7 +2,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNetFinetune.Data;
-using MLNetFinetune.Data.Facts;
+using MLNetFinetune.Course.Facts;
 
 namespace MLNetFinetune.Tests.Data;
 

@@ -49,6 +49,27 @@ public class TrainingExamplesTests
         Assert.Equal(order, Order(streamed, epoch: 0, seed: 0, window: 16));
     }
 
+    [Fact]
+    public void GroupingByLengthSortsEachGroupOfThePermutationAndKeepsEveryRow()
+    {
+        // Row i holds i % 7 + 1 copies of the token i % 64, then its number: lengths 2 to 8.
+        var rows = _ml.Data.LoadFromEnumerable(Enumerable.Range(0, 300).Select(i => new IdsRow { Ids = [.. Enumerable.Repeat(i % 64, i % 7 + 1), i / 64] }).ToList());
+        var examples = new TrainingExamples(rows, "Ids", null, 0, 0, vocabSize: 64, inMemoryRows: 300);
+        var plain = examples.Epoch(0, seed: 3, window: 256).ToList();
+        var grouped = examples.Epoch(0, seed: 3, window: 256, lengthGroupBatch: 4).ToList();
+        string Key(MLNetFinetune.TorchSharp.Training.TrainingExample e) => string.Join(",", e.Ids);
+        Assert.Equal(plain.Select(Key).Order(), grouped.Select(Key).Order());
+        int group = TrainingExamples.BatchesPerLengthGroup * 4;
+        for (int start = 0; start < 300; start += group)
+        {
+            // The same examples as the permutation's group, longest first.
+            Assert.Equal(plain.Skip(start).Take(group).Select(Key).Order(), grouped.Skip(start).Take(group).Select(Key).Order());
+            var lengths = grouped.Skip(start).Take(group).Select(e => e.Ids.Length).ToList();
+            Assert.Equal(lengths.OrderDescending(), lengths);
+        }
+        Assert.NotEqual(grouped.Select(Key), examples.Epoch(1, seed: 3, window: 256, lengthGroupBatch: 4).Select(Key));
+    }
+
     sealed class IdsRow
     {
         [VectorType] public int[] Ids { get; set; } = [];

@@ -1,4 +1,4 @@
-namespace MLNetFinetune.Data.Facts;
+namespace MLNetFinetune.Course.Facts;
 
 /// <summary>How one attribute is stated, asked and prompted for. Statements hold <c>{entity}</c> and <c>{value}</c>.</summary>
 /// <param name="Statements">Sentences that state the fact; the first, cut before the value, is the cloze prompt.</param>

@@ -1,7 +1,8 @@
 using System.Text;
 using System.Text.Json;
+using MLNetFinetune.Data;
 
-namespace MLNetFinetune.Data.Facts;
+namespace MLNetFinetune.Course.Facts;
 
 /// <summary>The two kinds of question the course distinguishes.</summary>
 public enum FactQuestionKind

@@ -11,23 +11,79 @@ using MLNetFinetune.OnnxRuntime;
 using MLNetFinetune.TorchSharp.Modeling;
 using MLNetFinetune.TorchSharp.Training;
 
-namespace MLNetFinetune.Cli;
+namespace MLNetFinetune.Course;
 
-/// <summary>Settings of <see cref="Quickstart"/>; the defaults are the bundled data and base model.</summary>
-sealed class QuickstartSettings
+/// <summary>Options of <see cref="FactsLesson"/>: where the data, the base model and the output are, and how to finetune.</summary>
+public sealed class FactsLessonOptions
 {
+    /// <summary>A folder with <c>train.jsonl</c> and <c>heldout.jsonl</c> (the bundled <c>examples/data/facts</c>). Required.</summary>
     public required string Data { get; init; }
+
+    /// <summary>The base model directory (the bundled <c>models/facts-base</c>). Required.</summary>
     public required string BaseModel { get; init; }
+
+    /// <summary>Output folder: <c>finetune/</c> (model, metrics.csv) and <c>onnx/</c>. Required.</summary>
     public required string Output { get; init; }
-    public int Epochs { get; init; } = 3;
+
+    /// <summary>Passes over the finetuning pairs. Default 2.</summary>
+    public int Epochs { get; init; } = 2;
+
+    /// <summary>Optimizer steps instead of epochs (0: use <see cref="Epochs"/>).</summary>
     public int MaxSteps { get; init; }
+
+    /// <summary>Peak learning rate. Default 5e-4.</summary>
     public double LearningRate { get; init; } = 5e-4;
+
+    /// <summary>Pairs per step. Default 16.</summary>
     public int BatchSize { get; init; } = 16;
+
+    /// <summary>Prompts generated and scored together. Default 32.</summary>
     public int EvalBatchSize { get; init; } = 32;
+
+    /// <summary>LoRA rank (0, default: full finetuning).</summary>
     public int LoraRank { get; init; }
+
+    /// <summary>Score at most this many held-out pairs of each kind (0: all).</summary>
     public int MaxHeldOutRows { get; init; }
+
+    /// <summary>libtorch threads (0: all cores).</summary>
     public int Threads { get; init; }
+
+    /// <summary>Seed of weights order, data order and sampling. Default 0.</summary>
     public int Seed { get; init; }
+}
+
+/// <summary>How a lesson shows long work: a progress display for training, timing for scoring, a loss plot.</summary>
+public interface ILessonDisplay
+{
+    /// <summary>Runs a training, handing it a progress sink.</summary>
+    T Train<T>(string title, Func<IProgress<TrainingProgress>, T> train);
+
+    /// <summary>Runs some work and says how long it took.</summary>
+    T Timed<T>(string title, Func<T> work);
+
+    /// <summary>Draws a run directory's loss curve; returns the picture's path, or null.</summary>
+    string? PlotLoss(string runDirectory, string title);
+}
+
+/// <summary>The lesson's numbers: exact match before and after on held-out entities, cloze recall, and the time taken.</summary>
+public sealed record FactsLessonResult(GenerationMetrics BaseExtraction, GenerationMetrics TunedExtraction, GenerationMetrics BaseRecall,
+    GenerationMetrics TunedRecall, Rate BaseCloze, Rate TunedCloze, double Seconds)
+{
+    /// <summary>The one-line JSON summary the quickstart ends with.</summary>
+    public string ToJson() => JsonSerializer.Serialize(new Dictionary<string, object>
+    {
+        ["base_extraction_em"] = Round(BaseExtraction.ExactMatch.Value),
+        ["finetuned_extraction_em"] = Round(TunedExtraction.ExactMatch.Value),
+        ["base_recall_em"] = Round(BaseRecall.ExactMatch.Value),
+        ["finetuned_recall_em"] = Round(TunedRecall.ExactMatch.Value),
+        ["base_cloze_recall"] = Round(BaseCloze.Value),
+        ["finetuned_cloze_recall"] = Round(TunedCloze.Value),
+        ["heldout_rows"] = BaseExtraction.Count + BaseRecall.Count,
+        ["seconds"] = Math.Round(Seconds, 1),
+    });
+
+    static double Round(double value) => Math.Round(value, 4);
 }
 
 /// <summary>
@@ -36,12 +92,14 @@ sealed class QuickstartSettings
 /// instruction tuning), scored again, exported to ONNX and asked a few questions with ONNX Runtime. The last line
 /// written is one JSON object with the before/after numbers.
 /// </summary>
-static class Quickstart
+public static class FactsLesson
 {
     static readonly AnswerNormalization Normalization = new() { IgnoreCase = true, IgnorePunctuation = true };
 
-    public static int Run(QuickstartSettings s, TextWriter output)
+    /// <summary>Runs the lesson, writing its steps and tables to <paramref name="output"/>.</summary>
+    public static FactsLessonResult Run(FactsLessonOptions s, TextWriter output, ILessonDisplay? display = null)
     {
+        display ??= new PlainDisplay(output);
         var clock = Stopwatch.StartNew();
         var ml = new MLContext(seed: s.Seed);
         if (s.Threads > 0) global::TorchSharp.torch.set_num_threads(s.Threads);
@@ -84,10 +142,10 @@ static class Quickstart
         Heading(output, $"2. Base model ({s.BaseModel})");
         using var baseline = CausalLMTransformer.Load(s.BaseModel, scoring);
         var cloze = recall.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).ToArray();
-        var baseCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => baseline.Generate(prompts, cloze8)));
+        var baseCloze = display.Timed("cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => baseline.Generate(prompts, cloze8)));
         output.WriteLine($"cloze recall (\"{cloze[0].Prompt} …\"): {baseCloze}");
-        var baseExtraction = ProgressDisplay.Timed(output, "extraction pairs", () => Score(baseline, render, extraction));
-        var baseRecall = ProgressDisplay.Timed(output, "recall pairs", () => Score(baseline, render, recall));
+        var baseExtraction = display.Timed("extraction pairs", () => Score(baseline, render, extraction));
+        var baseRecall = display.Timed("recall pairs", () => Score(baseline, render, recall));
         output.WriteLine($"extraction exact match: {baseExtraction.Metrics.ExactMatch}");
         output.WriteLine($"recall exact match:     {baseRecall.Metrics.ExactMatch}");
 
@@ -95,25 +153,25 @@ static class Quickstart
         Heading(output, "3. Instruction finetuning");
         string runDirectory = Path.Combine(s.Output, "finetune");
         if (Directory.Exists(runDirectory)) Directory.Delete(runDirectory, recursive: true);
-        using var tuned = ProgressDisplay.Train(output, "finetune", progress =>
+        using var tuned = display.Train("finetune", progress =>
         {
             var pipeline = render.Append(ml.CausalLM().Trainers.InstructionTune(new InstructionTuningOptions
             {
                 BaseModel = s.BaseModel, OutputDirectory = runDirectory, BlockSize = 128, MicroBatchSize = s.BatchSize,
                 Epochs = s.MaxSteps > 0 ? 0 : s.Epochs, MaxSteps = s.MaxSteps, LearningRate = s.LearningRate,
-                WarmupSteps = 10, EvalFraction = 0.05, EvalInterval = 50, LogInterval = 10, Threads = s.Threads, Seed = s.Seed, Device = "cpu",
+                WarmupSteps = 10, EvalFraction = 0.05, EvalInterval = 100, GroupByLength = true, LogInterval = 10, Threads = s.Threads, Seed = s.Seed, Device = "cpu",
                 Generation = scoring.Generation, Progress = progress, Format = format,
                 Lora = s.LoraRank > 0 ? new LoraOptions { Rank = s.LoraRank, Alpha = 2 * s.LoraRank } : null,
             }));
             return pipeline.Fit(train).LastTransformer.WithScoring(scoring);
         });
-        output.WriteLine($"model: {Path.Combine(runDirectory, "model")}; loss curve: {LossPlot.Write(runDirectory, "Instruction finetuning on the bundled facts")}");
+        output.WriteLine($"model: {Path.Combine(runDirectory, "model")}; loss curve: {display.PlotLoss(runDirectory, "Instruction finetuning on the bundled facts") ?? "(not drawn)"}");
 
         // 4. The finetuned model on the same held-out rows.
         Heading(output, "4. Base against finetuned, held-out entities");
-        var tunedExtraction = ProgressDisplay.Timed(output, "extraction pairs", () => Score(tuned, render, extraction));
-        var tunedRecall = ProgressDisplay.Timed(output, "recall pairs", () => Score(tuned, render, recall));
-        var tunedCloze = ProgressDisplay.Timed(output, "cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => tuned.Generate(prompts, cloze8)));
+        var tunedExtraction = display.Timed("extraction pairs", () => Score(tuned, render, extraction));
+        var tunedRecall = display.Timed("recall pairs", () => Score(tuned, render, recall));
+        var tunedCloze = display.Timed("cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => tuned.Generate(prompts, cloze8)));
         output.WriteLine("| held-out pairs | rows | base | finetuned |");
         output.WriteLine("| --- | --- | --- | --- |");
         output.WriteLine($"| extraction exact match | {extraction.Rows.Count} | {baseExtraction.Metrics.ExactMatch} | {tunedExtraction.Metrics.ExactMatch} |");
@@ -122,8 +180,11 @@ static class Quickstart
         output.WriteLine();
         output.WriteLine("| recall by attribute | base | finetuned |");
         output.WriteLine("| --- | --- | --- |");
-        foreach (var attribute in ((StringDataFrameColumn)recall["attribute"]).Distinct())
-            output.WriteLine($"| {attribute} | {RateOf(baseRecall, recall, attribute)} | {RateOf(tunedRecall, recall, attribute)} |");
+        var attributes = ((StringDataFrameColumn)recall["attribute"]).ToList();
+        var baseByAttribute = GenerationEvaluator.ExactMatchByGroup(baseRecall.Answers, attributes, Normalization);
+        var tunedByAttribute = GenerationEvaluator.ExactMatchByGroup(tunedRecall.Answers, attributes, Normalization);
+        for (int i = 0; i < baseByAttribute.Count; i++)
+            output.WriteLine($"| {baseByAttribute[i].Group} | {baseByAttribute[i].ExactMatch} | {tunedByAttribute[i].ExactMatch} |");
         output.WriteLine();
         output.WriteLine("| question | expected | base | finetuned |");
         output.WriteLine("| --- | --- | --- | --- |");
@@ -144,20 +205,11 @@ static class Quickstart
         output.WriteLine($"exported to {onnx}; ONNX Runtime ({runtime.Provider}) answers:");
         for (int i = 0; i < questions.Length; i++) output.WriteLine($"  {Cell(questions[i])} → {answers[i].Trim()}");
 
-        var result = new Dictionary<string, object>
-        {
-            ["base_extraction_em"] = Round(baseExtraction.Metrics.ExactMatch.Value),
-            ["finetuned_extraction_em"] = Round(tunedExtraction.Metrics.ExactMatch.Value),
-            ["base_recall_em"] = Round(baseRecall.Metrics.ExactMatch.Value),
-            ["finetuned_recall_em"] = Round(tunedRecall.Metrics.ExactMatch.Value),
-            ["base_cloze_recall"] = Round(baseCloze.Value),
-            ["finetuned_cloze_recall"] = Round(tunedCloze.Value),
-            ["heldout_rows"] = extraction.Rows.Count + recall.Rows.Count,
-            ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1),
-        };
+        var result = new FactsLessonResult(baseExtraction.Metrics, tunedExtraction.Metrics, baseRecall.Metrics, tunedRecall.Metrics,
+            baseCloze, tunedCloze, clock.Elapsed.TotalSeconds);
         output.WriteLine();
-        output.WriteLine(JsonSerializer.Serialize(result));
-        return 0;
+        output.WriteLine(result.ToJson());
+        return result;
     }
 
     sealed record Scored(GenerationMetrics Metrics, IReadOnlyList<ScoredAnswer> Answers);
@@ -169,21 +221,6 @@ static class Quickstart
         var answers = GenerationEvaluator.ReadAnswers(scored, "answer", model.Scoring.GeneratedColumnName, model.Scoring.LossColumnName);
         return new Scored(GenerationEvaluator.Score(answers, Normalization), answers);
     }
-
-    static Rate RateOf(Scored scored, DataFrame rows, string attribute)
-    {
-        var column = (StringDataFrameColumn)rows["attribute"];
-        long hits = 0, count = 0;
-        for (int i = 0; i < scored.Answers.Count; i++)
-            if (column[i] == attribute)
-            {
-                count++;
-                if (scored.Answers[i].IsExact(Normalization)) hits++;
-            }
-        return new Rate(hits, count);
-    }
-
-    static double Round(double value) => Math.Round(value, 4);
 
     static int Distinct(DataFrame frame, string column) => ((StringDataFrameColumn)frame[column]).Distinct().Count();
 
@@ -198,4 +235,25 @@ static class Quickstart
     }
 
     static void Heading(TextWriter output, string title) => output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\n=== {title} ==="));
+
+    // Plain lines, for callers without a display of their own (tests, programs).
+    sealed class PlainDisplay(TextWriter output) : ILessonDisplay
+    {
+        public T Train<T>(string title, Func<IProgress<TrainingProgress>, T> train) => train(new Progress(output));
+
+        public T Timed<T>(string title, Func<T> work)
+        {
+            var clock = Stopwatch.StartNew();
+            T result = work();
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{title}: {clock.Elapsed.TotalSeconds:F1} s"));
+            return result;
+        }
+
+        public string? PlotLoss(string runDirectory, string title) => null;
+
+        sealed class Progress(TextWriter output) : IProgress<TrainingProgress>
+        {
+            public void Report(TrainingProgress value) => output.WriteLine(value);
+        }
+    }
 }

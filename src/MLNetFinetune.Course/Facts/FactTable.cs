@@ -1,8 +1,9 @@
 using System.Globalization;
 using CsvHelper;
 using CsvHelper.Configuration;
+using MLNetFinetune.Data;
 
-namespace MLNetFinetune.Data.Facts;
+namespace MLNetFinetune.Course.Facts;
 
 /// <summary>One fact: <c>(country, Suriname, capital, Paramaribo)</c>.</summary>
 public sealed record Fact(string Domain, string Entity, string Attribute, string Value);
