@@ -157,6 +157,8 @@ static class TrainCommands
             using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
             var (data, layout, format) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap), result.GetValue(template), tuned.Format);
             output.WriteLine($"prompt format: {format.Name}{(tuned.Format != null ? " (recorded in the model folder)" : "")}");
+            if (tuned.Format != null && result.GetValue(template) is { } ignored)
+                output.WriteLine($"note: --template {ignored} is not used: the model folder records the format it was trained with");
             string question = InstructionData.FieldsOf(layout)[0], label = InstructionData.FieldsOf(layout)[^1];
             var scored = tuned.Transform(data);
             // One report or comparison reads each lazy view once: generation is the costly part.

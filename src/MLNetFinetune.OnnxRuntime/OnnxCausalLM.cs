@@ -109,7 +109,12 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     /// [batch, past + seq], with the cache of the previous step (null for the first). Returns the logits
     /// [batch, seq, vocab] and the new cache, which the caller passes to the next step (and disposes).
     /// </summary>
-    public (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past)
+    public (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past) =>
+        Forward(ids, positions, mask, batch, past, lastOnly: false);
+
+    // With lastOnly, copies only each row's last-position logits out of ONNX Runtime's buffer ([batch, vocab]): a prefill
+    // of a long batch would otherwise copy [batch, seq, vocab] floats that decoding never reads.
+    (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly)
     {
         int layers = Config.NumHiddenLayers;
         if (batch <= 0 || ids.Length == 0 || ids.Length % batch != 0 || positions.Length != ids.Length || mask.Length % batch != 0)
@@ -156,7 +161,15 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
             for (int i = 0; i < 3; i++) values[i].Dispose();
             foreach (var v in empty) v.Dispose();
         }
-        var logits = outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        var all = outputs[0].GetTensorDataAsSpan<float>();
+        int vocab = Config.VocabSize;
+        float[] logits;
+        if (!lastOnly || seq == 1) logits = all.ToArray();
+        else
+        {
+            logits = new float[batch * vocab];
+            for (int r = 0; r < batch; r++) all.Slice(((r + 1) * seq - 1) * vocab, vocab).CopyTo(logits.AsSpan(r * vocab));
+        }
         var cache = outputs.Skip(1).ToArray();
         outputs[0].Dispose();
         return (logits, cache);
@@ -192,14 +205,10 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
 
         public float[] Step(long[] ids, long[] positions, long[] mask, int batch)
         {
-            var (logits, next) = model.Forward(ids, positions, mask, batch, _cache);
+            var (logits, next) = model.Forward(ids, positions, mask, batch, _cache, lastOnly: true);
             Release();
             _cache = next;
-            int seq = ids.Length / batch, vocab = model.Config.VocabSize;
-            if (seq == 1) return logits;
-            var last = new float[batch * vocab];
-            for (int r = 0; r < batch; r++) Array.Copy(logits, ((r + 1) * seq - 1) * vocab, last, r * vocab, vocab);
-            return last;
+            return logits;
         }
 
         void Release()

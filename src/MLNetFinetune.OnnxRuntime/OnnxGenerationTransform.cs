@@ -73,10 +73,10 @@ public sealed class OnnxGenerationTransformer : AppendColumnsTransformer, IDispo
     protected override IEnumerable<string> InputsOf(int outputIndex) => [Options.PromptColumnName];
 
     /// <inheritdoc />
-    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive) => MakeGetters(input, isActive, null);
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive) => MakeGetters(input, isActive, null, []);
 
     /// <inheritdoc />
-    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source)
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source, ICollection<IDisposable> owned)
     {
         var generated = new RowBlocks<string, string>(input, source, [Options.PromptColumnName], Options.BatchSize, row =>
         {
@@ -84,6 +84,7 @@ public sealed class OnnxGenerationTransformer : AppendColumnsTransformer, IDispo
             ReadOnlyMemory<char> value = default;
             return () => { prompt(ref value); return value.ToString(); };
         }, prompts => Model.Generate(prompts, Options.Generation));
+        owned.Add(generated);
         return [(ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = generated.Value.AsMemory())];
     }
 

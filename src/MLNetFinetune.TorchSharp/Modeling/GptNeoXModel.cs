@@ -96,6 +96,9 @@ public sealed class GptNeoXForCausalLM : Module<Tensor, Tensor>
     /// </summary>
     public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? attentionMask = null, KeyValueCache? cache = null)
     {
+        // SDPA adds a float mask to the scores, so an HF-style 0/1 padding mask would be silently wrong here.
+        if (attentionMask is not null && (attentionMask.dtype != ScalarType.Bool || attentionMask.dim() != 4))
+            throw new ArgumentException($"attentionMask must be a boolean [batch, 1, seq, past + seq] mask (AttentionMasks builds one), not {attentionMask.dtype} [{string.Join(", ", attentionMask.shape)}].", nameof(attentionMask));
         _precision.Training = training;
         var logits = _precision.Linear(embed_out, gpt_neox.Forward(inputIds, positionIds, attentionMask, cache));
         return logits.dtype == float32 ? logits : logits.to(float32);
@@ -227,7 +230,11 @@ sealed class GptNeoXAttention : Module<Tensor, Tensor>
         var q = Rotary.Apply(qkv[.., .., .., .._headDim], cos, sin, _rotaryDim);
         var k = Rotary.Apply(qkv[.., .., .., _headDim..(2 * _headDim)], cos, sin, _rotaryDim);
         var v = qkv[.., .., .., (2 * _headDim)..];
-        if (cache != null) (k, v) = cache.Append(layer, k, v);
+        if (cache != null)
+        {
+            (k, v) = cache.Append(layer, k, v);
+            (k, v) = (k.to(q.dtype), v.to(q.dtype)); // the cache is float32; a bfloat16 compute type reads it in its own type
+        }
         var attended = causal
             ? functional.scaled_dot_product_attention(q, k, v, is_casual: true)
             : functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);

@@ -66,12 +66,16 @@ public sealed class TorchCausalLM(GptNeoXForCausalLM model, TextTokenizer tokeni
     {
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), "The batch size must be positive.");
         var result = new double[examples.Count];
+        Array.Fill(result, double.NaN);
+        // Examples with no target (fewer than two tokens, or all labels ignored) stay NaN and never reach the model.
+        var scored = Enumerable.Range(0, examples.Count).Where(i => examples[i].Labels.Skip(1).Any(l => l != TokenSequences.IgnoreIndex)).ToList();
         Model.eval();
         using var _ = no_grad();
-        for (int start = 0; start < examples.Count; start += batchSize)
+        for (int start = 0; start < scored.Count; start += batchSize)
         {
             using var scope = NewDisposeScope();
-            var chunk = examples.Skip(start).Take(batchSize).ToList();
+            var rows = scored.Skip(start).Take(batchSize).ToList();
+            var chunk = rows.Select(i => examples[i]).ToList();
             var batch = TokenBatch.Pad(chunk.Select(e => (IReadOnlyList<int>)e.Ids).ToList(), (int)PadId, labels: chunk.Select(e => (IReadOnlyList<int>)e.Labels).ToList());
             long[] shape = [batch.Rows, batch.Length];
             var ids = tensor(batch.Ids, shape).to(int64, Device);
@@ -80,8 +84,7 @@ public sealed class TorchCausalLM(GptNeoXForCausalLM model, TextTokenizer tokeni
             var sums = losses.sum(1).data<float>().ToArray();
             for (int r = 0; r < chunk.Count; r++)
             {
-                int targets = chunk[r].Labels.Skip(1).Count(l => l != TokenSequences.IgnoreIndex);
-                result[start + r] = targets == 0 ? double.NaN : sums[r] / targets;
+                result[rows[r]] = sums[r] / chunk[r].Labels.Skip(1).Count(l => l != TokenSequences.IgnoreIndex);
             }
         }
         return result;

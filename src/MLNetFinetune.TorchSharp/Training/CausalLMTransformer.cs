@@ -178,10 +178,10 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
             : [Scoring.PromptColumnName!];
 
     /// <inheritdoc />
-    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive) => MakeGetters(input, isActive, null);
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive) => MakeGetters(input, isActive, null, []);
 
     /// <inheritdoc />
-    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source)
+    protected override Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source, ICollection<IDisposable> owned)
     {
         // Getters are made only for the columns asked for: the input cursor holds just the columns those read.
         var getters = new Delegate[OutputColumns.Count];
@@ -191,6 +191,7 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
             if (isActive(0) || isActive(1))
             {
                 var loss = LossBlocks(input, source);
+                owned.Add(loss);
                 getters[0] = (ValueGetter<float>)((ref float v) => v = (float)loss.Value);
                 getters[1] = (ValueGetter<float>)((ref float v) => v = (float)Math.Exp(loss.Value));
             }
@@ -200,6 +201,7 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
         {
             var generated = new RowBlocks<string, string>(input, source, [Scoring.PromptColumnName], Scoring.BatchSize,
                 row => Text(row, Scoring.PromptColumnName), prompts => Runtime.Generate(prompts, Scoring.Generation, Scoring.BatchSize));
+            owned.Add(generated);
             getters[next] = (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = generated.Value.AsMemory());
         }
         return getters;

@@ -111,6 +111,7 @@ public static class PromptFormats
         {
             throw new InvalidDataException($"{path}: not valid JSON (line {e.LineNumber + 1}): {e.Message}", e);
         }
+        if (root is not JsonObject) throw new InvalidDataException($"{path}: a prompt format is a JSON object with \"prompt\" and \"response\".");
         string Text(JsonNode? node, string key) => node?[key] is JsonValue v && v.TryGetValue(out string? value) && value.Length > 0 ? value
             : throw new InvalidDataException($"{path}: \"{key}\" must be a non-empty string.");
         try

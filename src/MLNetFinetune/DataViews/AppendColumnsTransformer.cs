@@ -31,9 +31,11 @@ public abstract class AppendColumnsTransformer : ITransformer
     /// <summary>
     /// Like <see cref="MakeGetters(DataViewRow, Func{int, bool})"/>, also given the view the row cursor runs over (null
     /// for a mapped single row or a shuffled cursor), so costly columns can be computed for blocks of rows at once
-    /// (<see cref="RowBlocks{TIn, TOut}"/>). By default ignores the view.
+    /// (<see cref="RowBlocks{TIn, TOut}"/>); what the getters hold open goes into <paramref name="owned"/>, disposed with
+    /// the cursor. By default ignores both.
     /// </summary>
-    protected virtual Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source) => MakeGetters(input, isActive);
+    protected virtual Delegate[] MakeGetters(DataViewRow input, Func<int, bool> isActive, IDataView? source, ICollection<IDisposable> owned) =>
+        MakeGetters(input, isActive);
 
     /// <inheritdoc />
     public bool IsRowToRowMapper => true;
@@ -82,6 +84,7 @@ public abstract class AppendColumnsTransformer : ITransformer
         readonly DataViewRowCursor? _cursor;
         readonly bool[] _active;
         readonly IDataView? _source;
+        readonly List<IDisposable> _owned = [];
         Delegate[]? _getters;
 
         public Row(AppendColumnsTransformer parent, DataViewRow input, DataViewSchema schema, bool[] active, bool ownsCursor, IDataView? source = null)
@@ -106,14 +109,18 @@ public abstract class AppendColumnsTransformer : ITransformer
             if (!_active[column.Index]) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
             int inputCount = _input.Schema.Count;
             if (column.Index < inputCount) return _input.GetGetter<TValue>(_input.Schema[column.Index]);
-            _getters ??= _parent.MakeGetters(_input, j => _active[inputCount + j], _source);
+            _getters ??= _parent.MakeGetters(_input, j => _active[inputCount + j], _source, _owned);
             return _getters[column.Index - inputCount] as ValueGetter<TValue> ?? throw new InvalidOperationException(
                 $"Column '{column.Name}' is {column.Type}; it cannot be read as {typeof(TValue).Name}.");
         }
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing) _cursor?.Dispose();
+            if (disposing)
+            {
+                foreach (var resource in _owned) resource.Dispose();
+                _cursor?.Dispose();
+            }
             base.Dispose(disposing);
         }
     }

@@ -71,12 +71,14 @@ public static class OnnxExporter
             if (!Directory.Exists(full)) Directory.Move(staging, full);
             else
             {
-                // Into an existing folder: replace only the files of an export, and drop the weights file of an earlier,
-                // larger export that this one no longer needs.
-                if (!useExternal) File.Delete(Path.Combine(full, ModelFile + ".data"));
+                // Into an existing folder: replace only the files of an export, then drop what an earlier export wrote and
+                // this one does not (the weights file of a larger export; the prompt format of a finetuned model).
                 foreach (string file in Directory.GetFiles(staging))
                     File.Move(file, Path.Combine(full, Path.GetFileName(file)), overwrite: true);
                 Directory.Delete(staging);
+                if (!useExternal) File.Delete(Path.Combine(full, ModelFile + ".data"));
+                foreach (string file in new[] { PromptFormats.FormatFile, PromptFormats.TokenizerConfigFile })
+                    if (!File.Exists(Path.Combine(modelDirectory, file))) File.Delete(Path.Combine(full, file));
             }
         }
         catch
@@ -86,7 +88,7 @@ public static class OnnxExporter
                 if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
                 if (firstCreated != null && Directory.Exists(firstCreated)) Directory.Delete(firstCreated, recursive: true);
             }
-            catch (IOException) { } // keep the original error
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // keep the original error
             throw;
         }
         return output;

@@ -48,8 +48,14 @@ public static class DecodeLoop
     /// <summary>Generates continuations of several prompts in one batch; rows stop at end of text or a stop string.</summary>
     public static IReadOnlyList<string> Generate(IDecoderModel model, IReadOnlyList<string> prompts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
+        return Batch(model, prompts, options ?? new GenerationOptions(), 0, cancellationToken);
+    }
+
+    // One batch whose prompts are numbered from firstRow in errors.
+    static string[] Batch(IDecoderModel model, IReadOnlyList<string> prompts, GenerationOptions options, int firstRow, CancellationToken cancellationToken)
+    {
         var results = new string[prompts.Count];
-        foreach (var (row, text) in Run(model, prompts, options ?? new GenerationOptions(), cancellationToken, partial: false))
+        foreach (var (row, text) in Run(model, prompts, options, cancellationToken, partial: false, firstRow))
             if (row >= 0) results[row] = text;
         return results;
     }
@@ -63,7 +69,7 @@ public static class DecodeLoop
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), "The batch size must be positive.");
         var results = new List<string>(prompts.Count);
         for (int start = 0; start < prompts.Count; start += batchSize)
-            results.AddRange(Generate(model, prompts.Skip(start).Take(batchSize).ToArray(), options, cancellationToken));
+            results.AddRange(Batch(model, prompts.Skip(start).Take(batchSize).ToArray(), options, start, cancellationToken));
         return results;
     }
 
@@ -105,12 +111,13 @@ public static class DecodeLoop
     }
 
     // Yields (-1, partial text of row 0) after each step when partial, and (row, final text) as rows finish.
-    static IEnumerable<(int Row, string Text)> Run(IDecoderModel model, IReadOnlyList<string> prompts, GenerationOptions options, CancellationToken cancellationToken, bool partial)
+    static IEnumerable<(int Row, string Text)> Run(IDecoderModel model, IReadOnlyList<string> prompts, GenerationOptions options, CancellationToken cancellationToken,
+        bool partial, int firstRow = 0)
     {
         options.Validate();
         int batch = prompts.Count;
         if (batch == 0) yield break;
-        var encoded = prompts.Select((p, r) => EncodePrompt(model, p, r, options.MaxNewTokens)).ToArray();
+        var encoded = prompts.Select((p, r) => EncodePrompt(model, p, firstRow + r, options.MaxNewTokens)).ToArray();
         if (options.MaxNewTokens == 0)
         {
             for (int r = 0; r < batch; r++) yield return (r, "");

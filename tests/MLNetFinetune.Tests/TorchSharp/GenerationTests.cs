@@ -68,6 +68,10 @@ public class GenerationTests : IDisposable
             Assert.True(allclose(full[.., t..(t + 1)], step, rtol: 0, atol: 1e-4), $"position {t}");
         }
         Assert.Equal(ids.Length, cache.Length);
+
+        // An HF-style 0/1 padding mask would be added to the scores silently; the model refuses it.
+        var wrong = Assert.Throws<ArgumentException>(() => model.Forward(tensor(ids, [1, ids.Length]), attentionMask: ones(1, ids.Length, dtype: int64)));
+        Assert.Contains("boolean [batch, 1, seq, past + seq] mask", wrong.Message);
     }
 
     [Fact]
@@ -116,6 +120,11 @@ public class GenerationTests : IDisposable
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(onnx, PromptFormats.TokenizerConfigFile)))!;
         string rendered = RenderWithJinja(config["chat_template"]!.GetValue<string>(), config["eos_token"]!.GetValue<string>(), "What is the capital of Peru?", "Lima");
         Assert.Equal(format.Training.Format(("question", "What is the capital of Peru?"), ("answer", "Lima")) + TextTokenizerEndOfText, rendered);
+
+        // Exporting a model without a format into the same folder leaves no stale format behind.
+        OnnxExporter.Export(RepoPaths.Of("models", "facts-base"), new OnnxExportOptions { OutputDirectory = onnx });
+        Assert.Null(PromptFormats.Load(onnx));
+        Assert.False(File.Exists(Path.Combine(onnx, PromptFormats.TokenizerConfigFile)));
     }
 
     [Fact]
@@ -128,6 +137,8 @@ public class GenerationTests : IDisposable
         Assert.Equal(PromptTemplates.Alpaca.Training.Format(("instruction", "Add."), ("input", ""), ("output", "5")),
             read.Training.Format(("instruction", "Add."), ("input", ""), ("output", "5")));
         Assert.Contains("Unknown prompt format 'nope'", Assert.Throws<ArgumentException>(() => PromptFormats.Resolve("nope")).Message);
+        File.WriteAllText(file, "[\"prompt\"]");
+        Assert.Contains("a prompt format is a JSON object", Assert.Throws<InvalidDataException>(() => PromptFormats.Resolve(file)).Message);
         File.WriteAllText(file, "{\"prompt\": \"Q: {question}\", \"response\": \"A\"}");
         Assert.Contains("exactly one {field} placeholder", Assert.Throws<InvalidDataException>(() => PromptFormats.Resolve(file)).Message);
     }
