@@ -1,9 +1,6 @@
-using System.Globalization;
 using System.Text;
-using CsvHelper;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNetFinetune.Data;
 using MLNetFinetune.DataViews;
 
 namespace MLNetFinetune.Evaluation;
@@ -37,46 +34,19 @@ public sealed record ModelComparison(string BaseName, string TunedName, Generati
     /// <summary>Metrics table and answers table as Markdown.</summary>
     public string ToMarkdown()
     {
-        var c = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
-        sb.AppendLine($"| metric | {BaseName} | {TunedName} |").AppendLine("| --- | --- | --- |");
-        sb.AppendLine($"| exact match | {Base.ExactMatch} | {Tuned.ExactMatch} |");
-        sb.AppendLine(string.Create(c, $"| token F1 | {Base.TokenF1:F3} | {Tuned.TokenF1:F3} |"));
-        if (Base.MeanLoss != null || Tuned.MeanLoss != null)
-        {
-            sb.AppendLine(string.Create(c, $"| loss | {Base.MeanLoss:F3} | {Tuned.MeanLoss:F3} |"));
-            sb.AppendLine(string.Create(c, $"| perplexity | {Base.Perplexity:F2} | {Tuned.Perplexity:F2} |"));
-        }
+        ReportFiles.AppendMetrics(sb, [(BaseName, Base), (TunedName, Tuned)]);
         sb.AppendLine().AppendLine($"| question | expected | {BaseName} | {TunedName} |").AppendLine("| --- | --- | --- | --- |");
         foreach (var r in Rows)
-            sb.AppendLine($"| {Cell(r.Question)} | {Cell(r.Expected)} | {Mark(r.BaseExact)}{Cell(r.BaseAnswer)} | {Mark(r.TunedExact)}{Cell(r.TunedAnswer)} |");
+            sb.AppendLine($"| {ReportFiles.Cell(r.Question)} | {ReportFiles.Cell(r.Expected)} | {ReportFiles.Answer(r.BaseAnswer, r.BaseExact)} | {ReportFiles.Answer(r.TunedAnswer, r.TunedExact)} |");
         return sb.ToString();
     }
 
-    static string Mark(bool exact) => exact ? "✓ " : "";
-
-    static string Cell(string text) => text.ReplaceLineEndings(" ").Replace("|", "\\|").Trim();
-
     /// <summary>Writes the Markdown report, atomically.</summary>
-    public void WriteMarkdown(string path) => DataFiles.WriteAtomically(path, s =>
-    {
-        using var w = new StreamWriter(s, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
-        w.Write(ToMarkdown());
-    });
+    public void WriteMarkdown(string path) => ReportFiles.WriteText(path, ToMarkdown());
 
     /// <summary>Writes the rows as CSV (question, expected, both answers, exact-match flags), atomically.</summary>
-    public void WriteCsv(string path) => DataFiles.WriteAtomically(path, s =>
-    {
-        using var w = new StreamWriter(s, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
-        using var csv = new CsvWriter(w, CultureInfo.InvariantCulture);
-        csv.WriteField("question"); csv.WriteField("expected"); csv.WriteField($"{BaseName}_answer"); csv.WriteField($"{TunedName}_answer");
-        csv.WriteField($"{BaseName}_exact"); csv.WriteField($"{TunedName}_exact");
-        csv.NextRecord();
-        foreach (var r in Rows)
-        {
-            csv.WriteField(r.Question); csv.WriteField(r.Expected); csv.WriteField(r.BaseAnswer); csv.WriteField(r.TunedAnswer);
-            csv.WriteField(r.BaseExact); csv.WriteField(r.TunedExact);
-            csv.NextRecord();
-        }
-    });
+    public void WriteCsv(string path) => ReportFiles.WriteCsv(path,
+        ["question", "expected", $"{BaseName}_answer", $"{TunedName}_answer", $"{BaseName}_exact", $"{TunedName}_exact"],
+        Rows.Select(r => (IReadOnlyList<object>)[r.Question, r.Expected, r.BaseAnswer, r.TunedAnswer, r.BaseExact, r.TunedExact]));
 }

@@ -1,9 +1,6 @@
-using System.Globalization;
 using System.Text;
-using CsvHelper;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNetFinetune.Data;
 using MLNetFinetune.DataViews;
 
 namespace MLNetFinetune.Evaluation;
@@ -35,42 +32,18 @@ public sealed record ModelReport(string Name, GenerationMetrics Metrics, IReadOn
     /// <summary>Metrics table and answers table as Markdown.</summary>
     public string ToMarkdown()
     {
-        var c = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
-        sb.AppendLine($"| metric | {Name} |").AppendLine("| --- | --- |");
-        sb.AppendLine($"| exact match | {Metrics.ExactMatch} |");
-        sb.AppendLine(string.Create(c, $"| token F1 | {Metrics.TokenF1:F3} |"));
-        if (Metrics.MeanLoss != null)
-        {
-            sb.AppendLine(string.Create(c, $"| loss | {Metrics.MeanLoss:F3} |"));
-            sb.AppendLine(string.Create(c, $"| perplexity | {Metrics.Perplexity:F2} |"));
-        }
+        ReportFiles.AppendMetrics(sb, [(Name, Metrics)]);
         sb.AppendLine().AppendLine($"| question | expected | {Name} |").AppendLine("| --- | --- | --- |");
         foreach (var r in Rows)
-            sb.AppendLine($"| {Cell(r.Question)} | {Cell(r.Expected)} | {(r.Exact ? "✓ " : "")}{Cell(r.Answer)} |");
+            sb.AppendLine($"| {ReportFiles.Cell(r.Question)} | {ReportFiles.Cell(r.Expected)} | {ReportFiles.Answer(r.Answer, r.Exact)} |");
         return sb.ToString();
     }
 
-    static string Cell(string text) => text.ReplaceLineEndings(" ").Replace("|", "\\|").Trim();
-
     /// <summary>Writes the Markdown report, atomically.</summary>
-    public void WriteMarkdown(string path) => DataFiles.WriteAtomically(path, s =>
-    {
-        using var w = new StreamWriter(s, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
-        w.Write(ToMarkdown());
-    });
+    public void WriteMarkdown(string path) => ReportFiles.WriteText(path, ToMarkdown());
 
     /// <summary>Writes the rows as CSV (question, expected, answer, exact-match flag), atomically.</summary>
-    public void WriteCsv(string path) => DataFiles.WriteAtomically(path, s =>
-    {
-        using var w = new StreamWriter(s, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
-        using var csv = new CsvWriter(w, CultureInfo.InvariantCulture);
-        csv.WriteField("question"); csv.WriteField("expected"); csv.WriteField($"{Name}_answer"); csv.WriteField($"{Name}_exact");
-        csv.NextRecord();
-        foreach (var r in Rows)
-        {
-            csv.WriteField(r.Question); csv.WriteField(r.Expected); csv.WriteField(r.Answer); csv.WriteField(r.Exact);
-            csv.NextRecord();
-        }
-    });
+    public void WriteCsv(string path) => ReportFiles.WriteCsv(path, ["question", "expected", $"{Name}_answer", $"{Name}_exact"],
+        Rows.Select(r => (IReadOnlyList<object>)[r.Question, r.Expected, r.Answer, r.Exact]));
 }

@@ -1,4 +1,3 @@
-using MLNetFinetune.Cli;
 using MLNetFinetune.Data;
 
 namespace MLNetFinetune.Tests.Cli;
@@ -9,13 +8,7 @@ public class ExploreCommandTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int code = CliApp.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
     [Fact]
     public void ShowsCorpusAndPairsAndWritesTheRenderedPairs()

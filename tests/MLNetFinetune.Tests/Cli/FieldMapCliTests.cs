@@ -1,5 +1,4 @@
 using System.Text.Json;
-using MLNetFinetune.Cli;
 
 namespace MLNetFinetune.Tests.Cli;
 
@@ -14,13 +13,7 @@ public class FieldMapCliTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int code = CliApp.Run(args, output, error);
-        return (code, output.ToString(), error.ToString());
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
     static string Ok(params string[] args)
     {
