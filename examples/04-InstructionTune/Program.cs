@@ -14,12 +14,12 @@ string baseModel = ExamplePaths.Earlier("03-Pretrain", "model");
 string output = ExamplePaths.Output("04-InstructionTune");
 bool lora = args.Contains("--lora");
 
-// 1. The pairs, rendered with the question/answer template: the prompt ends at "### Answer:", the response follows.
+// 1. The pairs, rendered in the course's question/answer format: the prompt ends at "### Answer:", the response
+// follows on a new line. The format is recorded in the model folder, so later steps prompt the model the same way.
 ExamplePaths.Heading("1. Instruction data");
 var pairs = ml.Data.LoadInstructionData(ExamplePaths.Data("mlnet_finetune_docs.jsonl"));
-var render = ml.Transforms.Text.ApplyPromptTemplate("Prompt", PromptTemplates.QuestionAnswer.Prompt)
-    .Append(ml.Transforms.Text.ApplyPromptTemplate("Response", "\n{answer}"));
-IDataView data = render.Fit(pairs).Transform(pairs);
+var format = PromptTemplates.QuestionAnswer;
+IDataView data = ml.Transforms.Text.ApplyPromptFormat(format).Fit(pairs).Transform(pairs);
 Console.WriteLine($"{pairs.Rows.Count} pairs");
 
 // 2. Finetuning: the loss covers only the answers (the prompt is masked); full finetuning or LoRA adapters.
@@ -28,7 +28,7 @@ var tune = ml.CausalLM().Trainers.InstructionTune(new InstructionTuningOptions
 {
     BaseModel = baseModel, OutputDirectory = output, BlockSize = 192, MicroBatchSize = 8, MaxSteps = lora ? 400 : 250,
     LearningRate = lora ? 1e-2 : 2e-3, MinLearningRate = 2e-4, WarmupSteps = 10, EvalFraction = 0, LogInterval = 50,
-    Threads = Environment.ProcessorCount, Device = "auto", Lora = lora ? new LoraOptions { Rank = 8 } : null,
+    Threads = Environment.ProcessorCount, Device = "auto", Lora = lora ? new LoraOptions { Rank = 8 } : null, Format = format,
     Generation = new GenerationOptions { MaxNewTokens = 120 },
     Progress = new Progress<TrainingProgress>(p => Console.WriteLine(p)),
 });

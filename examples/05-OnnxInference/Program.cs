@@ -19,11 +19,14 @@ using var generator = OnnxCausalLM.Load(folder);
 Console.WriteLine($"execution provider: {generator.Provider}");
 var options = new GenerationOptions { MaxNewTokens = 120 };
 string[] questions = ["What is MLNetFinetune?", "Do I need a GPU to try MLNetFinetune?", "What is instruction finetuning?"];
-var answers = generator.Generate(questions.Select(q => PromptTemplates.QuestionAnswer.Prompt.Format(("question", q))).ToList(), options);
+// The prompt format 04-InstructionTune trained with travels in the folder (prompt_format.json).
+var prompt = (generator.Format ?? PromptTemplates.QuestionAnswer).Prompt;
+Console.WriteLine($"prompt format: {generator.Format?.Name ?? "none recorded, using qa"}");
+var answers = generator.Generate(questions.Select(q => prompt.Format(("question", q))).ToList(), options);
 for (int i = 0; i < questions.Length; i++) Console.WriteLine($"Q: {questions[i]}\nA: {answers[i].Trim()}\n");
 
 ExamplePaths.Heading("3. Streaming");
-await foreach (string piece in generator.GenerateStreaming(PromptTemplates.QuestionAnswer.Prompt.Format(("question", "How do I load the Pile with MLNetFinetune?")), options))
+await foreach (string piece in generator.GenerateStreaming(prompt.Format(("question", "How do I load the Pile with MLNetFinetune?")), options))
     Console.Write(piece);
 Console.WriteLine();
 
