@@ -73,7 +73,8 @@ public static class CausalLMTrainer
             if (state.TotalSteps != totalSteps || state.Seed != options.Seed || state.FullShuffle != permutes || (!permutes && state.ShuffleBuffer != options.ShuffleBuffer)
                 || (permutes && state.LengthGroup != options.LengthGroup))
                 throw new ArgumentException($"{lastCheckpoint} was written by a run of {state.TotalSteps} steps, seed {state.Seed}, {Order(state.FullShuffle, state.ShuffleBuffer, state.LengthGroup)}; " +
-                    $"these options give {totalSteps} steps, seed {options.Seed}, {Order(permutes, options.ShuffleBuffer, options.LengthGroup)}. Resume with the options (and data) of that run.");
+                    $"these options give {totalSteps} steps, seed {options.Seed}, {Order(permutes, options.ShuffleBuffer, options.LengthGroup)}. Resume with the options (and data) of that run" +
+                    (permutes && !state.FullShuffle ? " (InMemoryShuffleRows = 0 keeps the window shuffle, as runs before full shuffling used)." : "."));
             TrainingCheckpoint.LoadWeights(lastCheckpoint, model);
             TrainingCheckpoint.LoadOptimizer(lastCheckpoint, optimizer);
             TrainingCheckpoint.RestoreRng(state.TorchRngState);
