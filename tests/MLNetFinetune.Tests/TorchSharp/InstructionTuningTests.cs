@@ -48,9 +48,10 @@ public class InstructionTuningTests : IDisposable
             .Fit(df).Transform(df);
     }
 
-    InstructionTuningOptions Options(string baseModel, string name, int steps = 150, double evalFraction = 0, int patience = 0, int evalInterval = 50, bool pack = false) => new()
+    InstructionTuningOptions Options(string baseModel, string name, int steps = 150, double evalFraction = 0, int patience = 0, int evalInterval = 50, bool pack = false,
+        LoraOptions? lora = null) => new()
     {
-        BaseModel = baseModel, OutputDirectory = Path.Combine(_dir.Path, name), BlockSize = 64, MicroBatchSize = 4, MaxSteps = steps, PackExamples = pack,
+        BaseModel = baseModel, OutputDirectory = Path.Combine(_dir.Path, name), BlockSize = 64, MicroBatchSize = 4, MaxSteps = steps, PackExamples = pack, Lora = lora,
         LearningRate = 5e-3, MinLearningRate = 5e-4, WarmupSteps = 5, WeightDecay = 0, EvalFraction = evalFraction, EvalInterval = evalInterval,
         EarlyStoppingPatience = patience, Threads = 1, Device = "cpu", ShuffleBuffer = 1, Generation = new GenerationOptions { MaxNewTokens = 8 },
     };
@@ -212,6 +213,83 @@ public class InstructionTuningTests : IDisposable
         streamed.InMemoryShuffleRows = 0;
         var e = Assert.Throws<ArgumentException>(() => new InstructionTuningEstimator(streamed).Fit(Pairs()));
         Assert.Contains("seed 0, a full shuffle in memory; these options give 8 steps, seed 0, shuffle window 256.", e.Message);
+    }
+
+    // Every parameter, bit for bit.
+    static void AssertSameWeights(GptNeoXForCausalLM expected, GptNeoXForCausalLM actual)
+    {
+        var (e, a) = (LoraTests.Snapshot(expected), LoraTests.Snapshot(actual));
+        Assert.Equal(e.Keys.Order(), a.Keys.Order());
+        foreach (var (name, values) in e) Assert.True(values.SequenceEqual(a[name]), $"{name} differs");
+    }
+
+    [Fact]
+    public void TheSameSeedGivesTheSameLossesAndWeightsAndAnotherSeedDoesNot()
+    {
+        string baseDir = BaseModel();
+        // LoRA with dropout and a full shuffle, so the seed reaches the adapters' init, the dropout masks and the data order.
+        CausalLMTransformer Tune(string name, int seed)
+        {
+            var o = Options(baseDir, name, steps: 6, lora: new LoraOptions { Rank = 4, Dropout = 0.1 });
+            (o.Seed, o.ShuffleBuffer, o.LogInterval) = (seed, 256, 1);
+            return new InstructionTuningEstimator(o).Fit(Pairs());
+        }
+        using var first = Tune("seed0", 0);
+        using var again = Tune("seed0-again", 0);
+        using var other = Tune("seed1", 1);
+        var losses = first.Training!.History.Select(r => r.Loss).ToList();
+        Assert.Equal(6, losses.Count);
+        Assert.Equal(losses, again.Training!.History.Select(r => r.Loss));
+        AssertSameWeights(first.Model, again.Model);
+        Assert.NotEqual(losses, other.Training!.History.Select(r => r.Loss));
+    }
+
+    [Fact]
+    public void RestoreBestReturnsTheBestCheckpointsWeightsNotTheLastSteps()
+    {
+        string baseDir = BaseModel();
+        // Half the facts held out: learning the other half's capitals soon makes the held-out answers worse.
+        var options = Options(baseDir, "best", steps: 20, evalFraction: 0.5, evalInterval: 5);
+        options.MinLearningRate = options.LearningRate; // no decay to settle the end
+        using var tuned = new InstructionTuningEstimator(options).Fit(Pairs());
+        var result = tuned.Training!;
+        var evals = result.History.Where(r => r.EvalLoss != null).Select(r => (r.Step, Loss: r.EvalLoss!.Value)).ToList();
+        Assert.True(evals[^1].Loss > result.BestEvalLoss, $"the last evaluation should not be the best: {string.Join(", ", evals)}");
+
+        var config = GptNeoXConfig.Preset("tiny", 320);
+        using var best = new GptNeoXForCausalLM(config);
+        TrainingCheckpoint.LoadWeights(result.BestCheckpoint!, best);
+        AssertSameWeights(best, tuned.Model);
+        using var last = new GptNeoXForCausalLM(config);
+        TrainingCheckpoint.LoadWeights(result.LastCheckpoint, last);
+        var (lastWeights, returned) = (LoraTests.Snapshot(last), LoraTests.Snapshot(tuned.Model));
+        Assert.Contains(lastWeights, p => !p.Value.SequenceEqual(returned[p.Key]));
+        var (saved, _) = GptNeoXCheckpoint.Load(Path.Combine(options.OutputDirectory, "model"));
+        using (saved) AssertSameWeights(best, saved);
+    }
+
+    [Theory]
+    [InlineData(2, false)] // gradient accumulation: a step spans two micro-batches
+    [InlineData(1, true)]  // LoRA with dropout: adapter checkpoints, and the dropout masks after the resume need the saved RNG state
+    public void ResumingWithAccumulationOrLoraContinuesExactly(int accumulation, bool lora)
+    {
+        string baseDir = BaseModel();
+        InstructionTuningOptions Run(string name, string? resume)
+        {
+            var o = Options(baseDir, name, steps: 6, lora: lora ? new LoraOptions { Rank = 4, Dropout = 0.2 } : null);
+            (o.GradientAccumulationSteps, o.ShuffleBuffer, o.LogInterval, o.CheckpointInterval, o.KeepLastCheckpoints, o.ResumeFrom) = (accumulation, 256, 1, 3, 5, resume);
+            return o;
+        }
+        using var uninterrupted = new InstructionTuningEstimator(Run("full", null)).Fit(Pairs());
+        string halfway = Path.Combine(_dir.Path, "full", "checkpoints", "step-0000003");
+        Assert.Equal(lora, File.Exists(Path.Combine(halfway, "adapter_model.safetensors")));
+
+        using var continued = new InstructionTuningEstimator(Run("resumed", halfway)).Fit(Pairs());
+        var expected = uninterrupted.Training!.History.Where(r => r.Step > 3).Select(r => (r.Step, r.Epoch, r.Loss, r.Tokens)).ToList();
+        var actual = continued.Training!.History.Where(r => r.Step > 3).Select(r => (r.Step, r.Epoch, r.Loss, r.Tokens)).ToList();
+        Assert.Equal(3, actual.Count);
+        Assert.Equal(expected, actual);
+        AssertSameWeights(uninterrupted.Model, continued.Model);
     }
 
     sealed class PairRow

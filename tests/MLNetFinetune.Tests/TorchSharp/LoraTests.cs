@@ -21,7 +21,7 @@ public class LoraTests : IDisposable
 
     static Tensor Ids() => tensor(new long[] { 3, 1, 4, 1, 5, 9, 2, 6, 5, 3 }, [1, 10]);
 
-    static Dictionary<string, float[]> Snapshot(GptNeoXForCausalLM model) =>
+    internal static Dictionary<string, float[]> Snapshot(GptNeoXForCausalLM model) =>
         model.state_dict().ToDictionary(p => p.Key, p => p.Value.detach().cpu().data<float>().ToArray());
 
     [Fact]
