@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """A PyTorch reference of the GPT-NeoX architecture MLNetFinetune trains, written from the architecture's
 definition (HF transformers' GPTNeoX semantics): it loads our model directory (config.json + model.safetensors,
-HF names) and either prints logits for given ids, or times training steps on random data as a speed baseline.
+HF names) and prints logits for given ids; or writes a model directory of its own (random weights, biases
+included, a tiny config with any HF fields overridden, its own safetensors writer) with the logits for given ids,
+which the parity test loads into TorchSharp and ONNX Runtime; or times training steps on random data as a speed baseline.
 
   python3 gpt_neox_reference.py logits MODEL_DIR IDS_JSON OUT.f32        # logits as raw float32, row-major
+  python3 gpt_neox_reference.py write CASES_JSON   # [{"dir", "seed", "ids", "config": {"rotary_pct": 1.0, ...}}, ...]
+      # each dir gets config.json + model.safetensors + reference_logits.f32 (one process: importing torch is slow)
   python3 gpt_neox_reference.py train CONFIG_JSON BLOCK BATCH STEPS THREADS [cpu|cuda]  # prints tokens/s
 
 Needs Debian's python3-torch (and libopenblas0-pthread for speed); nothing else.
@@ -125,6 +129,66 @@ def read_safetensors(path):
     return tensors
 
 
+def write_safetensors(path, tensors):
+    """The safetensors layout: an 8-byte little-endian header length, a JSON header naming each tensor's dtype, shape and
+    [begin, end) byte offsets into the data that follows (padded with spaces to 8 bytes), then the raw little-endian data."""
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name in sorted(tensors):
+        blob = tensors[name].detach().contiguous().to(torch.float32).numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+# A tiny GPT-NeoX in Hugging Face's config.json field names; `write` overrides any of them from the command line.
+TINY = {
+    "model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256, "rotary_pct": 0.25,
+    "rotary_emb_base": 10000, "max_position_embeddings": 64, "layer_norm_eps": 1e-5, "use_parallel_residual": True,
+    "hidden_act": "gelu", "bos_token_id": 0, "eos_token_id": 0, "tie_word_embeddings": False, "torch_dtype": "float32",
+}
+
+
+def random_model(overrides, seed):
+    """Random weights at a scale that gives sharp, varied logits: every bias and LayerNorm shift non-zero, LayerNorm
+    scales away from one, so a mistake in any of them (or in the residual layout, or the rotary split) shows."""
+    torch.manual_seed(seed)
+    d = dict(TINY, **overrides)
+    model = GPTNeoXForCausalLM(Config(d))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layernorm.weight") or name.endswith("final_layer_norm.weight"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.3 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * (1.5 / math.sqrt(p.shape[1])))
+    return d, model
+
+
+def write(cases_json):
+    """Each case {"dir", "seed", "ids": [[...], ...], "config": {HF field: value}} becomes a model directory (config.json,
+    model.safetensors) holding reference_logits.f32: the logits for its ids, computed from the files just written."""
+    import os
+    torch.set_num_threads(1)
+    for case in json.load(open(cases_json)):
+        d, model = random_model(case.get("config", {}), case.get("seed", 0))
+        os.makedirs(case["dir"], exist_ok=True)
+        with open(f"{case['dir']}/config.json", "w") as f:
+            json.dump(d, f, indent=2)
+        write_safetensors(f"{case['dir']}/model.safetensors", model.state_dict())
+        with open(f"{case['dir']}/ids.json", "w") as f:
+            json.dump(case["ids"], f)
+        logits(case["dir"], f"{case['dir']}/ids.json", f"{case['dir']}/reference_logits.f32")
+
+
 def logits(model_dir, ids_json, out_path):
     torch.set_num_threads(1)
     c = Config(json.load(open(f"{model_dir}/config.json")))
@@ -169,6 +233,8 @@ def train(config_json, block, batch, steps, threads, device="cpu"):
 if __name__ == "__main__":
     if sys.argv[1] == "logits":
         logits(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "write":
+        write(sys.argv[2])
     elif sys.argv[1] == "train":
         train(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7] if len(sys.argv) > 7 else "cpu")
     else:
