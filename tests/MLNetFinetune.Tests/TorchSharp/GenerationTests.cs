@@ -153,7 +153,7 @@ public class GenerationTests : IDisposable
             "env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)\n" +
             "msgs = [{'role': 'user', 'content': a['user']}, {'role': 'assistant', 'content': a['assistant']}]\n" +
             "sys.stdout.write(env.from_string(a['template']).render(messages=msgs, eos_token=a['eos'], add_generation_prompt=False))\n";
-        var start = new ProcessStartInfo("python3", ["-c", "import jinja2.sandbox\n" + script])
+        var start = new ProcessStartInfo(DebianPython.Path, ["-c", "import jinja2.sandbox\n" + script])
         { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
         using var process = Process.Start(start)!;
         process.StandardInput.Write(new JsonObject { ["template"] = template, ["eos"] = eos, ["user"] = user, ["assistant"] = assistant }.ToJsonString());

@@ -51,11 +51,10 @@ public sealed class PyTorchReferenceModels : IDisposable
         return _dir.Path;
     }
 
-    // Debian's interpreter first: a python3 earlier on PATH (pyenv, a venv) does not see Debian's python3-torch.
     static void RunReference(string[] arguments)
     {
         const string install = "The PyTorch reference needs Debian's python3-torch: apt-get install -y python3-torch python3-numpy libopenblas0-pthread (.ci/run does this).";
-        string python = File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+        string python = DebianPython.Path;
         var start = new ProcessStartInfo(python, [RepoPaths.Of("tests", "reference", "gpt_neox_reference.py"), .. arguments])
         { RedirectStandardOutput = true, RedirectStandardError = true };
         Process process;
