@@ -52,6 +52,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     public static OnnxCausalLM Load(string folder, string provider = "auto")
     {
         string modelPath = Path.Combine(folder, OnnxExporter.ModelFile);
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Exported model folder '{folder}' does not exist.");
         if (!File.Exists(modelPath))
             throw new FileNotFoundException($"'{folder}' has no {OnnxExporter.ModelFile}; export a model directory first (OnnxExporter.Export or `mlnet-finetune export`).", modelPath);
         var config = GptNeoXConfig.Load(Path.Combine(folder, ModelDirectory.ConfigFile));

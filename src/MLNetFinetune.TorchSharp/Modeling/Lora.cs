@@ -115,11 +115,30 @@ public sealed class LoraAdapters : IDisposable
     {
         string path = Path.Combine(directory, "adapter_config.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"'{directory}' holds no adapter_config.json.", path);
-        var config = JsonNode.Parse(File.ReadAllText(path))!;
+        JsonObject config;
+        try
+        {
+            config = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new DataFileException(path, 0, "expected a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new DataFileException(path, (e.LineNumber ?? -1) + 1,
+                $"malformed adapter config ({e.Message.Split(" Path:")[0].Split(" LineNumber:")[0].TrimEnd('.')})", inner: e);
+        }
+        T Field<T>(string name, Func<JsonNode, T> read)
+        {
+            if (config[name] is not { } node) throw new DataFileException(path, 0, $"no '{name}' field", field: name);
+            try { return read(node); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
+            {
+                throw new DataFileException(path, 0, $"field '{name}' has an unexpected value {node.ToJsonString()} ({e.Message.TrimEnd('.')})", field: name, inner: e);
+            }
+        }
         return new LoraOptions
         {
-            Rank = config["r"]!.GetValue<int>(), Alpha = config["lora_alpha"]!.GetValue<double>(), Dropout = config["lora_dropout"]?.GetValue<double>() ?? 0,
-            TargetModules = config["target_modules"]!.AsArray().Select(t => t!.GetValue<string>()).ToList(),
+            Rank = Field("r", n => n.GetValue<int>()), Alpha = Field("lora_alpha", n => n.GetValue<double>()),
+            Dropout = config["lora_dropout"] is null ? 0 : Field("lora_dropout", n => n.GetValue<double>()),
+            TargetModules = Field("target_modules", n => n.AsArray().Select(t => t!.GetValue<string>()).ToList()),
         };
     }
 

@@ -95,7 +95,20 @@ public static class TrainingCheckpoint
     {
         string path = Path.Combine(directory, StateFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"'{directory}' is not a checkpoint: it has no {StateFile}.", path);
-        return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json) ?? throw new DataFileException(path, 0, "empty trainer state");
+        TrainerState? state;
+        try
+        {
+            state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json);
+        }
+        catch (JsonException e)
+        {
+            throw new DataFileException(path, (e.LineNumber ?? -1) + 1,
+                $"malformed trainer state ({e.Message.Split(" Path:")[0].Split(" LineNumber:")[0].TrimEnd('.')}; at {e.Path})", inner: e);
+        }
+        if (state == null) throw new DataFileException(path, 0, "empty trainer state");
+        if (state.TorchRngState == null) throw new DataFileException(path, 0, "trainer state has no 'torch_rng_state'", field: "torch_rng_state");
+        if (state.History == null) throw new DataFileException(path, 0, "trainer state has no 'history'", field: "history");
+        return state;
     }
 
     /// <summary>Loads a checkpoint's optimizer state into <paramref name="optimizer"/> (made for the same parameters).</summary>

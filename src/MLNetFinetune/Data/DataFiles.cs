@@ -7,6 +7,15 @@ namespace MLNetFinetune.Data;
 /// <summary>Finding data files (file, folder or glob) and opening them with the decompression their name asks for.</summary>
 public static class DataFiles
 {
+    // Without this switch a .gz cut short (an interrupted download) reads as a shorter file without any error; with it,
+    // GZipStream throws InvalidDataException at the cut. An application that set the switch itself keeps its choice.
+    const string StrictDecompression = "System.IO.Compression.UseStrictValidation";
+
+    static DataFiles()
+    {
+        if (!AppContext.TryGetSwitch(StrictDecompression, out _)) AppContext.SetSwitch(StrictDecompression, true);
+    }
+
     /// <summary>
     /// The files a path names, in ordinal order so every pass and every machine sees the same sequence:
     /// a file; a folder (searched recursively for names ending in one of <paramref name="extensions"/>);

@@ -94,7 +94,18 @@ internal sealed class Utf8LineReader : IDisposable
             if (grown <= _buffer.Length) throw TooLong();
             Array.Resize(ref _buffer, grown);
         }
-        int read = _stream.Read(_buffer, _end, _buffer.Length - _end);
+        int read;
+        try
+        {
+            read = _stream.Read(_buffer, _end, _buffer.Length - _end);
+        }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException or ZstdSharp.ZstdException)
+        {
+            // A .gz or .zst cut short (an interrupted download) or damaged: say which file, not only what the decompressor says.
+            long offset = _bufferOffset + _end;
+            throw new DataFileException(_path, 0,
+                $"compressed data ends early or is corrupt (truncated file?) after {offset:N0} decompressed bytes: {e.Message.TrimEnd('.')}", byteOffset: offset, inner: e);
+        }
         if (read == 0) _eof = true;
         _end += read;
     }

@@ -21,10 +21,25 @@ public class EndToEndCliTests : IDisposable
         return output.ToString();
     }
 
+    // Of the 40 continent pairs, the tiny finetuned model answers 9 exactly (measured; it has learnt to answer a continent,
+    // "Asia" for all, where the base answers none); the floor is a little below that.
+    const int FinetunedExactMatchFloor = 7;
+
+    static int ExactHits(string evaluate, string model)
+    {
+        var line = System.Text.RegularExpressions.Regex.Match(evaluate,
+            $@"^{System.Text.RegularExpressions.Regex.Escape(model)}: exact match [0-9.]+% \((\d+)/40,", System.Text.RegularExpressions.RegexOptions.Multiline);
+        Assert.True(line.Success, $"no exact match line for {model} in: {evaluate}");
+        return int.Parse(line.Groups[1].Value);
+    }
+
     [Fact]
     public void PretrainFinetuneEvaluateExportGenerate()
     {
-        string docs = RepoPaths.Of("examples", "data", "mlnet_finetune_docs.jsonl");
+        // Short answers a tiny model can get exactly right: the continents of the first 40 countries of the facts table.
+        string pairs = _dir.File("continents.jsonl", string.Concat(File.ReadLines(RepoPaths.Of("examples", "data", "facts", "facts.csv"))
+            .Select(l => l.Split(',')).Where(f => f.Length == 4 && f[0] == "country" && f[2] == "continent").Take(40)
+            .Select(f => System.Text.Json.JsonSerializer.Serialize(new { question = $"Which continent is {f[1]} in?", answer = f[3] }) + "\n")));
         string tiny = "--threads 1 --device cpu --block-size 64 --batch-size 4 --eval-fraction 0.1";
         string pretrained = Path.Combine(_dir.Path, "base"), tuned = Path.Combine(_dir.Path, "tuned");
 
@@ -34,20 +49,23 @@ public class EndToEndCliTests : IDisposable
         Assert.True(File.Exists(Path.Combine(pretrained, "metrics.csv")));
         Assert.True(new FileInfo(Path.Combine(pretrained, "loss.png")).Length > 1000, "pretraining draws its loss curve");
 
-        string finetune = Run(["finetune", "--pairs", docs, "--base", Path.Combine(pretrained, "model"), "--out", tuned, "--steps", "20", "--lr", "3e-3",
+        string finetune = Run(["finetune", "--pairs", pairs, "--base", Path.Combine(pretrained, "model"), "--out", tuned, "--steps", "40", "--lr", "2e-2",
             "--lora-rank", "4", .. tiny.Split(' ')]);
         Assert.Contains("model written to", finetune);
         Assert.True(File.Exists(Path.Combine(tuned, "adapter", "adapter_config.json")));
 
         string report = Path.Combine(_dir.Path, "compare.md");
-        string evaluate = Run(["evaluate", "--pairs", docs, "--model", Path.Combine(tuned, "model"), "--base", Path.Combine(pretrained, "model"),
+        string evaluate = Run(["evaluate", "--pairs", pairs, "--model", Path.Combine(tuned, "model"), "--base", Path.Combine(pretrained, "model"),
             "--max-new-tokens", "8", "--report", report]);
-        Assert.Contains("exact match", evaluate);
         Assert.True(File.Exists(report) && File.Exists(Path.ChangeExtension(report, ".csv")));
+        // Each model's line: "<dir>: exact match 22.5% (9/40, 95% CI …)". Same seed, one thread, CPU: the same count every run.
+        Assert.True(ExactHits(evaluate, Path.Combine(tuned, "model")) >= FinetunedExactMatchFloor, $"the finetuned model answers too few pairs exactly: {evaluate}");
+        Assert.Equal(0, ExactHits(evaluate, Path.Combine(pretrained, "model")));
 
         Run(["export", Path.Combine(tuned, "model")]);
-        string generated = Run(["generate", Path.Combine(tuned, "model", "onnx"), "-p", "### Question:\nWhat is MLNetFinetune?\n\n### Answer:", "--max-new-tokens", "5", "--provider", "cpu"]);
-        Assert.False(string.IsNullOrWhiteSpace(generated.Replace("\n", "x")));
+        string generated = Run(["generate", Path.Combine(tuned, "model", "onnx"), "-p", "### Question:\nWhich continent is Peru in?\n\n### Answer:", "--max-new-tokens", "5", "--provider", "cpu"]);
+        Assert.EndsWith("\n", generated);
+        Assert.False(string.IsNullOrWhiteSpace(generated), "generate wrote nothing but the line end");
     }
 
     [Fact]
@@ -70,8 +88,13 @@ public class EndToEndCliTests : IDisposable
         Assert.Contains(lines, l => l.StartsWith("| extraction exact match | 6 |", StringComparison.Ordinal));
         Assert.True(File.Exists(Path.Combine(run, "finetune", "metrics.csv")) && File.Exists(Path.Combine(run, "finetune", "loss.png")));
 
-        string chat = RunWithInput("What is the capital of Peru?\n\n", "chat", Path.Combine(run, "onnx"), "--max-new-tokens", "4", "--provider", "cpu");
-        Assert.Equal(2, chat.Split("> ").Length - 1); // one answer, then the empty line ends the conversation
+        string chat = RunWithInput("What is the capital of Peru?\nWhat is the capital of Chile?\n\n", "chat", Path.Combine(run, "onnx"), "--max-new-tokens", "4", "--provider", "cpu");
+        // Each question gets "> " then its answer and a line end; the empty line after the last answer gets only "> " and ends the conversation.
+        string[] turns = chat.Split('\n');
+        Assert.Equal("> ", turns[^1]);
+        string[] answers = turns[..^1];
+        Assert.Equal(2, answers.Length);
+        Assert.All(answers, a => Assert.True(a.StartsWith("> ", StringComparison.Ordinal) && !string.IsNullOrWhiteSpace(a[2..]), $"an empty answer in: {chat}"));
     }
 
     [Fact]
