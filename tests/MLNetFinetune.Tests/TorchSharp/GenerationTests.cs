@@ -90,6 +90,48 @@ public class GenerationTests : IDisposable
     }
 
     [Fact]
+    public void LeftPaddedBatchesGiveTheSameLogitsAndTextInTorchSharpAndOnnxRuntime()
+    {
+        string onnx = OnnxExporter.Export(RepoPaths.Of("models", "facts-base"), new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "onnx") });
+        using var ort = OnnxCausalLM.Load(onnx, "cpu");
+        IDecoderModel torchModel = _base.Runtime, ortModel = ort;
+
+        // Two prompts of different lengths, left-padded: prefill, then two cached steps, each runtime through its session.
+        var encoded = Prompts[..2].Select(p => _base.Tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToArray();
+        int longest = encoded.Max(e => e.Length), vocab = _base.Model.Config.VocabSize;
+        var ids = new long[2 * longest];
+        var positions = new long[2 * longest];
+        var mask = new List<long>[2];
+        for (int r = 0; r < 2; r++)
+        {
+            int offset = longest - encoded[r].Length;
+            mask[r] = [.. Enumerable.Repeat(0L, offset), .. Enumerable.Repeat(1L, encoded[r].Length)];
+            for (int t = 0; t < longest; t++)
+            {
+                ids[r * longest + t] = t < offset ? torchModel.PadId : encoded[r][t - offset];
+                positions[r * longest + t] = Math.Max(0, t - offset);
+            }
+        }
+        using var torchSession = torchModel.Start(2, longest + 2);
+        using var ortSession = ortModel.Start(2, longest + 2);
+        for (int step = 0; step < 3; step++)
+        {
+            long[] flatMask = [.. mask[0], .. mask[1]];
+            var expected = torchSession.Step(ids, positions, flatMask, 2);
+            var actual = ortSession.Step(ids, positions, flatMask, 2);
+            Assert.Equal(2 * vocab, actual.Length);
+            Assert.InRange(expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max(), 0, 1e-4);
+            ids = [Sampling.Next(expected[..vocab], new GenerationOptions(), new Random(0), [], vocab), Sampling.Next(expected[vocab..], new GenerationOptions(), new Random(0), [], vocab)];
+            positions = [mask[0].Sum(), mask[1].Sum()];
+            mask[0].Add(1);
+            mask[1].Add(1);
+        }
+
+        var greedy = new GenerationOptions { MaxNewTokens = 16 };
+        Assert.Equal(_base.Runtime.Generate(Prompts, greedy, batchSize: 4), DecodeLoop.Generate(ort, Prompts, greedy, batchSize: 4));
+    }
+
+    [Fact]
     public void TheTransformGeneratesInBlocksWhatTheRuntimeGeneratesAlone()
     {
         var ml = new MLContext(seed: 0);
