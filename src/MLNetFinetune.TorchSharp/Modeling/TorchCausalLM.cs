@@ -35,28 +35,11 @@ public sealed class TorchCausalLM(GptNeoXForCausalLM model, TextTokenizer tokeni
         DecodeLoop.Generate(this, prompts, options ?? new GenerationOptions(), batchSize);
 
     /// <summary>
-    /// Greedy (or sampled) continuation without a KV cache: every step runs the whole sequence again. Only a reference
-    /// for tests and the benchmark's speedup; use <see cref="Generate"/>.
+    /// Continuations without a KV cache, through the same decode loop: every step runs each whole sequence again. Only a
+    /// reference for tests of the cache; use <see cref="Generate"/>.
     /// </summary>
-    public string GenerateUncached(string prompt, GenerationOptions options)
-    {
-        options.Validate();
-        var ids = DecodeLoop.EncodePrompt(this, prompt, 0, options.MaxNewTokens).ToList();
-        int start = ids.Count;
-        var random = new Random(options.Seed);
-        Model.eval();
-        using var _ = no_grad();
-        for (int i = 0; i < options.MaxNewTokens; i++)
-        {
-            using var scope = NewDisposeScope();
-            var logits = Model.forward(tensor(ids.ToArray(), [1, ids.Count], dtype: int64, device: Device))[0, -1];
-            long next = Sampling.Next(logits.cpu().data<float>().ToArray(), options, random, ids, Tokenizer.VocabSize);
-            if (next == EosId) break;
-            ids.Add(next);
-            if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Tokenizer.Decode(ids.Skip(start).Select(t => (int)t)), options.StopSequences).Stopped) break;
-        }
-        return Sampling.CutAtStop(Tokenizer.Decode(ids.Skip(start).Select(t => (int)t)), options.StopSequences).Text;
-    }
+    public IReadOnlyList<string> GenerateUncached(IReadOnlyList<string> prompts, GenerationOptions options) =>
+        DecodeLoop.Generate(new Uncached(this), prompts, options);
 
     /// <summary>
     /// Mean loss of each example's labelled targets (labels aligned with the ids, −100 where no loss is taken), in batches
@@ -93,24 +76,55 @@ public sealed class TorchCausalLM(GptNeoXForCausalLM model, TextTokenizer tokeni
     /// <inheritdoc />
     IDecoderSession IDecoderModel.Start(int batch, int capacity) => new Session(this, Model.NewCache(batch, capacity));
 
+    // The last-position logits of ids [batch, seq] after what the cache holds (or from position 0 without one).
+    float[] LastLogits(long[] ids, long[] positions, long[] mask, int batch, KeyValueCache? cache)
+    {
+        Model.eval();
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        long seq = ids.Length / batch;
+        var input = tensor(ids, [batch, seq], device: Device);
+        var position = tensor(positions, [batch, seq], device: Device);
+        // Rows without padding attend causally (the model's default); padded rows need the mask.
+        Tensor? attention = mask.All(m => m == 1) ? null : AttentionMasks.Padded(tensor(mask, [batch, mask.Length / batch], device: Device), seq);
+        var logits = Model.Forward(input, position, attention, cache);
+        return logits[.., -1].contiguous().cpu().data<float>().ToArray();
+    }
+
     sealed class Session(TorchCausalLM owner, KeyValueCache cache) : IDecoderSession
     {
-        public float[] Step(long[] ids, long[] positions, long[] mask, int batch)
-        {
-            var model = owner.Model;
-            model.eval();
-            using var _ = no_grad();
-            using var scope = NewDisposeScope();
-            var device = owner.Device;
-            long seq = ids.Length / batch;
-            var input = tensor(ids, [batch, seq], device: device);
-            var position = tensor(positions, [batch, seq], device: device);
-            // Rows without padding attend causally (the model's default); padded rows need the mask.
-            Tensor? attention = mask.All(m => m == 1) ? null : AttentionMasks.Padded(tensor(mask, [batch, mask.Length / batch], device: device), seq);
-            var logits = model.Forward(input, position, attention, cache);
-            return logits[.., -1].contiguous().cpu().data<float>().ToArray();
-        }
+        public float[] Step(long[] ids, long[] positions, long[] mask, int batch) => owner.LastLogits(ids, positions, mask, batch, cache);
 
         public void Dispose() => cache.Dispose();
+    }
+
+    // The same model seen by the decode loop without a cache: each step appends the new tokens and runs every row whole.
+    sealed class Uncached(TorchCausalLM owner) : IDecoderModel
+    {
+        public TextTokenizer Tokenizer => owner.Tokenizer;
+        public int LogitsSize => owner.LogitsSize;
+        public int ContextLength => owner.ContextLength;
+        public long EosId => owner.EosId;
+        public long PadId => owner.PadId;
+        public IDecoderSession Start(int batch, int capacity) => new Session(owner, batch);
+
+        sealed class Session(TorchCausalLM owner, int batch) : IDecoderSession
+        {
+            readonly List<long>[] _ids = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
+            readonly List<long>[] _positions = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
+
+            public float[] Step(long[] ids, long[] positions, long[] mask, int rows)
+            {
+                int seq = ids.Length / rows;
+                for (int r = 0; r < rows; r++)
+                {
+                    _ids[r].AddRange(ids.AsSpan(r * seq, seq));
+                    _positions[r].AddRange(positions.AsSpan(r * seq, seq));
+                }
+                return owner.LastLogits([.. _ids.SelectMany(i => i)], [.. _positions.SelectMany(p => p)], mask, rows, cache: null);
+            }
+
+            public void Dispose() { }
+        }
     }
 }

@@ -100,8 +100,8 @@ public static class DecodeLoop
         }
     }
 
-    /// <summary>The prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.</summary>
-    public static long[] EncodePrompt(IDecoderModel model, string prompt, int row, int maxNewTokens)
+    // The prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.
+    static long[] EncodePrompt(IDecoderModel model, string prompt, int row, int maxNewTokens)
     {
         var ids = model.Tokenizer.Encode(prompt).Select(i => (long)i).ToArray();
         if (ids.Length == 0) throw new ArgumentException($"Prompt {row} is empty.");
