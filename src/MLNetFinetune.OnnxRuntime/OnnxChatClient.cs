@@ -22,7 +22,7 @@ public sealed class OnnxChatClient : IChatClient
     public OnnxChatClient(OnnxCausalLM model, PromptTemplate? template = null, bool ownsModel = false)
     {
         _model = model;
-        _template = template ?? (model.Format?.Prompt is { } recorded ? recorded.WhenEmptyTemplate ?? recorded : PromptTemplates.QuestionAnswer.Prompt);
+        _template = template ?? model.Format?.ChatPrompt ?? PromptTemplates.QuestionAnswer.Prompt;
         if (_template.Placeholders.Count != 1)
             throw new ArgumentException($"The chat template needs exactly one placeholder for the user's message; \"{_template.Text}\" has {_template.Placeholders.Count}.", nameof(template));
         _placeholder = _template.Placeholders[0];

@@ -71,7 +71,7 @@ public static class PromptFormats
     /// </summary>
     public static string? ChatTemplate(PromptFormat format)
     {
-        var prompt = format.Prompt.WhenEmptyTemplate ?? format.Prompt;
+        var prompt = format.ChatPrompt;
         if (prompt.Placeholders.Count != 1 || format.Response.Placeholders.Count != 1) return null;
         var (userBefore, userAfter) = Around(prompt);
         var (replyBefore, replyAfter) = Around(format.Response);

@@ -117,6 +117,12 @@ public sealed record PromptFormat(string Name, PromptTemplate Prompt, PromptTemp
     public string ResponseField => Response.Placeholders.Count == 1 ? Response.Placeholders[0]
         : throw new InvalidOperationException($"The response template \"{Response.Text}\" must have exactly one placeholder.");
 
+    /// <summary>
+    /// The prompt a lone user message fills (chat): the variant for empty other fields when the prompt has one (Alpaca
+    /// without input), else the prompt itself.
+    /// </summary>
+    public PromptTemplate ChatPrompt => Prompt.WhenEmptyTemplate ?? Prompt;
+
     /// <summary>The fields the prompt reads.</summary>
     public IEnumerable<string> PromptFields => Prompt.Columns;
 }
