@@ -122,8 +122,7 @@ public sealed class LoraAdapters : IDisposable
         }
         catch (JsonException e)
         {
-            throw new DataFileException(path, (e.LineNumber ?? -1) + 1,
-                $"malformed adapter config ({e.Message.Split(" Path:")[0].Split(" LineNumber:")[0].TrimEnd('.')})", inner: e);
+            throw DataFileException.MalformedJson(path, "adapter config", e);
         }
         T Field<T>(string name, Func<JsonNode, T> read)
         {

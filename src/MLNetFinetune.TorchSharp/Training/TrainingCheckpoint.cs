@@ -102,8 +102,7 @@ public static class TrainingCheckpoint
         }
         catch (JsonException e)
         {
-            throw new DataFileException(path, (e.LineNumber ?? -1) + 1,
-                $"malformed trainer state ({e.Message.Split(" Path:")[0].Split(" LineNumber:")[0].TrimEnd('.')}; at {e.Path})", inner: e);
+            throw DataFileException.MalformedJson(path, "trainer state", e, withJsonPath: true);
         }
         if (state == null) throw new DataFileException(path, 0, "empty trainer state");
         if (state.TorchRngState == null) throw new DataFileException(path, 0, "trainer state has no 'torch_rng_state'", field: "torch_rng_state");

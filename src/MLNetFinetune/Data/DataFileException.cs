@@ -1,3 +1,5 @@
+using System.Text.Json;
+
 namespace MLNetFinetune.Data;
 
 /// <summary>
@@ -33,6 +35,22 @@ public sealed class DataFileException : IOException
     public string? Field { get; }
 
     static string Describe(string path, long line, string problem) => line > 0 ? $"{path}:{line}: {problem}" : $"{path}: {problem}";
+
+    /// <summary>
+    /// A whole-file JSON document (a config, a trainer state) that does not parse or bind: "malformed <paramref name="what"/>
+    /// (reason[; at $.json.path])" on the line System.Text.Json reports.
+    /// </summary>
+    public static DataFileException MalformedJson(string filePath, string what, JsonException e, bool withJsonPath = false) =>
+        new(filePath, (e.LineNumber ?? -1) + 1, $"malformed {what} ({JsonReason(e)}{(withJsonPath && e.Path != null ? $"; at {e.Path}" : "")})", inner: e);
+
+    // System.Text.Json messages end with "Path: … | LineNumber: 0 | BytePositionInLine: 12."; the position is reported separately.
+    internal static string JsonReason(JsonException e)
+    {
+        string m = e.Message;
+        int cut = m.IndexOf(" Path:", StringComparison.Ordinal);
+        if (cut < 0) cut = m.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        return (cut > 0 ? m[..cut] : m).TrimEnd('.', ' ');
+    }
 
     /// <summary>A short, single-line excerpt of a record for error messages.</summary>
     internal static string Snippet(ReadOnlySpan<byte> utf8, int maxChars = 60)

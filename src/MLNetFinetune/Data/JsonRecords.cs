@@ -103,7 +103,7 @@ internal static class JsonRecords
     }
 
     static DataFileException Malformed(JsonException e, ReadOnlySpan<byte> line, string path, long lineNumber) =>
-        new(path, lineNumber, $"malformed JSON ({Reason(e)}, at column {e.BytePositionInLine + 1}): {DataFileException.Snippet(line)}", inner: e);
+        new(path, lineNumber, $"malformed JSON ({DataFileException.JsonReason(e)}, at column {e.BytePositionInLine + 1}): {DataFileException.Snippet(line)}", inner: e);
 
     // Utf8JsonReader.GetString throws InvalidOperationException for escapes that are not valid UTF-16 (lone surrogates).
     static DataFileException InvalidString(InvalidOperationException e, ReadOnlySpan<byte> line, string path, long lineNumber) =>
@@ -155,13 +155,4 @@ internal static class JsonRecords
         JsonValueKind.Null or JsonValueKind.Undefined => null,
         _ => value.GetRawText(),
     };
-
-    // System.Text.Json messages end with "LineNumber: 0 | BytePositionInLine: 12."; the position is reported separately.
-    static string Reason(JsonException e)
-    {
-        string m = e.Message;
-        int cut = m.IndexOf(" Path:", StringComparison.Ordinal);
-        if (cut < 0) cut = m.IndexOf(" LineNumber:", StringComparison.Ordinal);
-        return (cut > 0 ? m[..cut] : m).TrimEnd('.', ' ');
-    }
 }

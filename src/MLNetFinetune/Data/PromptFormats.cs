@@ -109,7 +109,7 @@ public static class PromptFormats
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path}: not valid JSON (line {e.LineNumber + 1}): {e.Message}", e);
+            throw DataFileException.MalformedJson(path, "prompt format", e);
         }
         if (root is not JsonObject) throw new InvalidDataException($"{path}: a prompt format is a JSON object with \"prompt\" and \"response\".");
         string Text(JsonNode? node, string key) => node?[key] is JsonValue v && v.TryGetValue(out string? value) && value.Length > 0 ? value

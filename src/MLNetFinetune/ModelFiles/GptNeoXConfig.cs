@@ -141,7 +141,7 @@ public sealed record GptNeoXConfig
         }
         catch (JsonException e)
         {
-            throw new DataFileException(path, (e.LineNumber ?? -1) + 1, $"malformed config ({e.Message.Split(" Path:")[0].TrimEnd('.')}; at {e.Path})", inner: e);
+            throw DataFileException.MalformedJson(path, "config", e, withJsonPath: true);
         }
     }
 

@@ -201,7 +201,7 @@ public static class HfTokenizerFiles
         }
         catch (JsonException e)
         {
-            throw new DataFileException(path, (e.LineNumber ?? -1) + 1, $"malformed JSON ({e.Message.Split(" Path:")[0].Split(" LineNumber:")[0].TrimEnd('.')})", inner: e);
+            throw DataFileException.MalformedJson(path, "JSON", e);
         }
     }
 

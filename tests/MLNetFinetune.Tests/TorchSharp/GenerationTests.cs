@@ -180,6 +180,9 @@ public class GenerationTests : IDisposable
         Assert.Equal(PromptTemplates.Alpaca.Training.Format(("instruction", "Add."), ("input", ""), ("output", "5")),
             read.Training.Format(("instruction", "Add."), ("input", ""), ("output", "5")));
         Assert.Contains("Unknown prompt format 'nope'", Assert.Throws<ArgumentException>(() => PromptFormats.Resolve("nope")).Message);
+        File.WriteAllText(file, "{\"prompt\": ");
+        var malformed = Assert.Throws<DataFileException>(() => PromptFormats.Resolve(file));
+        Assert.Contains("format.json:1: malformed prompt format (", malformed.Message);
         File.WriteAllText(file, "[\"prompt\"]");
         Assert.Contains("a prompt format is a JSON object", Assert.Throws<InvalidDataException>(() => PromptFormats.Resolve(file)).Message);
         File.WriteAllText(file, "{\"prompt\": \"Q: {question}\", \"response\": \"A\"}");
