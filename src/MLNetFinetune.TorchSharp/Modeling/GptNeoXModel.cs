@@ -297,6 +297,10 @@ sealed class ComputePrecision
 /// </summary>
 public sealed class Rotary(int dim, double theta)
 {
+    // Computed once, not on every forward pass (each decoding step is one): θ^(2i/d) in float32, then its reciprocal, as HF
+    // does. Tensor operations only: a temporary implicit Scalar here once crashed a run ("Unknown scalar type").
+    readonly float[] _inverseFrequencies = InverseFrequencies(dim, theta);
+
     /// <summary>cos and sin tables <c>[seq, dim]</c> for positions 0..seq−1, computed in float32 exactly as HF does.</summary>
     public (Tensor Cos, Tensor Sin) Table(long seq, Device device)
     {
@@ -313,8 +317,15 @@ public sealed class Rotary(int dim, double theta)
         return (both.cos(), both.sin());
     }
 
-    Tensor InverseFrequencies(Device device) =>
-        1.0f / pow(tensor((float)theta, device: device), arange(0, dim, 2, dtype: float32, device: device) / dim);
+    Tensor InverseFrequencies(Device device) => tensor(_inverseFrequencies, device: device);
+
+    static float[] InverseFrequencies(int dim, double theta)
+    {
+        float[] exponents = Enumerable.Range(0, (dim + 1) / 2).Select(i => 2 * i / (float)dim).ToArray();
+        using var powers = pow(tensor((float)theta), tensor(exponents));
+        using var inverse = powers.reciprocal();
+        return inverse.data<float>().ToArray();
+    }
 
     /// <summary>Rotates the first <paramref name="rotaryDim"/> dimensions of <paramref name="x"/> <c>[batch, heads, seq, head_dim]</c> (tables broadcast).</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rotaryDim)
