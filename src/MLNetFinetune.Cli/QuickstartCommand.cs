@@ -13,8 +13,8 @@ static class QuickstartCommand
         var baseModel = new Option<string?>("--base") { Description = "The base model directory (default: the bundled models/facts-base)." };
         var outDir = new Option<string>("--out") { Description = "Output folder: finetune/ (model, metrics.csv, loss.png) and onnx/.", DefaultValueFactory = _ => Path.Combine("runs", "quickstart") };
         var defaults = new FactsLessonOptions { Data = "", BaseModel = "", Output = "" };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the finetuning pairs.", DefaultValueFactory = _ => defaults.Epochs };
-        var steps = new Option<int>("--steps") { Description = "Optimizer steps instead of epochs (0: use --epochs).", DefaultValueFactory = _ => 0 };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the finetuning pairs (with --steps 0).", DefaultValueFactory = _ => defaults.Epochs };
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps (about 1.7 epochs by default; 0: use --epochs).", DefaultValueFactory = _ => defaults.MaxSteps };
         var lr = new Option<double>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => defaults.LearningRate };
         var batch = new Option<int>("--batch-size") { Description = "Pairs per step.", DefaultValueFactory = _ => defaults.BatchSize };
         var lora = new Option<int>("--lora-rank") { Description = "Train LoRA adapters of this rank instead of every weight (0: full finetuning).", DefaultValueFactory = _ => defaults.LoraRank };

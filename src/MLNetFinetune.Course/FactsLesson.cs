@@ -25,11 +25,14 @@ public sealed class FactsLessonOptions
     /// <summary>Output folder: <c>finetune/</c> (model, metrics.csv) and <c>onnx/</c>. Required.</summary>
     public required string Output { get; init; }
 
-    /// <summary>Passes over the finetuning pairs. Default 2.</summary>
+    /// <summary>Passes over the finetuning pairs, when <see cref="MaxSteps"/> is 0. Default 2.</summary>
     public int Epochs { get; init; } = 2;
 
-    /// <summary>Optimizer steps instead of epochs (0: use <see cref="Epochs"/>).</summary>
-    public int MaxSteps { get; init; }
+    /// <summary>
+    /// Optimizer steps instead of epochs (0: use <see cref="Epochs"/>). Default 520 (about 1.7 epochs of 16 pairs): as
+    /// accurate as 2 epochs on the held-out entities and keeps the lesson under 3 minutes on 2 cores.
+    /// </summary>
+    public int MaxSteps { get; init; } = 520;
 
     /// <summary>Peak learning rate. Default 5e-4.</summary>
     public double LearningRate { get; init; } = 5e-4;
