@@ -14,14 +14,15 @@ static class ChatCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer.", DefaultValueFactory = _ => 64 };
         var temperature = new Option<double>("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0 };
         var provider = new Option<string>("--provider") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+        var threads = new Option<int>("--threads") { Description = "ONNX Runtime CPU threads (0: one per core)." };
         var command = new Command("chat", "Ask a finetuned model questions (question/answer template, ONNX Runtime); an empty line or end of input stops.")
         {
-            folder, maxNew, temperature, provider,
+            folder, maxNew, temperature, provider, threads,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
             // Each question stands alone: the bundled models were finetuned on single question/answer pairs.
-            using IChatClient client = new OnnxChatClient(OnnxCausalLM.Load(result.GetValue(folder)!, result.GetValue(provider)!), ownsModel: true);
+            using IChatClient client = new OnnxChatClient(OnnxCausalLM.Load(result.GetValue(folder)!, result.GetValue(provider)!, result.GetValue(threads)), ownsModel: true);
             var options = new ChatOptions { MaxOutputTokens = result.GetValue(maxNew), Temperature = (float)result.GetValue(temperature) };
             while (true)
             {

@@ -33,13 +33,14 @@ static class ServeCommands
         var seed = new Option<int>("--seed") { Description = "Sampling seed." };
         var stop = new Option<string[]>("--stop") { Description = "Stop sequences.", AllowMultipleArgumentsPerToken = true };
         var provider = new Option<string>("--provider") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+        var threads = new Option<int>("--threads") { Description = "ONNX Runtime CPU threads (0: one per core)." };
         var command = new Command("generate", "Continue a prompt with an exported model (ONNX Runtime), streaming the text.")
         {
-            folder, prompt, maxNew, temperature, topK, topP, seed, stop, provider,
+            folder, prompt, maxNew, temperature, topK, topP, seed, stop, provider, threads,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
-            using var model = OnnxCausalLM.Load(result.GetValue(folder)!, result.GetValue(provider)!);
+            using var model = OnnxCausalLM.Load(result.GetValue(folder)!, result.GetValue(provider)!, result.GetValue(threads));
             var options = new GenerationOptions
             {
                 MaxNewTokens = result.GetValue(maxNew), Temperature = result.GetValue(temperature), TopK = result.GetValue(topK),

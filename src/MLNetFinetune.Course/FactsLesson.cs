@@ -201,7 +201,7 @@ public static class FactsLesson
         // 5. ONNX: the finetuned model with a KV cache, answering with ONNX Runtime.
         Heading(output, "5. ONNX export and ONNX Runtime");
         string onnx = OnnxExporter.Export(Path.Combine(runDirectory, "model"), new OnnxExportOptions { OutputDirectory = Path.Combine(s.Output, "onnx") });
-        using var runtime = OnnxCausalLM.Load(onnx, "cpu");
+        using var runtime = OnnxCausalLM.Load(onnx, "cpu", s.Threads);
         var questions = recall.Rows.Take(4).Select(r => (string)r["question"]).Append((string)extraction.Rows[0]["question"]).ToArray();
         var answers = runtime.Generate(questions.Select(q => runtime.Format!.Prompt.Format(("question", q))).ToArray(),
             new GenerationOptions { MaxNewTokens = 12 });

@@ -47,10 +47,12 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
 
     /// <summary>
     /// Loads an exported folder. <paramref name="provider"/>: <c>auto</c> uses CUDA when its provider loads, else CPU;
-    /// <c>cuda</c> fails with the reason when it cannot; <c>cpu</c>.
+    /// <c>cuda</c> fails with the reason when it cannot; <c>cpu</c>. <paramref name="threads"/>: ONNX Runtime's intra-op
+    /// threads on CPU; 0 keeps its default (one per physical core).
     /// </summary>
-    public static OnnxCausalLM Load(string folder, string provider = "auto")
+    public static OnnxCausalLM Load(string folder, string provider = "auto", int threads = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
         string modelPath = Path.Combine(folder, OnnxExporter.ModelFile);
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Exported model folder '{folder}' does not exist.");
         if (!File.Exists(modelPath))
@@ -67,7 +69,8 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         }
         tokenizer.CheckFits(config.VocabSize, Path.Combine(folder, ModelDirectory.ConfigFile));
 
-        var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        SessionOptions NewOptions() => new() { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads };
+        var options = NewOptions();
         string chosen = "CPU";
         switch (provider.ToLowerInvariant())
         {
@@ -90,7 +93,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
                 catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
                 {
                     options.Dispose();
-                    options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+                    options = NewOptions();
                     chosen = $"CPU (CUDA unavailable: {e.Message.Trim().Split('\n')[0]})";
                 }
                 finally

@@ -25,6 +25,9 @@ public sealed class OnnxGenerationOptions
 
     /// <summary>Rows generated together (left-padded batches). Default 16.</summary>
     public int BatchSize { get; init; } = 16;
+
+    /// <summary>ONNX Runtime's intra-op threads on CPU; 0 (default) keeps its default of one per physical core.</summary>
+    public int Threads { get; init; }
 }
 
 /// <summary>Adds a generated-text column from a prompt column with an exported model (ONNX Runtime, no libtorch).</summary>
@@ -53,7 +56,7 @@ public sealed class OnnxGenerationTransformer : AppendColumnsTransformer, IDispo
     {
         if (options.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(options), "BatchSize must be positive.");
         Options = options;
-        Model = OnnxCausalLM.Load(options.ModelFolder, options.Provider);
+        Model = OnnxCausalLM.Load(options.ModelFolder, options.Provider, options.Threads);
         OutputColumns = [(options.OutputColumnName, TextDataViewType.Instance)];
     }
 

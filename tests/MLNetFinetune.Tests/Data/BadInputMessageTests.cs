@@ -89,7 +89,7 @@ public class BadInputMessageTests : IDisposable
     {
         string path = _dir.Bytes("corpus.jsonl.gz", "{\"text\": \"old\"}\n"u8.ToArray());
         byte[] before = File.ReadAllBytes(path);
-        Assert.Throws<IOException>(() => DataFiles.WriteAtomically(path, s => { s.Write(new byte[100_000]); throw new IOException("killed"); }));
+        Assert.Equal("killed", Assert.Throws<IOException>(() => DataFiles.WriteAtomically(path, s => { s.Write(new byte[100_000]); throw new IOException("killed"); })).Message);
         Assert.Equal(before, File.ReadAllBytes(path));
         Assert.Equal([path], Directory.GetFiles(_dir.Path));
     }

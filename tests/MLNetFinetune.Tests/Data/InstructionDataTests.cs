@@ -137,7 +137,8 @@ public class InstructionDataTests : IDisposable
         Assert.Equal($"{empty}: the file holds no records", Assert.Throws<DataFileException>(() => InstructionData.LoadJsonl(empty)).Message);
         string emptyCsv = _dir.File("empty.csv", "");
         Assert.Contains("the file is empty", Assert.Throws<DataFileException>(() => InstructionData.LoadCsv(emptyCsv)).Message);
-        Assert.Throws<FileNotFoundException>(() => InstructionData.Load(Path.Combine(_dir.Path, "none.jsonl")));
+        string none = Path.Combine(_dir.Path, "none.jsonl");
+        Assert.Equal($"Instruction data file '{none}' does not exist.", Assert.Throws<FileNotFoundException>(() => InstructionData.Load(none)).Message);
         var ext = Assert.Throws<ArgumentException>(() => InstructionData.Load(_dir.File("pairs.parquet", "x")));
         Assert.Contains(".jsonl, .json (JSON Lines) or .csv", ext.Message);
     }

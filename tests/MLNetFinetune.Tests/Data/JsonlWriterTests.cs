@@ -60,7 +60,7 @@ public class JsonlWriterTests : IDisposable
         string path = Path.Combine(_dir.Path, "partial.jsonl");
         var view = _ml.Data.LoadFromEnumerable(new[] { new Row { Name = "x", Ids = [1] } });
         var failing = new ThrowingView(view);
-        Assert.Throws<IOException>(() => JsonlWriter.Write(failing, path));
+        Assert.Equal("disk gone", Assert.Throws<IOException>(() => JsonlWriter.Write(failing, path)).Message);
         Assert.Empty(Directory.GetFiles(_dir.Path));
     }
 

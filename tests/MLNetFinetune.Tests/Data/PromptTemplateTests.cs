@@ -77,7 +77,7 @@ public class PromptTemplateTests
         var data = Pairs();
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(SchemaShapes.FromSchema(((IDataView)data).Schema)));
         Assert.Contains("reads column 'instruction', which the input does not have. Input columns: 'question', 'answer'.", e.Message);
-        Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(data));
+        Assert.Contains("reads column 'instruction'", Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(data)).Message);
     }
 
     [Fact]

@@ -117,6 +117,6 @@ public class ClozeEvaluatorTests
         var groups = new[] { "capital", "symbol", "capital", "symbol" };
         var byGroup = MLNetFinetune.Evaluation.GenerationEvaluator.ExactMatchByGroup(answers, groups, new MLNetFinetune.Evaluation.AnswerNormalization { IgnoreCase = true });
         Assert.Equal([("capital", new MLNetFinetune.Evaluation.Rate(2, 2)), ("symbol", new MLNetFinetune.Evaluation.Rate(1, 2))], byGroup);
-        Assert.Throws<ArgumentException>(() => MLNetFinetune.Evaluation.GenerationEvaluator.ExactMatchByGroup(answers, groups[..3]));
+        Assert.Contains("4 answers but 3 group labels", Assert.Throws<ArgumentException>(() => MLNetFinetune.Evaluation.GenerationEvaluator.ExactMatchByGroup(answers, groups[..3])).Message);
     }
 }

@@ -36,7 +36,7 @@ public class OnnxExportFailureTests : IDisposable
 
         var e = Assert.Throws<KeyNotFoundException>(() => OnnxExporter.Export(model));
         Assert.Contains("embed_out.weight", e.Message);
-        Assert.Throws<KeyNotFoundException>(() => OnnxExporter.Export(model, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "new", "deeper", "onnx") }));
+        Assert.Contains("embed_out.weight", Assert.Throws<KeyNotFoundException>(() => OnnxExporter.Export(model, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "new", "deeper", "onnx") })).Message);
 
         Assert.Equal(before, Listing(_dir.Path)); // no onnx/, no new/, no staging folder
     }
@@ -51,7 +51,7 @@ public class OnnxExportFailureTests : IDisposable
         File.WriteAllText(Path.Combine(output, OnnxExporter.ModelFile), "an earlier export");
         var before = Listing(_dir.Path);
 
-        Assert.Throws<KeyNotFoundException>(() => OnnxExporter.Export(model, new OnnxExportOptions { OutputDirectory = output }));
+        Assert.Contains("embed_out.weight", Assert.Throws<KeyNotFoundException>(() => OnnxExporter.Export(model, new OnnxExportOptions { OutputDirectory = output })).Message);
 
         Assert.Equal(before, Listing(_dir.Path));
         Assert.Equal("mine", File.ReadAllText(Path.Combine(output, "notes.txt")));
@@ -64,9 +64,11 @@ public class OnnxExportFailureTests : IDisposable
         string model = ModelWithoutOutputHead();
         File.WriteAllBytes(Path.Combine(model, ModelDirectory.WeightsFile), [1, 2, 3]);
         var before = Listing(_dir.Path);
-        Assert.Throws<DataFileException>(() => OnnxExporter.Export(model));
+        var weights = Assert.Throws<DataFileException>(() => OnnxExporter.Export(model));
+        Assert.Equal(Path.Combine(model, ModelDirectory.WeightsFile), weights.FilePath);
         File.WriteAllText(Path.Combine(model, ModelDirectory.ConfigFile), "{\"model_type\": \"gpt_neox\", \"vocab_size\": ");
-        Assert.Throws<DataFileException>(() => OnnxExporter.Export(model, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "x", "onnx") }));
+        var config = Assert.Throws<DataFileException>(() => OnnxExporter.Export(model, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "x", "onnx") }));
+        Assert.Equal(Path.Combine(model, ModelDirectory.ConfigFile), config.FilePath);
         Assert.Equal(before, Listing(_dir.Path));
     }
 

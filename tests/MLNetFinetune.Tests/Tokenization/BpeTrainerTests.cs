@@ -134,6 +134,6 @@ public class BpeTrainerTests : IDisposable
         Assert.Contains("VocabSize 100 is below the 258 ids", e.Message);
         var column = Assert.Throws<ArgumentOutOfRangeException>(() => BpeTrainer.Train(Texts("x"), new BpeTrainerOptions { TextColumn = "body" }));
         Assert.Contains("no column 'body'. Columns: 'Text'", column.Message);
-        Assert.Throws<InvalidDataException>(() => BpeTrainer.Train(Texts(""), new BpeTrainerOptions()));
+        Assert.Contains("Column 'Text' holds no text to train on", Assert.Throws<InvalidDataException>(() => BpeTrainer.Train(Texts(""), new BpeTrainerOptions())).Message);
     }
 }

@@ -58,8 +58,16 @@ public class TokenizeTransformTests
         var data = Texts("x");
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(SchemaShapes.FromSchema(data.Schema)));
         Assert.Contains("reads column 'Body', which the input does not have. Input columns: 'Text'", e.Message);
-        Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(data));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new TokenizeEstimator(new TokenizeOptions { Tokenizer = Gpt2, Padding = PaddingMode.Fixed }));
+        Assert.Contains("reads column 'Body', which the input does not have", Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(data)).Message);
+
+        // A column that exists but holds numbers is named with its type, at schema time and at Fit.
+        IDataView numbers = new DataFrame(new SingleDataFrameColumn("Body", [1f, 2f]));
+        var shape = Assert.Throws<ArgumentOutOfRangeException>(() => estimator.GetOutputSchema(SchemaShapes.FromSchema(numbers.Schema)));
+        Assert.Contains("reads column 'Body', which is Single (Scalar); it must be a text column", shape.Message);
+        var fit = Assert.Throws<ArgumentOutOfRangeException>(() => estimator.Fit(numbers));
+        Assert.Contains("reads column 'Body', which is Single; it must be a text column", fit.Message);
+
+        Assert.Contains("PadTo 0 leaves no room for text beside BOS/EOS", Assert.Throws<ArgumentOutOfRangeException>(() => new TokenizeEstimator(new TokenizeOptions { Tokenizer = Gpt2, Padding = PaddingMode.Fixed })).Message);
     }
 
     [Fact]

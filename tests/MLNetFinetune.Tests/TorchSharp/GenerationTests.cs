@@ -32,7 +32,6 @@ public class GenerationTests : IDisposable
 
     public GenerationTests()
     {
-        TorchRuntime.SetThreads(1);
         _base = CausalLMTransformer.Load(RepoPaths.Of("models", "facts-base"), new CausalLMScoringOptions { BatchSize = 4 }, "cpu");
     }
 
@@ -94,7 +93,7 @@ public class GenerationTests : IDisposable
     public void LeftPaddedBatchesGiveTheSameLogitsAndTextInTorchSharpAndOnnxRuntime()
     {
         string onnx = OnnxExporter.Export(RepoPaths.Of("models", "facts-base"), new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "onnx") });
-        using var ort = OnnxCausalLM.Load(onnx, "cpu");
+        using var ort = OnnxCausalLM.Load(onnx, "cpu", threads: 1);
         IDecoderModel torchModel = _base.Runtime, ortModel = ort;
 
         // Two prompts of different lengths, left-padded: prefill, then two cached steps, each runtime through its session.
@@ -155,7 +154,7 @@ public class GenerationTests : IDisposable
         Assert.Equal(format.Response.Text, loaded.Format.Response.Text);
 
         string onnx = OnnxExporter.Export(folder, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "onnx") });
-        using var runtime = OnnxCausalLM.Load(onnx, "cpu");
+        using var runtime = OnnxCausalLM.Load(onnx, "cpu", threads: 1);
         Assert.Equal(format.Response.Text, runtime.Format!.Response.Text);
         Assert.Equal(format.Prompt.Text, runtime.Format.Prompt.Text);
 

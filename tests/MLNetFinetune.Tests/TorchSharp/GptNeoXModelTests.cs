@@ -16,7 +16,6 @@ public class GptNeoXModelTests : IDisposable
 
     public GptNeoXModelTests()
     {
-        TorchRuntime.SetThreads(1);
         manual_seed(1);
     }
 

@@ -216,7 +216,7 @@ public class InstructionTuningTests : IDisposable
     }
 
     // Every parameter, bit for bit.
-    static void AssertSameWeights(GptNeoXForCausalLM expected, GptNeoXForCausalLM actual)
+    internal static void AssertSameWeights(GptNeoXForCausalLM expected, GptNeoXForCausalLM actual)
     {
         var (e, a) = (LoraTests.Snapshot(expected), LoraTests.Snapshot(actual));
         Assert.Equal(e.Keys.Order(), a.Keys.Order());
@@ -306,7 +306,9 @@ public class InstructionTuningTests : IDisposable
         string greedy = model.Generate("What is", new GenerationOptions { MaxNewTokens = 6 });
         Assert.Equal(greedy, model.Generate("What is", new GenerationOptions { MaxNewTokens = 6, Temperature = 1.5, TopK = 1, Seed = 7 }));
         var sampled = new GenerationOptions { MaxNewTokens = 6, Temperature = 1.5, TopP = 0.9, Seed = 7 };
-        Assert.Equal(model.Generate("What is", sampled), model.Generate("What is", sampled));
+        string sampledText = model.Generate("What is", sampled);
+        Assert.NotEqual(greedy, sampledText); // it did sample
+        Assert.Equal(sampledText, model.Generate("What is", sampled));
         var outputs = Enumerable.Range(0, 5).Select(seed => model.Generate("What is", new GenerationOptions { MaxNewTokens = 6, Temperature = 2, Seed = seed })).ToHashSet();
         Assert.True(outputs.Count > 1, "different seeds should give different samples from a random model");
     }

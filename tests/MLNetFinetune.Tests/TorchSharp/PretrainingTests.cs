@@ -34,14 +34,14 @@ public class PretrainingTests : IDisposable
             Tokenizer = SmallTokenizer.Value, Preset = "tiny", OutputDirectory = b.OutputDirectory, BlockSize = 32, MicroBatchSize = 4,
             MaxSteps = b.MaxSteps, LearningRate = b.LearningRate, MinLearningRate = b.LearningRate / 10, WarmupSteps = 2, Threads = 1,
             Device = "cpu", LogInterval = b.LogInterval, EvalInterval = b.EvalInterval, EvalFraction = b.EvalFraction, CheckpointInterval = b.CheckpointInterval,
-            KeepLastCheckpoints = b.Keep, GradientClipNorm = b.Clip, ResumeFrom = b.ResumeFrom, WeightDecay = b.WeightDecay, Progress = b.Progress,
+            KeepLastCheckpoints = b.Keep, GradientClipNorm = b.Clip, ResumeFrom = b.ResumeFrom, WeightDecay = b.WeightDecay, Progress = b.Progress, Seed = b.Seed,
         };
     }
 
     sealed class PretrainingOptionsBuilder
     {
         public string OutputDirectory = "";
-        public int MaxSteps = 20, LogInterval = 5, EvalInterval = 10, CheckpointInterval = 0, Keep = 2;
+        public int MaxSteps = 20, LogInterval = 5, EvalInterval = 10, CheckpointInterval = 0, Keep = 2, Seed;
         public double LearningRate = 3e-3, EvalFraction = 0.1, Clip = 1.0, WeightDecay = 0.1;
         public string? ResumeFrom;
         public IProgress<TrainingProgress>? Progress;
@@ -64,6 +64,22 @@ public class PretrainingTests : IDisposable
         Assert.True(File.Exists(Path.Combine(options.OutputDirectory, "model", "model.safetensors")));
         Assert.True(Directory.Exists(Path.Combine(options.OutputDirectory, "checkpoints", "best")));
         Assert.True(Directory.Exists(model.Training.LastCheckpoint));
+    }
+
+    [Fact]
+    public void TheSameSeedGivesTheSameLossesAndWeightsAndAnotherSeedDoesNot()
+    {
+        // The seed reaches the random initial weights and the shuffled order of the blocks.
+        CausalLMTransformer Pretrain(string name, int seed) =>
+            new PretrainingEstimator(Options(name, b => { b.MaxSteps = 6; b.LogInterval = 1; b.EvalFraction = 0; b.Seed = seed; })).Fit(Docs());
+        using var first = Pretrain("seed0", 0);
+        using var again = Pretrain("seed0-again", 0);
+        using var other = Pretrain("seed1", 1);
+        var losses = first.Training!.History.Select(r => r.Loss).ToList();
+        Assert.Equal(6, losses.Count);
+        Assert.Equal(losses, again.Training!.History.Select(r => r.Loss));
+        InstructionTuningTests.AssertSameWeights(first.Model, again.Model);
+        Assert.NotEqual(losses, other.Training!.History.Select(r => r.Loss));
     }
 
     [Fact]
@@ -193,15 +209,16 @@ public class PretrainingTests : IDisposable
         Assert.Equal(5, tokens.Training!.Steps);
         Assert.Equal(5 * 4 * 32, tokens.Training.History[^1].Tokens);
 
-        var blocks = new TrainingExamples(_ml.Data.PackTokens(
-            _ml.Transforms.Text.TokenizeForCausalLM(new TokenizeOptions { Tokenizer = byTokens.Tokenizer, AttentionMaskColumnName = null }).Fit(Docs()).Transform(Docs()),
-            new PackingOptions { BlockSize = 32, SeparatorId = byTokens.Tokenizer.EosId }), "InputIds", null, 0, 0, 320);
+        // Counted from the documents, not by the code under test: each document's tokens and its end of text, cut
+        // into whole blocks of 32, four blocks a step, two epochs, the last step short.
+        long tokenCount = Docs().GetColumn<string>("Text").Sum(text => byTokens.Tokenizer.Encode(text).Count + 1L);
+        long blocks = tokenCount / 32;
         using var epochs = new PretrainingEstimator(new PretrainingOptions
         {
             Tokenizer = byTokens.Tokenizer, Preset = "tiny", OutputDirectory = Path.Combine(_dir.Path, "epochs"), BlockSize = 32, MicroBatchSize = 4,
             Epochs = 2, EvalFraction = 0, Threads = 1, Device = "cpu",
         }).Fit(Docs());
-        Assert.Equal((int)((2 * blocks.ExamplesPerEpoch + 3) / 4), epochs.Training!.Steps);
+        Assert.Equal((int)Math.Ceiling(2 * blocks / 4.0), epochs.Training!.Steps);
         Assert.Equal(1, epochs.Training.History[^1].Epoch);
     }
 

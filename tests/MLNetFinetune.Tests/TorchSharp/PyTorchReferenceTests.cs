@@ -118,7 +118,6 @@ public class PyTorchReferenceTests(PyTorchReferenceModels models) : IClassFixtur
     [InlineData(false, 1.0)]
     public void TorchSharpAndOnnxRuntimeGiveTheReferenceLogits(bool parallel, double rotaryPct)
     {
-        TorchRuntime.SetThreads(1);
         string folder = models.Folder(parallel, rotaryPct);
         float[] expected = PyTorchReferenceModels.ReferenceLogits(folder);
         long[][] rows = PyTorchReferenceModels.Ids;
@@ -137,7 +136,7 @@ public class PyTorchReferenceTests(PyTorchReferenceModels models) : IClassFixtur
             Close(expected, logits.data<float>().ToArray(), 1e-5f, "TorchSharp");
         }
 
-        using var ort = OnnxCausalLM.Load(OnnxExporter.Export(folder), "cpu");
+        using var ort = OnnxCausalLM.Load(OnnxExporter.Export(folder), "cpu", threads: 1);
         long[] positions = rows.SelectMany(r => Enumerable.Range(0, r.Length).Select(p => (long)p)).ToArray();
         var (ortLogits, cache) = ort.Forward(ids, positions, Enumerable.Repeat(1L, ids.Length).ToArray(), batch, null);
         foreach (var v in cache) v.Dispose();

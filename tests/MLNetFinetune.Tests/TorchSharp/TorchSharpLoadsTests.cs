@@ -11,7 +11,6 @@ public class TorchSharpLoadsTests
     [Fact]
     public void NativeLibraryLoadsAndMultipliesMatrices()
     {
-        TorchRuntime.SetThreads(1);
         using var a = tensor(new float[] { 1, 2, 3, 4, 5, 6 }, 2, 3);
         using var b = tensor(new float[] { 7, 8, 9, 10, 11, 12 }, 3, 2);
         using var c = matmul(a, b);
