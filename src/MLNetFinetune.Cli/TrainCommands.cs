@@ -66,7 +66,7 @@ static class TrainCommands
         var textMode = new Option<TextDocumentMode>("--text-mode") { Description = "How .txt files are cut into documents.", DefaultValueFactory = _ => TextDocumentMode.File };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "A tokenizer folder; without it one is trained on the corpus (--vocab-size)." };
         var vocab = new Option<int>("--vocab-size") { Description = "Vocabulary of the tokenizer trained when --tokenizer is absent.", DefaultValueFactory = _ => 8192 };
-        var preset = new Option<string>("--preset") { Description = $"Model shape: {string.Join(", ", MLNetFinetune.ModelFiles.GptNeoXConfig.PresetNames)}.", DefaultValueFactory = _ => "pythia-14m" };
+        var preset = new Option<string>("--preset") { Description = $"Model shape: {string.Join(", ", MLNetFinetune.ModelFiles.ModelConfig.PresetNames)}.", DefaultValueFactory = _ => "pythia-14m" };
         var layers = new Option<int>("--layers") { Description = "Override the preset's number of layers." };
         var hidden = new Option<int>("--hidden-size") { Description = "Override the preset's width (the MLP is 4× wider)." };
         var heads = new Option<int>("--heads") { Description = "Override the preset's attention heads." };

@@ -17,7 +17,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     readonly InferenceSession _session;
     readonly string[] _outputNames;
 
-    OnnxCausalLM(InferenceSession session, GptNeoXConfig config, TextTokenizer tokenizer, string provider, string folder)
+    OnnxCausalLM(InferenceSession session, ModelConfig config, TextTokenizer tokenizer, string provider, string folder)
     {
         _session = session;
         Config = config;
@@ -31,7 +31,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     readonly bool _halfCache; // a float16 export keeps its cache in float16
 
     /// <summary>The model's shape.</summary>
-    public GptNeoXConfig Config { get; }
+    public ModelConfig Config { get; }
 
     /// <summary>Its tokenizer.</summary>
     public TextTokenizer Tokenizer { get; }
@@ -57,7 +57,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Exported model folder '{folder}' does not exist.");
         if (!File.Exists(modelPath))
             throw new FileNotFoundException($"'{folder}' has no {OnnxExporter.ModelFile}; export a model directory first (OnnxExporter.Export or `mlnet-finetune export`).", modelPath);
-        var config = GptNeoXConfig.Load(Path.Combine(folder, ModelDirectory.ConfigFile));
+        var config = ModelConfig.Load(Path.Combine(folder, ModelDirectory.ConfigFile));
         TextTokenizer tokenizer;
         try
         {

@@ -22,7 +22,7 @@ static class FinetuneBenchmark
         int steps = BenchmarkArgs.Int(args, "--steps", 10);
         var (threads, device) = BenchmarkArgs.Torch(args);
         const int batch = 8, block = 128;
-        var config = GptNeoXConfig.Preset(shape);
+        var config = ModelConfig.Preset(shape);
         Console.WriteLine($"shape {shape}: {config.ParameterCount():N0} parameters, device {device.type}, {threads} threads");
 
         manual_seed(0);
@@ -49,10 +49,10 @@ static class FinetuneBenchmark
         return Task.FromResult(0);
     }
 
-    static double Measure(GptNeoXConfig config, Device device, Tensor ids, Tensor labels, int steps, LoraOptions? lora, out long trainableCount)
+    static double Measure(ModelConfig config, Device device, Tensor ids, Tensor labels, int steps, LoraOptions? lora, out long trainableCount)
     {
         manual_seed(1);
-        using var model = new GptNeoXForCausalLM(config);
+        using var model = new TransformerForCausalLM(config);
         model.to(device);
         if (lora != null) model.AttachLora(lora);
         var trainable = model.TrainableParameters().ToList();

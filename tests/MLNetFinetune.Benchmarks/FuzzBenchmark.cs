@@ -196,7 +196,7 @@ static class FuzzBenchmark
             }),
             new("config", r => One("config.json", Mutate(r, config)), (dir, r) =>
             {
-                var c = GptNeoXConfig.Load(Path.Combine(dir, "config.json"));
+                var c = ModelConfig.Load(Path.Combine(dir, "config.json"));
                 Check(c.HeadDim > 0 && c.RotaryDim >= 0 && c.ParameterCount() > 0, "a loaded config has a positive shape");
             }),
             new("tokenizer_json", r => One("tokenizer.json", Mutate(r, tokenizerJson)), (dir, _) => Tokenize(TextTokenizer.Load(dir))),

@@ -26,17 +26,17 @@ static class GenerateBenchmark
         var (threads, _) = BenchmarkArgs.Torch(args);
         string provider = BenchmarkArgs.Value(args, "--provider") ?? "cpu";
         string dir = Path.Combine(BenchmarkArgs.TempDir(args), "generate-pythia-70m");
-        var config = GptNeoXConfig.Preset("pythia-70m");
+        var config = ModelConfig.Preset("pythia-70m");
         manual_seed(0);
-        using var model = new GptNeoXForCausalLM(config);
+        using var model = new TransformerForCausalLM(config);
         model.eval();
         if (!File.Exists(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)))
         {
             var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", ["a tokenizer for the benchmark, any will do"])), new BpeTrainerOptions { VocabSize = 300 });
-            GptNeoXCheckpoint.Save(model, tokenizer, dir);
+            HfCheckpoint.Save(model, tokenizer, dir);
             OnnxExporter.Export(dir);
         }
-        else GptNeoXCheckpoint.LoadWeights(model, Path.Combine(dir, ModelDirectory.WeightsFile));
+        else HfCheckpoint.LoadWeights(model, dir);
 
         using var ort = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider);
         Console.WriteLine($"pythia-70m shape, {config.ParameterCount():N0} parameters; ORT provider {ort.Provider}; {threads} threads");

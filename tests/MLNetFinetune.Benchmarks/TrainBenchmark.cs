@@ -26,15 +26,15 @@ static class TrainBenchmark
         var (threads, device) = BenchmarkArgs.Torch(args);
         const int block = 128, batch = 8;
         var config = shape == "small"
-            ? new GptNeoXConfig { VocabSize = 4096, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, IntermediateSize = 1024, MaxPositionEmbeddings = 2048 }
-            : GptNeoXConfig.Preset(shape);
+            ? new ModelConfig { VocabSize = 4096, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, IntermediateSize = 1024, MaxPositionEmbeddings = 2048 }
+            : ModelConfig.Preset(shape);
         Console.WriteLine($"shape {shape}: {config.ParameterCount():N0} parameters, device {device.type}, {threads} threads");
 
         double gflops = MatmulGflops(device);
         Console.WriteLine($"fp32 2048² matmul: {gflops:F1} GFLOP/s");
 
         manual_seed(0);
-        using var model = new GptNeoXForCausalLM(config);
+        using var model = new TransformerForCausalLM(config);
         string dir = Path.Combine(BenchmarkArgs.TempDir(args), $"train-{shape}");
         double? maxDiff = ReferenceLogitsDiff(model, dir, config);
         model.to(device);
@@ -109,7 +109,7 @@ static class TrainBenchmark
     }
 
     // Saves the fresh model, asks the PyTorch reference for logits on fixed ids, and compares with ours.
-    static double? ReferenceLogitsDiff(GptNeoXForCausalLM model, string dir, GptNeoXConfig config)
+    static double? ReferenceLogitsDiff(TransformerForCausalLM model, string dir, ModelConfig config)
     {
         Directory.CreateDirectory(dir);
         var tokenizer = TextTokenizer.Gpt2();
@@ -133,7 +133,7 @@ static class TrainBenchmark
 
     // On CPU the reference runs at 1 and 2 torch threads and the faster counts (Debian's OpenBLAS threads GEMMs itself,
     // so one torch thread avoids oversubscription); on CUDA, once.
-    static double? PyTorchTokensPerSecond(GptNeoXConfig config, string dir, int block, int batch, int steps, string device)
+    static double? PyTorchTokensPerSecond(ModelConfig config, string dir, int block, int batch, int steps, string device)
     {
         string configPath = Path.Combine(dir, ModelDirectory.ConfigFile);
         config.Save(configPath);

@@ -23,10 +23,10 @@ public class GenAIInteropTests : IDisposable
         var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text",
             ["What is the capital of Chile? The capital of Chile is Santiago. What is the capital of Peru? Lima."])), new BpeTrainerOptions { VocabSize = 320 });
         manual_seed(5);
-        using var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
+        using var model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320));
         using (no_grad()) foreach (var p in model.parameters()) if (p.dim() >= 2) p.mul_(5);
         string dir = Path.Combine(_dir, "model");
-        GptNeoXCheckpoint.Save(model, tokenizer, dir);
+        HfCheckpoint.Save(model, tokenizer, dir);
         string onnx = OnnxExporter.Export(dir);
 
         using var transformer = new CausalLMTransformer(model, tokenizer);

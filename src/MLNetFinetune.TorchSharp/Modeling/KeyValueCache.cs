@@ -49,7 +49,7 @@ public sealed class KeyValueCache : IDisposable
     }
 }
 
-/// <summary>Boolean "may attend" masks <c>[batch, 1, queries, keys]</c> for <see cref="GptNeoXForCausalLM.Forward"/>.</summary>
+/// <summary>Boolean "may attend" masks <c>[batch, 1, queries, keys]</c> for <see cref="TransformerForCausalLM.Forward"/>.</summary>
 public static class AttentionMasks
 {
     /// <summary>Causal attention for <paramref name="seq"/> new tokens after <paramref name="past"/> cached ones: <c>[1, 1, seq, past + seq]</c>.</summary>

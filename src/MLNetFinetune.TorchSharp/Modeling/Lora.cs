@@ -20,18 +20,22 @@ public sealed record LoraOptions
     /// <summary>Dropout on the adapter's input while training. Default 0.05.</summary>
     public double Dropout { get; init; } = 0.05;
 
-    /// <summary>Layers (by HF name) that get adapters. Default all four: attention and MLP projections.</summary>
-    public IReadOnlyList<string> TargetModules { get; init; } = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
+    /// <summary>Means every linear layer but the output head, as PEFT's <c>all-linear</c> does.</summary>
+    public const string AllLinear = "all-linear";
+
+    /// <summary>
+    /// Layers (by HF name) that get adapters: <c>query_key_value</c>, <c>dense</c>, <c>dense_h_to_4h</c>, <c>dense_4h_to_h</c>
+    /// (GPT-NeoX); <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>o_proj</c>, <c>gate_proj</c>, <c>up_proj</c>, <c>down_proj</c>
+    /// (Llama family); or <see cref="AllLinear"/> (default).
+    /// </summary>
+    public IReadOnlyList<string> TargetModules { get; init; } = [AllLinear];
 
     internal void Validate()
     {
         if (Rank <= 0) throw new ArgumentOutOfRangeException(nameof(Rank), "LoRA rank must be positive.");
         if (Alpha <= 0) throw new ArgumentOutOfRangeException(nameof(Alpha), "LoRA alpha must be positive.");
         if (Dropout is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Dropout), "LoRA dropout must be in [0, 1).");
-        var known = new[] { "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h" };
-        var unknown = TargetModules.Except(known).ToList();
-        if (TargetModules.Count == 0 || unknown.Count > 0)
-            throw new ArgumentException($"LoRA target modules must be among {string.Join(", ", known)} (got {string.Join(", ", TargetModules)}).");
+        if (TargetModules.Count == 0) throw new ArgumentException("LoRA needs at least one target module (or all-linear).");
     }
 }
 

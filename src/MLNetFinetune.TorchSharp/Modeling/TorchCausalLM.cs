@@ -8,10 +8,10 @@ namespace MLNetFinetune.TorchSharp.Modeling;
 /// A model and its tokenizer for inference with TorchSharp: generation through the shared <see cref="DecodeLoop"/> with
 /// a KV cache, and batched scoring of texts and responses. Does not own the model.
 /// </summary>
-public sealed class TorchCausalLM(GptNeoXForCausalLM model, TextTokenizer tokenizer) : IDecoderModel
+public sealed class TorchCausalLM(TransformerForCausalLM model, TextTokenizer tokenizer) : IDecoderModel
 {
     /// <summary>The model.</summary>
-    public GptNeoXForCausalLM Model { get; } = model;
+    public TransformerForCausalLM Model { get; } = model;
 
     /// <inheritdoc />
     public TextTokenizer Tokenizer { get; } = tokenizer;

@@ -25,7 +25,7 @@ public sealed record TrainingResult(int Steps, IReadOnlyList<MetricRow> History,
 public static class CausalLMTrainer
 {
     /// <summary>Trains <paramref name="model"/> in place and returns the history.</summary>
-    public static TrainingResult Train(GptNeoXForCausalLM model, TextTokenizer tokenizer, TrainingExamples data,
+    public static TrainingResult Train(TransformerForCausalLM model, TextTokenizer tokenizer, TrainingExamples data,
         CausalLMTrainingOptions options, IChannelProvider? log = null)
     {
         options.Validate();
@@ -43,7 +43,7 @@ public static class CausalLMTrainer
         }
     }
 
-    static TrainingResult Run(GptNeoXForCausalLM model, TextTokenizer tokenizer, TrainingExamples data, CausalLMTrainingOptions options,
+    static TrainingResult Run(TransformerForCausalLM model, TextTokenizer tokenizer, TrainingExamples data, CausalLMTrainingOptions options,
         IChannelProvider? log, Device device)
     {
         int padId = tokenizer.PadId ?? 0;
@@ -186,7 +186,7 @@ public static class CausalLMTrainer
     }
 
     /// <summary>Mean token loss over held-out examples (every labelled target counted once).</summary>
-    public static double Evaluate(GptNeoXForCausalLM model, IReadOnlyList<TrainingExample> examples, int batchSize, int padId, Device device)
+    public static double Evaluate(TransformerForCausalLM model, IReadOnlyList<TrainingExample> examples, int batchSize, int padId, Device device)
     {
         model.eval();
         using var _ = no_grad();

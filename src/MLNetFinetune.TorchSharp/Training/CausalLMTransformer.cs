@@ -49,7 +49,7 @@ public sealed class CausalLMScoringOptions
 public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable, MLNetFinetune.Evaluation.ILogLikelihoodScorer
 {
     /// <summary>Wraps a model and its tokenizer; <paramref name="format"/> is the prompt format it was finetuned with, if any.</summary>
-    public CausalLMTransformer(GptNeoXForCausalLM model, TextTokenizer tokenizer, TrainingResult? training = null, CausalLMScoringOptions? scoring = null, PromptFormat? format = null)
+    public CausalLMTransformer(TransformerForCausalLM model, TextTokenizer tokenizer, TrainingResult? training = null, CausalLMScoringOptions? scoring = null, PromptFormat? format = null)
     {
         Runtime = new TorchCausalLM(model, tokenizer);
         Training = training;
@@ -72,7 +72,7 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
     public TorchCausalLM Runtime { get; }
 
     /// <summary>The model.</summary>
-    public GptNeoXForCausalLM Model => Runtime.Model;
+    public TransformerForCausalLM Model => Runtime.Model;
 
     /// <summary>Its tokenizer.</summary>
     public TextTokenizer Tokenizer => Runtime.Tokenizer;
@@ -95,14 +95,14 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
     /// <summary>Writes the model directory (HF layout), with its prompt format when it has one.</summary>
     public void Save(string directory)
     {
-        GptNeoXCheckpoint.Save(Model, Tokenizer, directory);
+        HfCheckpoint.Save(Model, Tokenizer, directory);
         if (Format != null) PromptFormats.Save(Format, directory, Tokenizer.EosId != null ? TextTokenizer.EndOfText : null);
     }
 
     /// <summary>Loads a model directory (ours or a downloaded Pythia folder), with the prompt format it records.</summary>
     public static CausalLMTransformer Load(string directory, CausalLMScoringOptions? scoring = null, string device = "auto")
     {
-        var (model, tokenizer) = GptNeoXCheckpoint.Load(directory, TorchRuntime.ResolveDevice(device));
+        var (model, tokenizer) = HfCheckpoint.Load(directory, TorchRuntime.ResolveDevice(device));
         return new CausalLMTransformer(model, tokenizer, null, scoring, PromptFormats.Load(directory));
     }
 

@@ -73,7 +73,7 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
         var o = _options;
         SchemaShapes.RequireText(input.Schema, o.PromptColumnName, "Instruction tuning");
         SchemaShapes.RequireText(input.Schema, o.ResponseColumnName, "Instruction tuning");
-        var (model, tokenizer) = GptNeoXCheckpoint.Load(o.BaseModel);
+        var (model, tokenizer) = HfCheckpoint.Load(o.BaseModel);
         if (o.BlockSize > model.Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(input), $"BlockSize {o.BlockSize} exceeds the base model's max_position_embeddings {model.Config.MaxPositionEmbeddings}.");
         var examples = new TokenizePairsTransformer(new TokenizePairsOptions

@@ -16,7 +16,7 @@ public sealed class PretrainingOptions : CausalLMTrainingOptions
     public required TextTokenizer Tokenizer { get; init; }
 
     /// <summary>The model shape; when null, <see cref="Preset"/> names one (sized to the tokenizer).</summary>
-    public GptNeoXConfig? Config { get; init; }
+    public ModelConfig? Config { get; init; }
 
     /// <summary>A preset shape (<c>tiny</c>, <c>pythia-14m</c>, <c>pythia-70m</c>, <c>pythia-160m</c>) used when <see cref="Config"/> is null. Default <c>pythia-14m</c>.</summary>
     public string Preset { get; init; } = "pythia-14m";
@@ -28,9 +28,9 @@ public sealed class PretrainingOptions : CausalLMTrainingOptions
     public string? TokenIdsColumnName { get; init; }
 
     /// <summary>The model config this run trains: <see cref="Config"/>, or the preset with the tokenizer's vocabulary (rounded up to 64).</summary>
-    public GptNeoXConfig ResolveConfig()
+    public ModelConfig ResolveConfig()
     {
-        var config = Config ?? GptNeoXConfig.Preset(Preset, RoundUp(Tokenizer.VocabSize), Tokenizer.EosId ?? 0);
+        var config = Config ?? ModelConfig.Preset(Preset, RoundUp(Tokenizer.VocabSize), Tokenizer.EosId ?? 0);
         Tokenizer.CheckFits(config.VocabSize, "the model config");
         if (BlockSize > config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(BlockSize), $"BlockSize {BlockSize} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings}.");
@@ -83,10 +83,10 @@ public sealed class PretrainingEstimator : IEstimator<CausalLMTransformer>
             inMemoryRows: o.InMemoryShuffleRows);
 
         manual_seed(o.Seed);
-        var model = new GptNeoXForCausalLM(config);
+        var model = new TransformerForCausalLM(config);
         var result = CausalLMTrainer.Train(model, o.Tokenizer, data, o, _log);
         string final = Path.Combine(o.OutputDirectory, "model");
-        GptNeoXCheckpoint.Save(model, o.Tokenizer, final);
+        HfCheckpoint.Save(model, o.Tokenizer, final);
         return new CausalLMTransformer(model, o.Tokenizer, result);
     }
 

@@ -52,14 +52,14 @@ public static class TrainingCheckpoint
     public static string Folder(string outputDirectory) => Path.Combine(outputDirectory, "checkpoints");
 
     /// <summary>Writes a checkpoint at <paramref name="directory"/> atomically (replacing one already there).</summary>
-    public static void Write(string directory, GptNeoXForCausalLM model, TextTokenizer tokenizer, global::TorchSharp.Modules.OptimizerHelper optimizer, TrainerState state)
+    public static void Write(string directory, TransformerForCausalLM model, TextTokenizer tokenizer, global::TorchSharp.Modules.OptimizerHelper optimizer, TrainerState state)
     {
         string temp = $"{directory}.tmp-{Path.GetRandomFileName()}";
         try
         {
             // A LoRA run's checkpoint holds only the adapters: the frozen base never changes.
             if (model.Lora is { } lora) lora.Save(temp, baseModel: "");
-            else GptNeoXCheckpoint.Save(model, tokenizer, temp);
+            else HfCheckpoint.Save(model, tokenizer, temp);
             optimizer.save_state_dict(Path.Combine(temp, OptimizerFile));
             DataFiles.WriteAtomically(Path.Combine(temp, StateFile), s => JsonSerializer.Serialize(s, state, Json));
             string? old = null;
@@ -79,7 +79,7 @@ public static class TrainingCheckpoint
     }
 
     /// <summary>Loads a checkpoint's weights into <paramref name="model"/>: its adapters for a LoRA run, else the whole model.</summary>
-    public static void LoadWeights(string directory, GptNeoXForCausalLM model)
+    public static void LoadWeights(string directory, TransformerForCausalLM model)
     {
         bool adapters = File.Exists(Path.Combine(directory, "adapter_model.safetensors"));
         if (adapters != (model.Lora != null))
@@ -87,7 +87,7 @@ public static class TrainingCheckpoint
                 ? $"{directory} holds LoRA adapters, but the model has none attached: resume with the same Lora options."
                 : $"{directory} holds a full model, but the model has LoRA adapters: resume without Lora options.");
         if (model.Lora is { } lora) lora.Load(directory);
-        else GptNeoXCheckpoint.LoadWeights(model, Path.Combine(directory, ModelDirectory.WeightsFile));
+        else HfCheckpoint.LoadWeights(model, directory);
     }
 
     /// <summary>Reads a checkpoint's trainer state.</summary>

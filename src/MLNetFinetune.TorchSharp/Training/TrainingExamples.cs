@@ -239,7 +239,7 @@ public sealed class TrainingExamples
 internal sealed record TrainingBatch(Tensor Ids, Tensor Labels, Tensor? PositionIds, Tensor? AttentionMask, long Tokens, long Targets) : IDisposable
 {
     /// <summary>The loss summed over the labelled targets.</summary>
-    public Tensor LossSum(GptNeoXForCausalLM model) => model.Loss(Ids, Labels, PositionIds, AttentionMask, nn.Reduction.Sum);
+    public Tensor LossSum(TransformerForCausalLM model) => model.Loss(Ids, Labels, PositionIds, AttentionMask, nn.Reduction.Sum);
 
     public void Dispose()
     {

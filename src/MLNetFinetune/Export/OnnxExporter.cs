@@ -47,7 +47,7 @@ public static class OnnxExporter
         options ??= new OnnxExportOptions();
         var (config, tokenizer) = ModelDirectory.ReadConfigAndTokenizer(modelDirectory);
         string output = options.OutputDirectory ?? Path.Combine(modelDirectory, "onnx");
-        using var weights = SafeTensorsFile.Open(ModelDirectory.PathOf(modelDirectory, ModelDirectory.WeightsFile));
+        using var weights = SafeTensorsCheckpoint.Open(modelDirectory);
 
         string full = Path.GetFullPath(output).TrimEnd(Path.DirectorySeparatorChar);
         string parent = Path.GetDirectoryName(full) ?? throw new ArgumentException($"'{output}' cannot be an export folder (it has no parent).", nameof(options));
@@ -102,7 +102,7 @@ public static class OnnxExporter
         return missing;
     }
 
-    static ModelProto Build(GptNeoXConfig c, SafeTensorsFile weights, ExternalData? external, DataType floatType)
+    static ModelProto Build(ModelConfig c, SafeTensorsCheckpoint weights, ExternalData? external, DataType floatType)
     {
         var g = new OnnxGraphBuilder { FloatType = floatType };
         int heads = c.NumAttentionHeads, headDim = c.HeadDim, rot = c.RotaryDim;
@@ -154,7 +154,7 @@ public static class OnnxExporter
         string cos = "", sin = "";
         if (rot > 0)
         {
-            var invFreq = Enumerable.Range(0, rot / 2).Select(i => (float)(1.0 / Math.Pow((float)c.RotaryEmbBase, (float)(2 * i) / rot))).ToArray();
+            var invFreq = Enumerable.Range(0, rot / 2).Select(i => (float)(1.0 / Math.Pow((float)c.RotaryBase, (float)(2 * i) / rot))).ToArray();
             // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16.
             string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], invFreq, null, DataType.Float);
             string positions = g.Node("Unsqueeze", [g.Node("Cast", [OnnxContract.PositionIds], Int("to", (long)DataType.Float)), g.Constant([2])]);
@@ -185,7 +185,7 @@ public static class OnnxExporter
         {
             string p = $"gpt_neox.layers.{i}";
             string ln1 = LayerNorm(hidden, p + ".input_layernorm");
-            string qkv = Linear(ln1, p + ".attention.query_key_value", c.AttentionBias);
+            string qkv = Linear(ln1, p + ".attention.query_key_value", c.QkvBias);
             // HF layout: [heads, 3, head_dim] per position.
             string qkv4 = g.Node("Transpose", [g.Node("Reshape", [qkv, g.Constant([0, 0, heads, 3 * headDim])])], Ints("perm", 0, 2, 1, 3));
             string q = Rotate(Slice(qkv4, 0, headDim));
@@ -198,7 +198,7 @@ public static class OnnxExporter
             string scores = g.Node("Add", [g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [presentK], Ints("perm", 0, 1, 3, 2))]), scale]), bias]);
             string attended = g.Node("MatMul", [g.Node("Softmax", [scores], Int("axis", -1)), presentV]);
             string merged = g.Node("Reshape", [g.Node("Transpose", [attended], Ints("perm", 0, 2, 1, 3)), g.Constant([0, 0, heads * headDim])]);
-            string attention = Linear(merged, p + ".attention.dense", c.AttentionBias);
+            string attention = Linear(merged, p + ".attention.dense", c.OutputBias);
 
             string mlpInput = c.UseParallelResidual ? hidden : g.Node("Add", [hidden, attention]);
             string up = Linear(LayerNorm(mlpInput, p + ".post_attention_layernorm"), p + ".mlp.dense_h_to_4h");
@@ -228,7 +228,7 @@ public static class OnnxExporter
     // ONNX Runtime GenAI's description of the folder: the decoder's inputs and outputs and the search defaults. GenAI has
     // no gpt_neox type; "llama" selects its generic decoder-only pipeline, which relies only on the input and output
     // names below (the architecture itself is in the graph). The interop tests run the folder under GenAI.
-    static void WriteGenAiConfig(string path, GptNeoXConfig c, int padId)
+    static void WriteGenAiConfig(string path, ModelConfig c, int padId)
     {
         var json = new JsonObject
         {

@@ -7,7 +7,8 @@ namespace MLNetFinetune.ModelFiles;
 
 /// <summary>
 /// A model directory in the Hugging Face layout: <c>config.json</c>, <c>model.safetensors</c>, the tokenizer files and
-/// <c>generation_config.json</c>. A downloaded Pythia folder is one; so is every model this project saves.
+/// <c>generation_config.json</c>; the weights in one file or in shards (<see cref="SafeTensorsCheckpoint"/>). A downloaded
+/// Pythia, SmolLM2 or Qwen2.5 folder is one; so is every model this project saves.
 /// </summary>
 public static class ModelDirectory
 {
@@ -18,11 +19,11 @@ public static class ModelDirectory
     public static string PathOf(string directory, string file) => Path.Combine(directory, file);
 
     /// <summary>Reads the config and the tokenizer and checks they agree (every token id has an embedding row).</summary>
-    public static (GptNeoXConfig Config, TextTokenizer Tokenizer) ReadConfigAndTokenizer(string directory)
+    public static (ModelConfig Config, TextTokenizer Tokenizer) ReadConfigAndTokenizer(string directory)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
         string configPath = PathOf(directory, ConfigFile);
-        var config = GptNeoXConfig.Load(configPath);
+        var config = ModelConfig.Load(configPath);
         TextTokenizer tokenizer;
         try
         {
@@ -33,18 +34,19 @@ public static class ModelDirectory
             throw new FileNotFoundException($"Model directory '{directory}' has no tokenizer: {e.Message}", e.FileName, e);
         }
         tokenizer.CheckFits(config.VocabSize, configPath);
-        if (!File.Exists(PathOf(directory, WeightsFile)))
+        if (!SafeTensorsCheckpoint.Exists(directory))
         {
-            string hint = File.Exists(PathOf(directory, "pytorch_model.bin")) ? " It has pytorch_model.bin (pickle), which is not read: convert it to safetensors."
-                : File.Exists(PathOf(directory, "model.safetensors.index.json")) ? " It has a sharded checkpoint (model.safetensors.index.json), which is not supported yet."
+            string hint = File.Exists(PathOf(directory, "pytorch_model.bin")) || File.Exists(PathOf(directory, "pytorch_model.bin.index.json"))
+                ? " It has pytorch_model.bin (pickle), which is never read (loading a pickle can run code): convert it to safetensors, e.g. " +
+                  "with transformers: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)."
                 : "";
-            throw new FileNotFoundException($"Model directory '{directory}' has no {WeightsFile}.{hint}", PathOf(directory, WeightsFile));
+            throw new FileNotFoundException($"Model directory '{directory}' has no {WeightsFile} (nor {SafeTensorsCheckpoint.IndexFile}).{hint}", PathOf(directory, WeightsFile));
         }
         return (config, tokenizer);
     }
 
     /// <summary>Writes config.json, the tokenizer files and generation_config.json (the weights are written by the training side).</summary>
-    public static void WriteConfigAndTokenizer(string directory, GptNeoXConfig config, TextTokenizer tokenizer, int maxNewTokens = 100)
+    public static void WriteConfigAndTokenizer(string directory, ModelConfig config, TextTokenizer tokenizer, int maxNewTokens = 100)
     {
         Directory.CreateDirectory(directory);
         tokenizer.CheckFits(config.VocabSize, "the model config");
@@ -53,7 +55,7 @@ public static class ModelDirectory
         var generation = new JsonObject
         {
             ["bos_token_id"] = config.BosTokenId,
-            ["eos_token_id"] = config.EosTokenId,
+            ["eos_token_id"] = config.ToJson()["eos_token_id"]?.DeepClone(),
             ["pad_token_id"] = tokenizer.PadId,
             ["max_new_tokens"] = maxNewTokens,
             ["do_sample"] = false,

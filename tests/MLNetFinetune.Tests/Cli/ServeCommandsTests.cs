@@ -22,7 +22,7 @@ public class ServeCommandsTests : IDisposable
         var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", ["What is the capital of Chile? Santiago. What is the capital of Peru? Lima."])),
             new BpeTrainerOptions { VocabSize = 300 });
         manual_seed(4);
-        using (var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320))) GptNeoXCheckpoint.Save(model, tokenizer, Path.Combine(_dir.Path, "model"));
+        using (var model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320))) HfCheckpoint.Save(model, tokenizer, Path.Combine(_dir.Path, "model"));
 
         var output = new StringWriter();
         var error = new StringWriter();

@@ -18,7 +18,7 @@ public class BadInputMessageTests : IDisposable
     public void AMalformedConfigNamesTheFileTheLineAndTheProblem()
     {
         string config = _dir.File("config.json", "{\n  \"model_type\": \"gpt_neox\",\n  \"hidden_size\": 64,,\n}");
-        var e = Assert.Throws<DataFileException>(() => GptNeoXConfig.Load(config));
+        var e = Assert.Throws<DataFileException>(() => ModelConfig.Load(config));
         Assert.Equal(config, e.FilePath);
         Assert.StartsWith($"{config}:3: malformed config (", e.Message);
     }
@@ -27,7 +27,7 @@ public class BadInputMessageTests : IDisposable
     public void AConfigFieldOfTheWrongTypeNamesTheField()
     {
         string config = _dir.File("config.json", "{\"model_type\": \"gpt_neox\", \"hidden_size\": \"wide\"}");
-        var e = Assert.Throws<DataFileException>(() => GptNeoXConfig.Load(config));
+        var e = Assert.Throws<DataFileException>(() => ModelConfig.Load(config));
         Assert.StartsWith($"{config}:1: malformed config (", e.Message);
         Assert.EndsWith("at $.hidden_size)", e.Message);
     }

@@ -22,19 +22,19 @@ public class OnnxExportTests : IDisposable
     public void Dispose() => _dir.Dispose();
 
     // A tiny model with sharp, varied logits (random weights at a larger scale) saved as a model directory.
-    (string Dir, GptNeoXForCausalLM Model, TextTokenizer Tokenizer) Saved(bool parallel = true, double rotaryPct = 0.25)
+    (string Dir, TransformerForCausalLM Model, TextTokenizer Tokenizer) Saved(bool parallel = true, double rotaryPct = 0.25)
     {
         var tokenizer = TestTokenizers.Small();
         manual_seed(5);
-        var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320) with { UseParallelResidual = parallel, RotaryPct = rotaryPct });
+        var model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320) with { UseParallelResidual = parallel, RotaryPct = rotaryPct });
         using (no_grad()) foreach (var p in model.parameters()) if (p.dim() >= 2) p.mul_(5);
         model.eval();
         string dir = Path.Combine(_dir.Path, $"model-{parallel}-{rotaryPct}");
-        GptNeoXCheckpoint.Save(model, tokenizer, dir);
+        HfCheckpoint.Save(model, tokenizer, dir);
         return (dir, model, tokenizer);
     }
 
-    static float[] TorchLogits(GptNeoXForCausalLM model, long[] ids)
+    static float[] TorchLogits(TransformerForCausalLM model, long[] ids)
     {
         using var _ = no_grad();
         return model.forward(tensor(ids, [1, ids.Length])).data<float>().ToArray();

@@ -15,13 +15,13 @@ public class CheckpointFilesTests : IDisposable
 {
     static readonly Lazy<TextTokenizer> Tokenizer = new(() => TestTokenizers.Small());
     readonly TempDirectory _dir = new();
-    readonly GptNeoXForCausalLM _model;
+    readonly TransformerForCausalLM _model;
     readonly global::TorchSharp.Modules.AdamW _optimizer;
 
     public CheckpointFilesTests()
     {
         manual_seed(0);
-        _model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
+        _model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320));
         _optimizer = optim.AdamW(_model.parameters(), 1e-3);
     }
 

@@ -33,8 +33,8 @@ public class InstructionTuningTests : IDisposable
     {
         string dir = Path.Combine(_dir.Path, "base");
         manual_seed(3);
-        using var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
-        GptNeoXCheckpoint.Save(model, Tokenizer(), dir);
+        using var model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320));
+        HfCheckpoint.Save(model, Tokenizer(), dir);
         return dir;
     }
 
@@ -98,12 +98,12 @@ public class InstructionTuningTests : IDisposable
     [Fact]
     public void PromptPositionsReceiveZeroGradientUnderMasking()
     {
-        using var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
+        using var model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320));
         var encoder = new TokenizePairsTransformer(new TokenizePairsOptions { Tokenizer = Tokenizer() });
         var (ids, labels) = encoder.Encode("### Question:\nWhat is the capital of Chile?\n\n### Answer:", "\nSantiago");
         int prompt = labels.TakeWhile(l => l == TokenSequences.IgnoreIndex).Count();
         var logits = model.forward(tensor(ids, [1, ids.Length]).to(int64)).detach().requires_grad_(true);
-        GptNeoXForCausalLM.LossFromLogits(logits, tensor(labels, [1, labels.Length]).to(int64)).backward();
+        TransformerForCausalLM.LossFromLogits(logits, tensor(labels, [1, labels.Length]).to(int64)).backward();
         var grad = logits.grad!.abs().sum(2)[0].data<float>().ToArray();
         // Position t predicts token t + 1: positions before the last prompt token predict prompt tokens.
         Assert.All(grad[..(prompt - 1)], g => Assert.Equal(0f, g));
@@ -151,7 +151,7 @@ public class InstructionTuningTests : IDisposable
         Assert.NotEqual(blocks[0].Ids.Length, blocks[2].Ids.Length); // so the batch has padding
 
         manual_seed(5);
-        using var model = new GptNeoXForCausalLM(GptNeoXConfig.Preset("tiny", 320));
+        using var model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320));
         model.eval();
         using var _ = no_grad();
         using var batch = TrainingExamples.Collate(blocks, tokenizer.PadId ?? 0, CPU);
@@ -216,7 +216,7 @@ public class InstructionTuningTests : IDisposable
     }
 
     // Every parameter, bit for bit.
-    internal static void AssertSameWeights(GptNeoXForCausalLM expected, GptNeoXForCausalLM actual)
+    internal static void AssertSameWeights(TransformerForCausalLM expected, TransformerForCausalLM actual)
     {
         var (e, a) = (LoraTests.Snapshot(expected), LoraTests.Snapshot(actual));
         Assert.Equal(e.Keys.Order(), a.Keys.Order());
@@ -256,15 +256,15 @@ public class InstructionTuningTests : IDisposable
         var evals = result.History.Where(r => r.EvalLoss != null).Select(r => (r.Step, Loss: r.EvalLoss!.Value)).ToList();
         Assert.True(evals[^1].Loss > result.BestEvalLoss, $"the last evaluation should not be the best: {string.Join(", ", evals)}");
 
-        var config = GptNeoXConfig.Preset("tiny", 320);
-        using var best = new GptNeoXForCausalLM(config);
+        var config = ModelConfig.Preset("tiny", 320);
+        using var best = new TransformerForCausalLM(config);
         TrainingCheckpoint.LoadWeights(result.BestCheckpoint!, best);
         AssertSameWeights(best, tuned.Model);
-        using var last = new GptNeoXForCausalLM(config);
+        using var last = new TransformerForCausalLM(config);
         TrainingCheckpoint.LoadWeights(result.LastCheckpoint, last);
         var (lastWeights, returned) = (LoraTests.Snapshot(last), LoraTests.Snapshot(tuned.Model));
         Assert.Contains(lastWeights, p => !p.Value.SequenceEqual(returned[p.Key]));
-        var (saved, _) = GptNeoXCheckpoint.Load(Path.Combine(options.OutputDirectory, "model"));
+        var (saved, _) = HfCheckpoint.Load(Path.Combine(options.OutputDirectory, "model"));
         using (saved) AssertSameWeights(best, saved);
     }
 

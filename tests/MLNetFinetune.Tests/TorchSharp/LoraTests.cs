@@ -17,18 +17,18 @@ public class LoraTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    static GptNeoXConfig Tiny => GptNeoXConfig.Preset("tiny", 320);
+    static ModelConfig Tiny => ModelConfig.Preset("tiny", 320);
 
     static Tensor Ids() => tensor(new long[] { 3, 1, 4, 1, 5, 9, 2, 6, 5, 3 }, [1, 10]);
 
-    internal static Dictionary<string, float[]> Snapshot(GptNeoXForCausalLM model) =>
+    internal static Dictionary<string, float[]> Snapshot(TransformerForCausalLM model) =>
         model.state_dict().ToDictionary(p => p.Key, p => p.Value.detach().cpu().data<float>().ToArray());
 
     [Fact]
     public void AdaptersTrainWhileBaseWeightsStayExactlyTheSame()
     {
         manual_seed(0);
-        using var model = new GptNeoXForCausalLM(Tiny);
+        using var model = new TransformerForCausalLM(Tiny);
         var before = Snapshot(model);
         var lora = model.AttachLora(new LoraOptions { Rank = 4, Alpha = 8 });
         long expected = 2 * (4 * (64 + 192) + 4 * (64 + 64) + 4 * (64 + 256) + 4 * (256 + 64)); // 2 layers × four targets × r·(in + out)
@@ -54,7 +54,7 @@ public class LoraTests : IDisposable
     public void MergedWeightsEqualWPlusScaledBA()
     {
         manual_seed(1);
-        using var model = new GptNeoXForCausalLM(Tiny);
+        using var model = new TransformerForCausalLM(Tiny);
         var lora = model.AttachLora(new LoraOptions { Rank = 2, Alpha = 6, Dropout = 0 });
         using (no_grad()) foreach (var p in lora.Parameters()) p.copy_(randn(p.shape) * 0.1);
         var (name, a, b) = lora.Pairs.Values.First(p => p.Name.EndsWith("query_key_value"));
@@ -75,7 +75,7 @@ public class LoraTests : IDisposable
     public void AdaptersSaveInPeftLayoutAndLoadBack()
     {
         manual_seed(2);
-        using var model = new GptNeoXForCausalLM(Tiny);
+        using var model = new TransformerForCausalLM(Tiny);
         var lora = model.AttachLora(new LoraOptions { Rank = 4, Alpha = 16, TargetModules = ["query_key_value", "dense"] });
         using (no_grad()) foreach (var p in lora.Parameters()) p.copy_(randn(p.shape) * 0.05);
         model.eval();
@@ -90,16 +90,16 @@ public class LoraTests : IDisposable
         using (var file = SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors")))
             Assert.Contains("base_model.model.gpt_neox.layers.0.attention.query_key_value.lora_A.weight", file.Tensors.Keys);
 
-        using var fresh = new GptNeoXForCausalLM(Tiny);
+        using var fresh = new TransformerForCausalLM(Tiny);
         fresh.load_state_dict(model.state_dict());
         fresh.AttachLora(options).Load(dir);
         fresh.eval();
         Assert.True(allclose(expected, fresh.forward(Ids()), rtol: 0, atol: 0));
 
-        var wrongRank = new GptNeoXForCausalLM(Tiny);
+        var wrongRank = new TransformerForCausalLM(Tiny);
         var e = Assert.Throws<InvalidDataException>(() => wrongRank.AttachLora(options with { Rank = 8 }).Load(dir));
         Assert.Contains("(another rank?)", e.Message);
-        Assert.Contains("LoRA target modules must be among", Assert.Throws<ArgumentException>(() => new GptNeoXForCausalLM(Tiny).AttachLora(new LoraOptions { TargetModules = ["embed_out"] })).Message);
+        Assert.Contains("LoRA target modules must be among", Assert.Throws<ArgumentException>(() => new TransformerForCausalLM(Tiny).AttachLora(new LoraOptions { TargetModules = ["embed_out"] })).Message);
     }
 
     [Fact]
@@ -107,7 +107,7 @@ public class LoraTests : IDisposable
     {
         string baseDir = Path.Combine(_dir.Path, "base");
         manual_seed(3);
-        using (var baseModel = new GptNeoXForCausalLM(Tiny)) GptNeoXCheckpoint.Save(baseModel, LoraTokenizer(), baseDir);
+        using (var baseModel = new TransformerForCausalLM(Tiny)) HfCheckpoint.Save(baseModel, LoraTokenizer(), baseDir);
         var pairs = new DataFrame(new StringDataFrameColumn("Prompt", Enumerable.Range(0, 12).Select(i => $"Q: item {i}?")),
             new StringDataFrameColumn("Response", Enumerable.Range(0, 12).Select(i => $" answer {i % 3}")));
         var options = new InstructionTuningOptions

@@ -125,7 +125,7 @@ public class PyTorchReferenceTests(PyTorchReferenceModels models) : IClassFixtur
         int batch = rows.Length, seq = rows[0].Length;
         Assert.Equal(batch * seq * PyTorchReferenceModels.Vocab, expected.Length);
 
-        var (model, _) = GptNeoXCheckpoint.Load(folder, CPU);
+        var (model, _) = HfCheckpoint.Load(folder, CPU);
         using (model)
         using (no_grad())
         {

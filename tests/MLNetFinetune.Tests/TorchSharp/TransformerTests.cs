@@ -10,18 +10,18 @@ using static TorchSharp.torch;
 namespace MLNetFinetune.Tests.TorchSharp;
 
 [Collection(TorchCollection.Name)]
-public class GptNeoXModelTests : IDisposable
+public class TransformerTests : IDisposable
 {
     readonly TempDirectory _dir = new();
 
-    public GptNeoXModelTests()
+    public TransformerTests()
     {
         manual_seed(1);
     }
 
     public void Dispose() => _dir.Dispose();
 
-    static GptNeoXConfig Tiny(int vocab = 300) => GptNeoXConfig.Preset("tiny", vocab);
+    static ModelConfig Tiny(int vocab = 300) => ModelConfig.Preset("tiny", vocab);
 
     static TextTokenizer SmallTokenizer() => TestTokenizers.Small(300);
 
@@ -30,17 +30,17 @@ public class GptNeoXModelTests : IDisposable
     [Fact]
     public void LogitsHaveTheExpectedShapeAndParameterCountMatchesTheConfig()
     {
-        using var model = new GptNeoXForCausalLM(Tiny());
+        using var model = new TransformerForCausalLM(Tiny());
         using var logits = model.forward(Ids([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]));
         Assert.Equal(new long[] { 2, 5, 300 }, logits.shape);
         Assert.Equal(model.Config.ParameterCount(), model.parameters().Sum(p => p.numel()));
-        Assert.Equal(70_426_624, GptNeoXConfig.Preset("pythia-70m").ParameterCount()); // pythia-70m's published count
+        Assert.Equal(70_426_624, ModelConfig.Preset("pythia-70m").ParameterCount()); // pythia-70m's published count
     }
 
     [Fact]
     public void ChangingTokenTNeverChangesLogitsBeforeT()
     {
-        using var model = new GptNeoXForCausalLM(Tiny());
+        using var model = new TransformerForCausalLM(Tiny());
         model.eval();
         using var _ = no_grad();
         long[] tokens = [5, 17, 42, 99, 7, 3, 250, 11];
@@ -84,12 +84,12 @@ public class GptNeoXModelTests : IDisposable
     [Fact]
     public void SafetensorsRoundTripIsBitExact()
     {
-        using var model = new GptNeoXForCausalLM(Tiny());
+        using var model = new TransformerForCausalLM(Tiny());
         var tokenizer = SmallTokenizer();
         string dir = Path.Combine(_dir.Path, "model");
-        GptNeoXCheckpoint.Save(model, tokenizer, dir);
+        HfCheckpoint.Save(model, tokenizer, dir);
 
-        var (loaded, loadedTokenizer) = GptNeoXCheckpoint.Load(dir);
+        var (loaded, loadedTokenizer) = HfCheckpoint.Load(dir);
         using (loaded)
         {
             var original = model.state_dict();
@@ -103,10 +103,10 @@ public class GptNeoXModelTests : IDisposable
     [Fact]
     public void AHuggingFaceLayoutDirectoryLoadsAsIsAndGivesTheSameLogits()
     {
-        using var model = new GptNeoXForCausalLM(Tiny());
+        using var model = new TransformerForCausalLM(Tiny());
         model.eval();
         string dir = Path.Combine(_dir.Path, "pythia-like");
-        GptNeoXCheckpoint.Save(model, SmallTokenizer(), dir);
+        HfCheckpoint.Save(model, SmallTokenizer(), dir);
 
         // config.json as transformers writes it, with fields that do not change the model.
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
@@ -127,7 +127,7 @@ public class GptNeoXModelTests : IDisposable
         tensors.Add(("gpt_neox.layers.0.attention.bias", [1, 1, 4, 4], Enumerable.Repeat(1f, 16).ToArray()));
         SafeTensorsFile.WriteFloat32(weights, tensors);
 
-        var (loaded, _) = GptNeoXCheckpoint.Load(dir);
+        var (loaded, _) = HfCheckpoint.Load(dir);
         using (loaded)
         {
             loaded.eval();
@@ -140,26 +140,26 @@ public class GptNeoXModelTests : IDisposable
     [Fact]
     public void MismatchedConfigWeightsOrMissingTokenizerAreNamed()
     {
-        using var model = new GptNeoXForCausalLM(Tiny());
+        using var model = new TransformerForCausalLM(Tiny());
         string dir = Path.Combine(_dir.Path, "bad");
-        GptNeoXCheckpoint.Save(model, SmallTokenizer(), dir);
+        HfCheckpoint.Save(model, SmallTokenizer(), dir);
         string configPath = Path.Combine(dir, "config.json");
         var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
         config["intermediate_size"] = 128;
         File.WriteAllText(configPath, config.ToJsonString());
-        var e = Assert.Throws<InvalidDataException>(() => GptNeoXCheckpoint.Load(dir));
+        var e = Assert.Throws<InvalidDataException>(() => HfCheckpoint.Load(dir));
         Assert.Contains("tensor 'gpt_neox.layers.0.mlp.dense_h_to_4h.weight' is [256, 64] but the config gives [128, 64]: config.json and the weights disagree", e.Message);
 
         config["intermediate_size"] = 256;
         config["vocab_size"] = 100;
         File.WriteAllText(configPath, config.ToJsonString());
-        var vocab = Assert.Throws<InvalidDataException>(() => GptNeoXCheckpoint.Load(dir));
+        var vocab = Assert.Throws<InvalidDataException>(() => HfCheckpoint.Load(dir));
         Assert.Contains("gives vocab_size 100", vocab.Message);
 
         config["vocab_size"] = 300;
         File.WriteAllText(configPath, config.ToJsonString());
         foreach (var f in new[] { "tokenizer.json", "vocab.json", "merges.txt" }) File.Delete(Path.Combine(dir, f));
-        var tokenizer = Assert.Throws<FileNotFoundException>(() => GptNeoXCheckpoint.Load(dir));
+        var tokenizer = Assert.Throws<FileNotFoundException>(() => HfCheckpoint.Load(dir));
         Assert.Contains("has no tokenizer", tokenizer.Message);
     }
 
@@ -191,9 +191,23 @@ public class GptNeoXModelTests : IDisposable
     {
         string configPath = Path.Combine(_dir.Path, "config.json");
         File.WriteAllText(configPath, "{\"model_type\": \"gpt_neox\", \"vocab_size\": 10, \"hidden_size\": 10, \"num_hidden_layers\": 1, \"num_attention_heads\": 3, \"intermediate_size\": 4}");
-        Assert.Equal($"{configPath}: hidden_size 10 is not divisible by num_attention_heads 3", Assert.Throws<InvalidDataException>(() => GptNeoXConfig.Load(configPath)).Message);
-        File.WriteAllText(configPath, "{\"model_type\": \"llama\"}");
-        Assert.Contains("model_type is \"llama\"", Assert.Throws<InvalidDataException>(() => GptNeoXConfig.Load(configPath)).Message);
+        Assert.Equal($"{configPath}: hidden_size 10 is not divisible by num_attention_heads 3", Assert.Throws<InvalidDataException>(() => ModelConfig.Load(configPath)).Message);
+        File.WriteAllText(configPath, "{\"model_type\": \"mamba\"}");
+        Assert.Contains("model_type is \"mamba\"; supported: gpt_neox", Assert.Throws<InvalidDataException>(() => ModelConfig.Load(configPath)).Message);
+
+        // Llama-family values this model cannot honour are refused naming the key and the value.
+        const string llama = "\"model_type\": \"llama\", \"vocab_size\": 32, \"hidden_size\": 16, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"intermediate_size\": 8, \"hidden_act\": \"silu\"";
+        foreach (var (extra, message) in new[]
+        {
+            (", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}", "rope_scaling type \"yarn\" is not supported"),
+            (", \"num_key_value_heads\": 3", "num_key_value_heads 3 must divide num_attention_heads 4"),
+            (", \"hidden_act\": \"gelu\"", "hidden_act \"gelu\" is not supported for llama"),
+            (", \"use_sliding_window\": true", "use_sliding_window is true"),
+        })
+        {
+            File.WriteAllText(configPath, "{" + llama + extra + "}");
+            Assert.StartsWith($"{configPath}: {message}", Assert.Throws<InvalidDataException>(() => ModelConfig.Load(configPath)).Message);
+        }
 
         string weights = Path.Combine(_dir.Path, "model.safetensors");
         SafeTensorsFile.WriteFloat32(weights, [("w", [2, 2], [1f, 2f, 3f, 4f])]);
