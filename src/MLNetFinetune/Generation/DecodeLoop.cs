@@ -115,12 +115,45 @@ public static class DecodeLoop
         bool partial, int firstRow = 0)
     {
         options.Validate();
-        int batch = prompts.Count;
-        if (batch == 0) yield break;
         var encoded = prompts.Select((p, r) => EncodePrompt(model, p, firstRow + r, options.MaxNewTokens)).ToArray();
+        foreach (var (row, tokens, _) in Tokens(model, encoded, options, cancellationToken, partial))
+            yield return (row, row < 0 ? Decode(model, tokens) : Finish(model, tokens, options));
+    }
+
+    /// <summary>
+    /// Generates after prompts given as token ids (checking a model against another implementation token for token):
+    /// each row's new ids, ending with end of text when the row stopped there (as Hugging Face's generate returns them).
+    /// </summary>
+    public static IReadOnlyList<long[]> GenerateIds(IDecoderModel model, IReadOnlyList<long[]> prompts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new GenerationOptions();
+        options.Validate();
+        for (int r = 0; r < prompts.Count; r++)
+        {
+            if (prompts[r].Length == 0) throw new ArgumentException($"Prompt {r} is empty.");
+            if (prompts[r].Length + options.MaxNewTokens > model.ContextLength)
+                throw new ArgumentException($"Prompt {r} has {prompts[r].Length} tokens; with {options.MaxNewTokens} new ones that exceeds the model's context of {model.ContextLength}.");
+            long[] outside = prompts[r].Where(id => id < 0 || id >= model.LogitsSize).ToArray();
+            if (outside.Length > 0)
+                throw new ArgumentOutOfRangeException(nameof(prompts), $"Prompt {r} has token id {outside[0]}, outside the model's vocabulary of {model.LogitsSize}.");
+        }
+        var results = new long[prompts.Count][];
+        foreach (var (row, tokens, endedAtEos) in Tokens(model, prompts.ToArray(), options, cancellationToken, partial: false))
+            if (row >= 0) results[row] = endedAtEos ? [.. tokens, model.EosId] : [.. tokens];
+        return results;
+    }
+
+    // The loop itself, over token ids: yields (-1, tokens of row 0 so far, false) after each step when partial, and
+    // (row, its new tokens, whether it stopped at end of text) as rows finish.
+    static IEnumerable<(int Row, List<long> Tokens, bool EndedAtEos)> Tokens(IDecoderModel model, long[][] encoded, GenerationOptions options,
+        CancellationToken cancellationToken, bool partial)
+    {
+        int batch = encoded.Length;
+        if (batch == 0) yield break;
+        var generated = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
         if (options.MaxNewTokens == 0)
         {
-            for (int r = 0; r < batch; r++) yield return (r, "");
+            for (int r = 0; r < batch; r++) yield return (r, generated[r], false);
             yield break;
         }
         int longest = encoded.Max(e => e.Length);
@@ -141,7 +174,6 @@ public static class DecodeLoop
             }
             realTokens[r] = encoded[r].Length;
         }
-        var generated = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
         var done = new bool[batch];
         var random = new Random(options.Seed);
         int allowed = model.Tokenizer.VocabSize, vocab = model.LogitsSize;
@@ -160,23 +192,31 @@ public static class DecodeLoop
                 {
                     var last = logits.AsSpan(r * vocab, vocab).ToArray();
                     token = Sampling.Next(last, options, random, encoded[r].Concat(generated[r]), allowed);
-                    if (token == eos) { done[r] = true; token = pad; }
+                    if (token == eos && !options.IgnoreEos)
+                    {
+                        done[r] = true;
+                        yield return (r, generated[r], true);
+                        token = pad;
+                    }
                     else
                     {
                         generated[r].Add(token);
-                        if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Decode(model, generated[r]), options.StopSequences).Stopped) done[r] = true;
+                        if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Decode(model, generated[r]), options.StopSequences).Stopped)
+                        {
+                            done[r] = true;
+                            yield return (r, generated[r], false);
+                        }
                     }
-                    if (done[r]) yield return (r, Finish(model, generated[r], options));
                 }
                 ids[r] = token;
                 positions[r] = realTokens[r]++;
                 mask[r * capacity + filled] = 1;
             }
             filled++;
-            if (partial && !done[0]) yield return (-1, Decode(model, generated[0]));
+            if (partial && !done[0]) yield return (-1, generated[0], false);
         }
         for (int r = 0; r < batch; r++)
-            if (!done[r]) yield return (r, Finish(model, generated[r], options));
+            if (!done[r]) yield return (r, generated[r], false);
     }
 
     static long[] MaskUpTo(long[] mask, int batch, int capacity, int length)

@@ -24,6 +24,9 @@ public sealed class GenerationOptions
     /// <summary>Stop when the generated text contains one of these; the stop string is not returned.</summary>
     public IReadOnlyList<string> StopSequences { get; init; } = [];
 
+    /// <summary>Keep generating past end of text, always <see cref="MaxNewTokens"/> tokens (vLLM's <c>ignore_eos</c>): for benchmarks and token-for-token checks.</summary>
+    public bool IgnoreEos { get; init; }
+
     /// <summary>Fails on settings that cannot generate (negative lengths, a non-positive penalty, NaN, empty stop strings).</summary>
     public void Validate()
     {

@@ -51,11 +51,14 @@ public sealed class PyTorchReferenceModels : IDisposable
         return _dir.Path;
     }
 
-    static void RunReference(string[] arguments)
+    static void RunReference(string[] arguments) => RunScript("gpt_neox_reference.py", arguments);
+
+    /// <summary>Runs a reference script of tests/reference on Debian's python3, failing with its output (and how to install torch).</summary>
+    public static void RunScript(string script, string[] arguments)
     {
         const string install = "The PyTorch reference needs Debian's python3-torch: apt-get install -y python3-torch python3-numpy libopenblas0-pthread (.ci/run does this).";
         string python = DebianPython.Path;
-        var start = new ProcessStartInfo(python, [RepoPaths.Of("tests", "reference", "gpt_neox_reference.py"), .. arguments])
+        var start = new ProcessStartInfo(python, [RepoPaths.Of("tests", "reference", script), .. arguments])
         { RedirectStandardOutput = true, RedirectStandardError = true };
         Process process;
         try
@@ -74,7 +77,7 @@ public sealed class PyTorchReferenceModels : IDisposable
             if (process.ExitCode != 0)
                 throw new InvalidOperationException(
                     (error.Contains("No module named 'torch'") || error.Contains("No module named 'numpy'") ? install + "\n" : "") +
-                    $"{python} gpt_neox_reference.py {string.Join(' ', arguments)} exited with {process.ExitCode}:\n{output.Result}{error}");
+                    $"{python} {script} {string.Join(' ', arguments)} exited with {process.ExitCode}:\n{output.Result}{error}");
         }
     }
 

@@ -1,0 +1,136 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MLNetFinetune.Generation;
+using MLNetFinetune.ModelFiles;
+using MLNetFinetune.TorchSharp.Modeling;
+using static TorchSharp.torch;
+
+namespace MLNetFinetune.Tests.TorchSharp;
+
+/// <summary>
+/// Llama-family folders written by the independent PyTorch reference (tests/reference/llama_reference.py: its own
+/// random weights and safetensors writer, HF names, config fields and shard index), with its logits and greedy ids:
+/// a sharded BF16 Llama with tied embeddings, llama3 rope scaling and grouped-query attention; a Qwen2 with q/k/v
+/// biases in F32 over three shards; a multi-query Llama with attention and MLP biases. Needs Debian's python3-torch.
+/// </summary>
+public sealed class LlamaReferenceModels : IDisposable
+{
+    public const int Vocab = 320;
+
+    public static readonly string[] Cases = ["llama-bf16-tied-llama3", "qwen2-f32-three-shards", "llama-mqa-biases"];
+
+    static readonly JsonNode[] Configs =
+    [
+        new JsonObject
+        {
+            ["num_key_value_heads"] = 2, ["tie_word_embeddings"] = true, ["rope_theta"] = 500000.0,
+            ["rope_scaling"] = new JsonObject
+            {
+                ["rope_type"] = "llama3", ["factor"] = 8.0, ["low_freq_factor"] = 1.0, ["high_freq_factor"] = 4.0, ["original_max_position_embeddings"] = 64,
+            },
+        },
+        new JsonObject { ["model_type"] = "qwen2", ["num_key_value_heads"] = 2, ["eos_token_id"] = new JsonArray(2, 3) },
+        new JsonObject { ["num_key_value_heads"] = 1, ["attention_bias"] = true, ["mlp_bias"] = true },
+    ];
+
+    static readonly (string DType, int Shards)[] Storage = [("bfloat16", 2), ("float32", 3), ("float32", 1)];
+
+    public static readonly long[][] Ids = [[1, 5, 9, 200, 31, 7, 44, 120, 3, 250], [1, 300, 2, 8, 64, 0, 11, 13, 17, 19]];
+
+    readonly TempDirectory _dir = new();
+    readonly Lazy<string> _written;
+
+    public LlamaReferenceModels() => _written = new Lazy<string>(Write);
+
+    public string Folder(string name)
+    {
+        _ = _written.Value;
+        return Path.Combine(_dir.Path, name);
+    }
+
+    string Write()
+    {
+        var cases = new JsonArray(Cases.Select((name, i) => (JsonNode)new JsonObject
+        {
+            ["dir"] = Path.Combine(_dir.Path, name), ["seed"] = i + 1, ["dtype"] = Storage[i].DType, ["shards"] = Storage[i].Shards, ["init_std"] = 0.2,
+            ["ids"] = JsonSerializer.SerializeToNode(Ids), ["config"] = Configs[i].DeepClone(),
+        }).ToArray());
+        PyTorchReferenceModels.RunScript("llama_reference.py", ["write", _dir.File("cases.json", cases.ToJsonString())]);
+        // Loading a folder needs a tokenizer; the reference knows none, so the test adds one that fits the vocabulary.
+        var tokenizer = TestTokenizers.Small(Vocab);
+        foreach (string name in Cases) tokenizer.Save(Path.Combine(_dir.Path, name));
+        return _dir.Path;
+    }
+
+    public static float[] ReferenceLogits(string folder) => PyTorchReferenceModels.ReferenceLogits(folder);
+
+    public static long[][] ReferenceGreedy(string folder) =>
+        JsonSerializer.Deserialize<long[][]>(File.ReadAllText(Path.Combine(folder, "reference_greedy.json")))!;
+
+    public void Dispose() => _dir.Dispose();
+}
+
+/// <summary>TorchSharp gives the reference's logits and greedy ids for each Llama-family layout, loaded as published.</summary>
+[Collection(TorchCollection.Name)]
+public class LlamaReferenceTests(LlamaReferenceModels models) : IClassFixture<LlamaReferenceModels>
+{
+    internal static void Close(float[] expected, float[] actual, float tolerance, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        float worst = 0;
+        int at = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            float diff = Math.Abs(expected[i] - actual[i]);
+            if (!(diff <= worst)) (worst, at) = (diff, i);
+        }
+        Assert.True(worst <= tolerance, $"{what}: max |ours − PyTorch| = {worst} > {tolerance} at {at}: PyTorch {expected[at]}, ours {actual[at]}");
+    }
+
+    [Theory]
+    [InlineData("llama-bf16-tied-llama3")]
+    [InlineData("qwen2-f32-three-shards")]
+    [InlineData("llama-mqa-biases")]
+    public void TorchSharpGivesTheReferenceLogitsAndGreedyIds(string name)
+    {
+        string folder = models.Folder(name);
+        long[][] rows = LlamaReferenceModels.Ids;
+        int batch = rows.Length, seq = rows[0].Length;
+
+        var (model, tokenizer) = HfCheckpoint.Load(folder, CPU);
+        using (model)
+        {
+            model.eval();
+            using (no_grad())
+            {
+                using var logits = model.forward(tensor(rows.SelectMany(r => r).ToArray(), [batch, seq]));
+                Close(LlamaReferenceModels.ReferenceLogits(folder), logits.data<float>().ToArray(), 1e-5f, $"{name}, TorchSharp");
+            }
+
+            // Cached greedy decoding (the key/value cache holds only the KV heads) gives the reference's uncached ids.
+            var runtime = new TorchCausalLM(model, tokenizer);
+            var greedy = DecodeLoop.GenerateIds(runtime, rows, new GenerationOptions { MaxNewTokens = 8, IgnoreEos = true });
+            Assert.Equal(LlamaReferenceModels.ReferenceGreedy(folder), greedy);
+        }
+    }
+
+    [Fact]
+    public void ShardsDTypesAndTiedHeadsAreReadAsPublished()
+    {
+        var bf16 = ModelConfig.Load(Path.Combine(models.Folder("llama-bf16-tied-llama3"), ModelDirectory.ConfigFile));
+        Assert.True(bf16.TieWordEmbeddings);
+        Assert.Equal("llama3", bf16.RopeScaling!.Kind);
+        Assert.Equal(2, bf16.KeyValueHeads);
+        var qwen = ModelConfig.Load(Path.Combine(models.Folder("qwen2-f32-three-shards"), ModelDirectory.ConfigFile));
+        Assert.Equal([2, 3], qwen.EosTokenIds);
+        Assert.True(qwen.QkvBias && !qwen.OutputBias);
+
+        using var shards = SafeTensorsCheckpoint.Open(models.Folder("qwen2-f32-three-shards"));
+        Assert.EndsWith(SafeTensorsCheckpoint.IndexFile, shards.Source);
+        Assert.Contains("model.layers.0.self_attn.q_proj.bias", shards.Tensors.Keys);
+        Assert.DoesNotContain("model.layers.0.self_attn.o_proj.bias", shards.Tensors.Keys);
+        using var tied = SafeTensorsCheckpoint.Open(models.Folder("llama-bf16-tied-llama3"));
+        Assert.DoesNotContain("lm_head.weight", tied.Tensors.Keys);
+        Assert.Equal("BF16", tied.Tensors["model.embed_tokens.weight"].DType);
+    }
+}
