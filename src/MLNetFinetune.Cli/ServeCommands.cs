@@ -2,10 +2,11 @@ using System.CommandLine;
 using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
 using MLNetFinetune.OnnxRuntime;
+using TorchSharp = MLNetFinetune.TorchSharp;
 
 namespace MLNetFinetune.Cli;
 
-/// <summary><c>mlnet-finetune export</c> and <c>generate</c>: thin wrappers over <see cref="OnnxExporter"/> and <see cref="OnnxCausalLM"/>.</summary>
+/// <summary><c>mlnet-finetune export</c> and <c>generate</c>: thin wrappers over <see cref="OnnxExporter"/>, <see cref="OnnxCausalLM"/> and the TorchSharp model.</summary>
 static class ServeCommands
 {
     public static Command Export(TextWriter output)
@@ -24,32 +25,78 @@ static class ServeCommands
 
     public static Command Generate(TextWriter output)
     {
-        var folder = new Argument<string>("folder") { Description = "An exported folder (model.onnx, config.json, tokenizer)." };
-        var prompt = new Option<string>("--prompt", "-p") { Description = "The prompt.", Required = true };
+        var folder = new Argument<string>("folder") { Description = "An exported folder (model.onnx: ONNX Runtime) or a model directory (config.json and safetensors: TorchSharp)." };
+        var prompt = new Option<string?>("--prompt", "-p") { Description = "The prompt." };
+        var ids = new Option<string?>("--ids") { Description = "The prompt as token ids, comma-separated (e.g. 1,2,3), instead of --prompt." };
+        var printIds = new Option<bool>("--print-ids") { Description = "Print the prompt's and the generated ids, comma-separated on one line, instead of the text." };
+        var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past end of text (always --max-new-tokens)." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest continuation.", DefaultValueFactory = _ => 100 };
         var temperature = new Option<double>("--temperature") { Description = "0 is greedy.", DefaultValueFactory = _ => 0 };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens (0: all)." };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling threshold.", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int>("--seed") { Description = "Sampling seed." };
         var stop = new Option<string[]>("--stop") { Description = "Stop sequences.", AllowMultipleArgumentsPerToken = true };
-        var provider = new Option<string>("--provider") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
-        var threads = new Option<int>("--threads") { Description = "ONNX Runtime CPU threads (0: one per core)." };
-        var command = new Command("generate", "Continue a prompt with an exported model (ONNX Runtime), streaming the text.")
+        var provider = new Option<string>("--provider") { Description = "An exported folder: auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+        var device = new Option<string>("--device") { Description = "A model directory: auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => "auto" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0: one per core)." };
+        var command = new Command("generate", "Continue a prompt, given as text or as token ids, with an exported model (ONNX Runtime) or a model directory (TorchSharp).")
         {
-            folder, prompt, maxNew, temperature, topK, topP, seed, stop, provider, threads,
+            folder, prompt, ids, printIds, ignoreEos, maxNew, temperature, topK, topP, seed, stop, provider, device, threads,
         };
+        command.Validators.Add(result =>
+        {
+            if ((result.GetValue(prompt) == null) == (result.GetValue(ids) == null)) result.AddError("Give the prompt as --prompt or as --ids (one of them).");
+        });
         command.SetAction(async (result, cancellationToken) =>
         {
-            using var model = OnnxCausalLM.Load(result.GetValue(folder)!, result.GetValue(provider)!, result.GetValue(threads));
+            string path = result.GetValue(folder)!;
             var options = new GenerationOptions
             {
                 MaxNewTokens = result.GetValue(maxNew), Temperature = result.GetValue(temperature), TopK = result.GetValue(topK),
-                TopP = result.GetValue(topP), Seed = result.GetValue(seed), StopSequences = result.GetValue(stop) ?? [],
+                TopP = result.GetValue(topP), Seed = result.GetValue(seed), StopSequences = result.GetValue(stop) ?? [], IgnoreEos = result.GetValue(ignoreEos),
             };
-            await foreach (string piece in model.GenerateStreaming(result.GetValue(prompt)!, options, cancellationToken)) output.Write(piece);
-            output.WriteLine();
+            using var model = LoadDecoder(path, result.GetValue(provider)!, result.GetValue(device)!, result.GetValue(threads));
+            IDecoderModel decoder = model.Decoder;
+            long[]? promptIds = result.GetValue(ids) is { } list ? ParseIds(list) : null;
+            if (promptIds == null && !result.GetValue(printIds))
+            {
+                await foreach (string piece in DecodeLoop.Stream(decoder, result.GetValue(prompt)!, options, cancellationToken)) output.Write(piece);
+                output.WriteLine();
+                return 0;
+            }
+            promptIds ??= decoder.Tokenizer.Encode(result.GetValue(prompt)!).Select(i => (long)i).ToArray();
+            long[] generated = DecodeLoop.GenerateIds(decoder, [promptIds], options, cancellationToken)[0];
+            output.WriteLine(result.GetValue(printIds) ? string.Join(",", promptIds.Concat(generated)) : decoder.Tokenizer.Decode(generated.Select(t => (int)t)));
             return 0;
         });
         return command;
+    }
+
+    static long[] ParseIds(string list)
+    {
+        var parts = list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) throw new ArgumentException("--ids is empty; give token ids such as 1,2,3.");
+        return parts.Select((p, i) => long.TryParse(p, out long id) && id >= 0 ? id
+            : throw new ArgumentException($"--ids item {i + 1} ('{p}') is not a token id (a non-negative integer).")).ToArray();
+    }
+
+    // An exported folder runs in ONNX Runtime, a model directory in TorchSharp; both behind the shared decode loop.
+    static LoadedDecoder LoadDecoder(string path, string provider, string device, int threads)
+    {
+        if (File.Exists(Path.Combine(path, OnnxExporter.ModelFile)))
+        {
+            var onnx = OnnxCausalLM.Load(path, provider, threads);
+            return new LoadedDecoder(onnx, onnx);
+        }
+        if (!File.Exists(Path.Combine(path, ModelFiles.ModelDirectory.ConfigFile)))
+            throw new FileNotFoundException($"'{path}' is neither an exported folder (it has no {OnnxExporter.ModelFile}) nor a model directory (it has no {ModelFiles.ModelDirectory.ConfigFile}).");
+        TorchSharp.TorchRuntime.SetThreads(threads);
+        var torch = TorchSharp.Training.CausalLMTransformer.Load(path, device: device);
+        return new LoadedDecoder(torch.Runtime, torch);
+    }
+
+    sealed record LoadedDecoder(IDecoderModel Decoder, IDisposable Owner) : IDisposable
+    {
+        public void Dispose() => Owner.Dispose();
     }
 }

@@ -35,8 +35,16 @@ public class ServeCommandsTests : IDisposable
         using var ort = OnnxCausalLM.Load(Path.Combine(_dir.Path, "onnx"), "cpu", threads: 1);
         Assert.Equal(ort.Generate("What is the", new GenerationOptions { MaxNewTokens = 6 }), generated.ToString().TrimEnd('\n'));
 
+        // The model directory itself runs in TorchSharp and continues the prompt the same way.
+        var fromDirectory = new StringWriter();
+        Assert.Equal(0, CliApp.Run(["generate", Path.Combine(_dir.Path, "model"), "-p", "What is the", "--max-new-tokens", "6", "--device", "cpu", "--threads", "1"], fromDirectory, error));
+        Assert.Equal(generated.ToString(), fromDirectory.ToString());
+
         var missing = new StringWriter();
-        Assert.Equal(1, CliApp.Run(["generate", Path.Combine(_dir.Path, "model"), "-p", "x", "--provider", "cpu"], new StringWriter(), missing));
-        Assert.Contains("has no model.onnx", missing.ToString());
+        Assert.Equal(1, CliApp.Run(["generate", _dir.Path, "-p", "x", "--provider", "cpu"], new StringWriter(), missing));
+        Assert.Contains("is neither an exported folder (it has no model.onnx) nor a model directory (it has no config.json)", missing.ToString());
+        var neither = new StringWriter();
+        Assert.Equal(1, CliApp.Run(["generate", Path.Combine(_dir.Path, "onnx")], new StringWriter(), neither));
+        Assert.Contains("Give the prompt as --prompt or as --ids", neither.ToString());
     }
 }

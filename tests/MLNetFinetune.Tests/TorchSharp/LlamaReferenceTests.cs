@@ -114,6 +114,25 @@ public class LlamaReferenceTests(LlamaReferenceModels models) : IClassFixture<Ll
         }
     }
 
+    [Theory]
+    [InlineData("llama-bf16-tied-llama3")]
+    [InlineData("qwen2-f32-three-shards")]
+    public void GenerateWithIdsPrintsTheReferenceGreedyIds(string name)
+    {
+        string folder = models.Folder(name);
+        long[] prompt = LlamaReferenceModels.Ids[0];
+        var (code, output, error) = Cli.CliRunner.Run("generate", folder, "--ids", string.Join(",", prompt), "--print-ids",
+            "--max-new-tokens", "8", "--ignore-eos", "--device", "cpu", "--threads", "1");
+        Assert.True(code == 0, error);
+        Assert.Equal(string.Join(",", prompt.Concat(LlamaReferenceModels.ReferenceGreedy(folder)[0])), output.Trim());
+
+        var bad = Cli.CliRunner.Run("generate", folder, "--ids", "1,x,3", "--device", "cpu");
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("--ids item 2 ('x') is not a token id", bad.Err);
+        var outside = Cli.CliRunner.Run("generate", folder, "--ids", $"1,{LlamaReferenceModels.Vocab}", "--device", "cpu");
+        Assert.Contains($"Prompt 0 has token id {LlamaReferenceModels.Vocab}, outside the model's vocabulary of {LlamaReferenceModels.Vocab}", outside.Err);
+    }
+
     [Fact]
     public void ShardsDTypesAndTiedHeadsAreReadAsPublished()
     {
