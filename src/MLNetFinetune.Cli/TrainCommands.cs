@@ -68,9 +68,9 @@ static class TrainCommands
         var vocab = new Option<int>("--vocab-size") { Description = "Vocabulary of the tokenizer trained when --tokenizer is absent.", DefaultValueFactory = _ => 8192 };
         var preset = new Option<string>("--preset") { Description = $"Model shape: {string.Join(", ", MLNetFinetune.ModelFiles.ModelConfig.PresetNames)}.", DefaultValueFactory = _ => "pythia-14m" };
         var layers = new Option<int>("--layers") { Description = "Override the preset's number of layers." };
-        var hidden = new Option<int>("--hidden-size") { Description = "Override the preset's width (the MLP is 4× wider)." };
+        var hidden = new Option<int>("--hidden-size") { Description = "Override the preset's width (the MLP keeps the preset's ratio)." };
         var heads = new Option<int>("--heads") { Description = "Override the preset's attention heads." };
-        var command = new Command("pretrain", "Pretrain a GPT-NeoX model from random weights on a corpus.") { corpus, textMode, tokenizer, vocab, preset, layers, hidden, heads };
+        var command = new Command("pretrain", "Pretrain a model from random weights on a corpus (a GPT-NeoX or Llama-family shape: --preset).") { corpus, textMode, tokenizer, vocab, preset, layers, hidden, heads };
         foreach (var o in common.All) command.Options.Add(o);
         command.SetAction(result =>
         {
@@ -80,7 +80,7 @@ static class TrainCommands
             var shape = new PretrainingOptions { Tokenizer = tok, Preset = result.GetValue(preset)!, OutputDirectory = "" }.ResolveConfig();
             if (result.GetValue(layers) > 0) shape = shape with { NumHiddenLayers = result.GetValue(layers) };
             if (result.GetValue(heads) > 0) shape = shape with { NumAttentionHeads = result.GetValue(heads) };
-            if (result.GetValue(hidden) is > 0 and var width) shape = shape with { HiddenSize = width, IntermediateSize = 4 * width };
+            if (result.GetValue(hidden) is > 0 and var width) shape = shape with { HiddenSize = width, IntermediateSize = (int)((long)shape.IntermediateSize * width / shape.HiddenSize) };
             using var model = ProgressDisplay.Train(output, "pretrain", progress => ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
             {
                 Tokenizer = tok, Config = shape.Validated("the --layers/--hidden-size/--heads shape"), OutputDirectory = result.GetValue(common.Out)!,

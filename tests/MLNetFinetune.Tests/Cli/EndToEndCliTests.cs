@@ -69,6 +69,20 @@ public class EndToEndCliTests : IDisposable
     }
 
     [Fact]
+    public void PretrainsAPublishedShapeCutToOneLayer()
+    {
+        // SmolLM2-135M's shape (grouped-query attention, tied embeddings, RMSNorm, SwiGLU) with one of its 30 layers.
+        string run = Path.Combine(_dir.Path, "smollm2");
+        Run(["pretrain", "--corpus", RepoPaths.Of("examples", "data", "pretraining_sample.jsonl.zst"), "--vocab-size", "300", "--preset", "smollm2-135m",
+            "--layers", "1", "--out", run, "--steps", "2", "--threads", "1", "--device", "cpu", "--block-size", "32", "--batch-size", "2", "--eval-fraction", "0"]);
+        var config = MLNetFinetune.ModelFiles.ModelConfig.Load(Path.Combine(run, "model", "config.json"));
+        Assert.Equal(("llama", 576, 9, 3, 1, true, 320), (config.ModelType, config.HiddenSize, config.NumAttentionHeads, config.KeyValueHeads, config.NumHiddenLayers, config.TieWordEmbeddings, config.VocabSize));
+        string ids = Run(["generate", Path.Combine(run, "model"), "--prompt", "The", "--max-new-tokens", "3", "--ignore-eos", "--print-ids", "--device", "cpu", "--threads", "1"]);
+        var printed = ids.Trim().Split(',').Select(int.Parse).ToArray();
+        Assert.True(printed.Length >= 4 && printed.All(id => id is >= 0 and < 320), ids);
+    }
+
+    [Fact]
     public void FactsPretrainQuickstartChat()
     {
         // The quickstart's own path on a tiny model: facts → corpus and pairs → pretrain → quickstart → chat.

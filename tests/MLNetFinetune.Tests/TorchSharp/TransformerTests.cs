@@ -37,6 +37,31 @@ public class TransformerTests : IDisposable
         Assert.Equal(70_426_624, ModelConfig.Preset("pythia-70m").ParameterCount()); // pythia-70m's published count
     }
 
+    [Theory] // the parameter counts the models' pages publish: the preset shapes are theirs
+    [InlineData("smollm2-135m", 134_515_008)]
+    [InlineData("smollm2-360m", 361_821_120)]
+    [InlineData("qwen2.5-0.5b", 494_032_768)]
+    [InlineData("tinyllama-1.1b", 1_100_048_384)]
+    [InlineData("llama-3.2-1b", 1_235_814_400)]
+    public void LlamaFamilyPresetsHaveTheirModelsParameterCounts(string preset, long parameters) =>
+        Assert.Equal(parameters, ModelConfig.Preset(preset).ParameterCount());
+
+    [Fact]
+    public void ATiedGroupedQueryModelHasTheConfigsParametersUnderHfNames()
+    {
+        using var model = new TransformerForCausalLM(ModelConfig.Preset("tiny-llama", 320) with { AttentionBias = true, MlpBias = true });
+        Assert.Equal(model.Config.ParameterCount(), model.parameters().Sum(p => p.numel()));
+        var names = model.state_dict().Keys.ToHashSet();
+        Assert.Contains("model.embed_tokens.weight", names);
+        Assert.Contains("model.layers.1.self_attn.k_proj.bias", names);
+        Assert.Contains("model.layers.0.mlp.gate_proj.weight", names);
+        Assert.Contains("model.norm.weight", names);
+        Assert.DoesNotContain("lm_head.weight", names); // tied
+        Assert.Equal(new long[] { 2 * 16, 64 }, model.state_dict()["model.layers.0.self_attn.k_proj.weight"].shape); // 2 KV heads of 16
+        using var logits = model.forward(Ids([1, 2, 3]));
+        Assert.Equal(new long[] { 1, 3, 320 }, logits.shape);
+    }
+
     [Fact]
     public void ChangingTokenTNeverChangesLogitsBeforeT()
     {
