@@ -72,6 +72,36 @@ public class LoraTests : IDisposable
     }
 
     [Fact]
+    public void LlamaTargetsAllLinearSaveInPeftLayoutAndMergeExactly()
+    {
+        manual_seed(3);
+        var config = ModelConfig.Preset("tiny-llama", 320);
+        using var model = new TransformerForCausalLM(config);
+        var lora = model.AttachLora(new LoraOptions { Rank = 2, Alpha = 4, Dropout = 0 }); // all-linear by default
+        Assert.Equal(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], lora.Options.TargetModules);
+        // 2 layers × r·(in + out): q 64→64, k and v 64→32 (2 KV heads of 16), o 64→64, gate and up 64→128, down 128→64.
+        Assert.Equal(2 * 2 * ((64 + 64) + 2 * (64 + 32) + (64 + 64) + 2 * (64 + 128) + (128 + 64)), lora.ParameterCount);
+        using (no_grad()) foreach (var p in lora.Parameters()) p.copy_(randn(p.shape) * 0.1);
+        model.eval();
+        using var noGrad = no_grad();
+        var adapted = model.forward(Ids()).clone();
+
+        string dir = Path.Combine(_dir.Path, "llama-adapter");
+        lora.Save(dir, "models/base");
+        Assert.Equal(lora.Options.TargetModules, LoraAdapters.ReadOptions(dir).TargetModules);
+        using (var file = SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors")))
+        {
+            Assert.Contains("base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight", file.Tensors.Keys);
+            Assert.Equal([2L, 128L], file.Tensors["base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"].Shape); // r × in
+        }
+
+        model.MergeLora();
+        Assert.True(allclose(adapted, model.forward(Ids()), rtol: 0, atol: 1e-5), "the merged model computes what the adapted one did");
+        Assert.Contains("q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear for a llama model (got query_key_value)",
+            Assert.Throws<ArgumentException>(() => model.AttachLora(new LoraOptions { TargetModules = ["query_key_value"] })).Message);
+    }
+
+    [Fact]
     public void AdaptersSaveInPeftLayoutAndLoadBack()
     {
         manual_seed(2);
