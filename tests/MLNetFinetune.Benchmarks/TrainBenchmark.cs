@@ -11,9 +11,9 @@ using static TorchSharp.torch;
 namespace MLNetFinetune.Benchmarks;
 
 /// <summary>
-/// Training throughput of the GPT-NeoX model against the machine's matmul ceiling and against the PyTorch reference
-/// (tests/reference, Debian's python3-torch; run setup.sh once), in one run. Default shape: 4 layers, d_model 256,
-/// 4 heads, vocab 4096, block 128, batch 8, AdamW. Options: --shape pythia-70m, --steps N (40), --device cpu|cuda,
+/// Training throughput of the model against the machine's matmul ceiling and against the PyTorch reference of its
+/// family (tests/reference, Debian's python3-torch; run setup.sh once), in one run. Default shape: GPT-NeoX, 4 layers,
+/// d_model 256, 4 heads, vocab 4096, block 128, batch 8, AdamW. Options: --shape pythia-160m or smollm2-135m (any preset), --steps N (40), --device cpu|cuda,
 /// --threads N (default: all cores), --dtype float32|bfloat16 (mixed precision; the PyTorch reference stays float32), --python PATH (the reference's interpreter; default Debian's /usr/bin/python3). Also checks that the reference reads our model.safetensors and gives the same logits.
 /// </summary>
 static class TrainBenchmark
@@ -119,7 +119,7 @@ static class TrainBenchmark
         long[][] ids = [Enumerable.Range(0, 48).Select(i => (long)((i * 7919) % config.VocabSize)).ToArray(), Enumerable.Range(0, 48).Select(i => (long)((i * 104729 + 3) % config.VocabSize)).ToArray()];
         string idsPath = Path.Combine(dir, "ids.json"), outPath = Path.Combine(dir, "reference-logits.f32");
         File.WriteAllText(idsPath, JsonSerializer.Serialize(ids));
-        if (!RunPython(["logits", dir, idsPath, outPath], out string _)) return null;
+        if (!RunPython(config, ["logits", dir, idsPath, outPath], out string _)) return null;
         float[] reference = new float[new FileInfo(outPath).Length / 4];
         Buffer.BlockCopy(File.ReadAllBytes(outPath), 0, reference, 0, reference.Length * 4);
         model.eval();
@@ -141,7 +141,7 @@ static class TrainBenchmark
         int[] threadCounts = device == "cuda" ? [1] : [1, 2];
         foreach (int threads in threadCounts.Where(t => t <= Environment.ProcessorCount))
         {
-            if (!RunPython(["train", configPath, block.ToString(), batch.ToString(), steps.ToString(), threads.ToString(), device], out string output)) return null;
+            if (!RunPython(config, ["train", configPath, block.ToString(), batch.ToString(), steps.ToString(), threads.ToString(), device], out string output)) return null;
             double value = JsonDocument.Parse(output.Trim().Split('\n')[^1]).RootElement.GetProperty("tokens_per_s").GetDouble();
             Console.WriteLine($"PyTorch {device} ({threads} thread{(threads > 1 ? "s" : "")}): {value:N0} tokens/s");
             best = Math.Max(best ?? 0, value);
@@ -152,9 +152,10 @@ static class TrainBenchmark
     // Debian's python3 (with python3-torch) by default; --python picks another (e.g. a GPU machine's own PyTorch).
     static string Python = "/usr/bin/python3";
 
-    static bool RunPython(string[] arguments, out string output)
+    // The family's reference: gpt_neox_reference.py or llama_reference.py.
+    static bool RunPython(ModelConfig config, string[] arguments, out string output)
     {
-        string script = Path.Combine(BenchmarkArgs.RepositoryRoot(), "tests", "reference", "gpt_neox_reference.py");
+        string script = Path.Combine(BenchmarkArgs.RepositoryRoot(), "tests", "reference", config.IsGptNeoX ? "gpt_neox_reference.py" : "llama_reference.py");
         var info = new ProcessStartInfo(Python, [script, .. arguments]) { RedirectStandardOutput = true, RedirectStandardError = true };
         try
         {
