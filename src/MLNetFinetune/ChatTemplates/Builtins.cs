@@ -178,7 +178,7 @@ static class Builtins
         Test("mapping", [], (v, _) => v is OrderedDictionary<string, object?>),
         // Jinja2 asks for len() and __getitem__, which Undefined has; iter(), which Undefined and loop have.
         Test("sequence", [], (v, _) => v is string or IReadOnlyList<object?> or OrderedDictionary<string, object?> or Undefined),
-        Test("iterable", [], (v, _) => v is string or IReadOnlyList<object?> or OrderedDictionary<string, object?> or Undefined or LoopInfo),
+        Test("iterable", [], (v, _) => v is string or IReadOnlyList<object?> or OrderedDictionary<string, object?> or DictView or Undefined or LoopInfo),
         Test("odd", [], (v, _) => Py.Equal(Py.Arithmetic("%", v, 2L), 1L)),
         Test("even", [], (v, _) => Py.Equal(Py.Arithmetic("%", v, 2L), 0L)),
         Test("divisibleby", ["num"], (v, a) => Py.Equal(Py.Arithmetic("%", v, a[0]), 0L)),
@@ -214,9 +214,9 @@ static class Builtins
 
     static readonly IReadOnlyDictionary<string, Builtin> DictMethods = new[]
     {
-        Method("items", [], 0, (d, _) => ((OrderedDictionary<string, object?>)d!).Select(p => (object?)new object?[] { p.Key, p.Value }).ToList()),
-        Method("keys", [], 0, (d, _) => ((OrderedDictionary<string, object?>)d!).Keys.ToList<object?>()),
-        Method("values", [], 0, (d, _) => ((OrderedDictionary<string, object?>)d!).Values.ToList()),
+        Method("items", [], 0, (d, _) => new DictView("dict_items", ((OrderedDictionary<string, object?>)d!).Select(p => (object?)new object?[] { p.Key, p.Value }).ToList())),
+        Method("keys", [], 0, (d, _) => new DictView("dict_keys", ((OrderedDictionary<string, object?>)d!).Keys.ToList<object?>())),
+        Method("values", [], 0, (d, _) => new DictView("dict_values", ((OrderedDictionary<string, object?>)d!).Values.ToList())),
         Method("get", ["key", "default"], 1, (d, a) =>
             a[0] is string key && ((OrderedDictionary<string, object?>)d!).TryGetValue(key, out var value) ? value : Arg(a, 1, null)),
     }.ToDictionary(b => b.Name);
@@ -300,7 +300,7 @@ static class Builtins
                 'n' => "\n",
                 't' => "\t",
                 '%' => "%",
-                _ => throw new TemplateRuntimeException($"strftime_now: the directive '%{directive}' is not supported"),
+                _ => "%" + directive,   // glibc prints a directive it does not know as it is
             });
         }
         return sb.ToString();

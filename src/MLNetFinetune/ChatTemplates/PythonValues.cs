@@ -65,6 +65,16 @@ sealed class LoopInfo(IReadOnlyList<object?> items)
     public int Length => items.Count;
 }
 
+/// <summary>
+/// What dict.keys(), values() and items() return: iterable, with a length and <c>in</c>, but not indexable, not JSON,
+/// and printed as Python prints it ("dict_keys(['role', 'content'])").
+/// </summary>
+sealed class DictView(string kind, IReadOnlyList<object?> items)
+{
+    public string Kind { get; } = kind;
+    public IReadOnlyList<object?> Items { get; } = items;
+}
+
 /// <summary>A method looked up on a value (<c>content.strip</c>), called by the next postfix <c>(...)</c>.</summary>
 sealed record BoundMethod(object Receiver, Builtin Method);
 
@@ -87,6 +97,7 @@ static class Py
         List<object?> => "list",
         object?[] => "tuple",
         OrderedDictionary<string, object?> => "dict",
+        DictView view => view.Kind,
         Undefined => "Undefined",
         Namespace => "Namespace",
         LoopInfo => "LoopContext",
@@ -112,6 +123,7 @@ static class Py
         string s => s.Length > 0,
         IReadOnlyList<object?> list => list.Count > 0,
         OrderedDictionary<string, object?> dict => dict.Count > 0,
+        DictView view => view.Items.Count > 0,
         LoopInfo loop => loop.Length > 0,
         _ => true,
     };
@@ -144,6 +156,8 @@ static class Py
                 return "(" + string.Join(", ", tuple.Select(Repr)) + (tuple.Length == 1 ? ",)" : ")");
             case OrderedDictionary<string, object?> dict:
                 return "{" + string.Join(", ", dict.Select(p => Repr(p.Key) + ": " + Repr(p.Value))) + "}";
+            case DictView view:
+                return $"{view.Kind}({Repr(view.Items.ToList())})";
             case Undefined:
                 return "Undefined";
             default:
@@ -240,6 +254,7 @@ static class Py
         string s => PyStrings.CodePoints(s),
         IReadOnlyList<object?> list => list,
         OrderedDictionary<string, object?> dict => dict.Keys.ToList<object?>(),
+        DictView view => view.Items,
         Undefined => [],
         _ => throw TypeError($"'{TypeName(v)}' object is not iterable"),
     };
@@ -250,6 +265,7 @@ static class Py
         string s => PyStrings.CodePoints(s).Count,
         IReadOnlyList<object?> list => list.Count,
         OrderedDictionary<string, object?> dict => dict.Count,
+        DictView view => view.Items.Count,
         LoopInfo loop => loop.Length,
         Undefined => 0,
         _ => throw TypeError($"object of type '{TypeName(v)}' has no len()"),

@@ -11,6 +11,7 @@ sealed class TemplateParser
 {
     static readonly string[] BlockEnds = ["endfor", "endif", "else", "elif", "endgeneration"];
     static readonly HashSet<string> Constants = ["true", "false", "none", "True", "False", "None"];
+    static readonly HashSet<string> Keywords = ["in", "is", "and", "or", "not", "if", "else"];
 
     readonly List<Token> _tokens;
     readonly string _origin;
@@ -145,7 +146,7 @@ sealed class TemplateParser
             while (SkipOperator(","))
             {
                 unpack = true;
-                if (!IsName("in")) targets.Add(AssignedName());
+                targets.Add(AssignedName());   // Jinja2 refuses a trailing comma here ("for a, in")
             }
         }
         if (!SkipName("in")) throw Error(Current, $"expected 'in', found {Describe(Current)}");
@@ -207,7 +208,7 @@ sealed class TemplateParser
     string AssignedName()
     {
         var token = Current;
-        if (token.Kind != TokenKind.Name) throw Error(token, $"expected a name to assign to, found {Describe(token)}");
+        if (token.Kind != TokenKind.Name || Keywords.Contains(token.Text)) throw Error(token, $"expected a name to assign to, found {Describe(token)}");
         if (Constants.Contains(token.Text)) throw Error(token, $"cannot assign to '{token.Text}'");
         _next++;
         return token.Text;
