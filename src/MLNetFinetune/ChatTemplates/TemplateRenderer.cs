@@ -166,7 +166,7 @@ sealed class TemplateRenderer
             return;
         }
         if (!_scope.TryGet(set.Name, out var target) || target is not Namespace ns)
-            throw Error(set.At, $"cannot assign attribute on non-namespace object ('{set.Name}' is {(target == null ? "undefined" : "a " + Py.TypeName(target))})");
+            throw Error(set.At, $"cannot assign attribute on non-namespace object ('{set.Name}' is {(target is null or Undefined ? "undefined" : "of type " + Py.TypeName(target))})");
         ns.Attributes[set.Attribute] = value;
     }
 
