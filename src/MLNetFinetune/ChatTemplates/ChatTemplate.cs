@@ -158,9 +158,6 @@ public sealed class ChatTemplate
             throw DataFileException.MalformedJson(path, "tokenizer config", e);
         }
     }
-
-    /// <inheritdoc />
-    public override string ToString() => $"{Origin} ({Source.Length} characters)";
 }
 
 /// <summary>

@@ -23,7 +23,7 @@ sealed class Undefined
     Undefined(string? hint, bool hasOwner, object? owner, object? key) => (_hint, _hasOwner, _owner, _key) = (hint, hasOwner, owner, key);
 
     public static Undefined Name(string name) => new(null, false, null, name);
-    public static Undefined Member(object? owner, object key) => new(null, true, owner, key);
+    public static Undefined Member(object? owner, object? key) => new(null, true, owner, key);
     public static Undefined Because(string hint) => new(hint, false, null, null);
 
     /// <summary>Jinja2's wording, so a message reads as it would from transformers.</summary>
@@ -415,7 +415,7 @@ static class Py
             case (_, string name):
                 return GetAttribute(owner, name);
         }
-        return Undefined.Member(owner, key!);
+        return Undefined.Member(owner, key);
     }
 
     /// <summary>Python's <c>v[start:stop:step]</c> on strings, lists and tuples (other values give undefined, as in Jinja2).</summary>

@@ -13,11 +13,15 @@ sealed class TemplateParser
     static readonly HashSet<string> Constants = ["true", "false", "none", "True", "False", "None"];
     static readonly HashSet<string> Keywords = ["in", "is", "and", "or", "not", "if", "else"];
 
+    // Deeper nesting than any real template has would otherwise end in a stack overflow, which cannot be caught.
+    const int MaxNesting = 100;
+
     readonly List<Token> _tokens;
     readonly string _origin;
     readonly Stack<(Token Tag, string End)> _open = new();
     int _next;
     int _loopDepth;
+    int _nesting;
 
     TemplateParser(List<Token> tokens, string origin) => (_tokens, _origin) = (tokens, origin);
 
@@ -28,8 +32,33 @@ sealed class TemplateParser
     Token Take() => _tokens[_next++];
     bool IsOperator(string op) => Current.Kind == TokenKind.Operator && Current.Text == op;
     bool IsName(string name) => Current.Kind == TokenKind.Name && Current.Text == name;
-    bool SkipOperator(string op) => IsOperator(op) && Take() != null;
-    bool SkipName(string name) => IsName(name) && Take() != null;
+
+    bool SkipOperator(string op)
+    {
+        if (!IsOperator(op)) return false;
+        _next++;
+        return true;
+    }
+
+    bool SkipName(string name)
+    {
+        if (!IsName(name)) return false;
+        _next++;
+        return true;
+    }
+
+    T Nested<T>(Func<T> parse)
+    {
+        if (++_nesting > MaxNesting) throw Error(Current, $"the template nests more than {MaxNesting} levels deep");
+        try
+        {
+            return parse();
+        }
+        finally
+        {
+            _nesting--;
+        }
+    }
 
     ChatTemplateException Error(Token at, string problem) => ChatTemplateException.At(_origin, at.At, problem);
     ChatTemplateException Error(Position at, string problem) => ChatTemplateException.At(_origin, at, problem);
@@ -96,8 +125,10 @@ sealed class TemplateParser
     List<Statement> Block(Token tag, string end, string[] until, out string endedBy)
     {
         _open.Push((tag, end));
-        var body = Body(until, out endedBy);
+        string ended = "";
+        var body = Nested(() => Body(until, out ended));
         _open.Pop();
+        endedBy = ended;
         return body;
     }
 
@@ -225,7 +256,7 @@ sealed class TemplateParser
         return new TupleExpression(first.At, items);
     }
 
-    Expression Expression()
+    Expression Expression() => Nested(() =>
     {
         var e = Or();
         while (SkipName("if"))
@@ -235,7 +266,7 @@ sealed class TemplateParser
             e = new ConditionalExpression(e.At, condition, e, otherwise);
         }
         return e;
-    }
+    });
 
     Expression Or()
     {
@@ -251,7 +282,7 @@ sealed class TemplateParser
         return e;
     }
 
-    Expression Not() => IsName("not") ? new UnaryExpression(Take().At, "not", Not()) : Compare();
+    Expression Not() => IsName("not") ? new UnaryExpression(Take().At, "not", Nested(Not)) : Compare();
 
     Expression Compare()
     {
@@ -305,7 +336,7 @@ sealed class TemplateParser
     // Filters bind to the whole signed operand, as in Jinja2: -x|abs is (-x)|abs.
     Expression Unary(bool withFilters)
     {
-        var e = IsOperator("-") || IsOperator("+") ? new UnaryExpression(Current.At, Take().Text, Unary(withFilters: false)) : Primary();
+        var e = IsOperator("-") || IsOperator("+") ? new UnaryExpression(Current.At, Take().Text, Nested(() => Unary(withFilters: false))) : Primary();
         e = Postfix(e);
         return withFilters ? FiltersAndTests(e) : e;
     }

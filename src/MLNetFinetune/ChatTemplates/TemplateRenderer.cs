@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace MLNetFinetune.ChatTemplates;
@@ -13,19 +14,18 @@ sealed class TemplateRenderer
 
     sealed class Scope(Scope? parent)
     {
+        readonly Scope? _parent = parent;
         readonly Dictionary<string, object?> _variables = [];
 
         public bool TryGet(string name, out object? value)
         {
-            for (var scope = this; scope != null; scope = scope.Parent)
+            for (var scope = this; scope != null; scope = scope._parent)
                 if (scope._variables.TryGetValue(name, out value)) return true;
             value = null;
             return false;
         }
 
         public void Set(string name, object? value) => _variables[name] = value;
-
-        Scope? Parent { get; } = parent;
     }
 
     readonly string _origin;
@@ -172,6 +172,8 @@ sealed class TemplateRenderer
 
     object? Evaluate(Expression expression)
     {
+        // A chain like 1 + 1 + ... parses in a loop but evaluates recursively; stop before the stack runs out.
+        if (!RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw Error(expression.At, "the expression is nested too deeply to evaluate");
         try
         {
             return EvaluateCore(expression);

@@ -67,6 +67,28 @@ public class ChatTemplateErrorTests
         Assert.Equal((line, column, problem), (e.Line, e.Column, e.Problem));
     }
 
+    [Theory]
+    [InlineData("{{ ", "(", "1", ")", " }}")]
+    [InlineData("{{ ", "not ", "1", "", " }}")]
+    [InlineData("{{ ", "-", "1", "", " }}")]
+    [InlineData("{{ ", "[", "1", "]", " }}")]
+    [InlineData("", "{% if true %}", "x", "{% endif %}", "")]
+    public void DeepNestingIsRefusedRatherThanOverflowingTheStack(string before, string open, string inner, string close, string after)
+    {
+        string template = before + string.Concat(Enumerable.Repeat(open, 5000)) + inner + string.Concat(Enumerable.Repeat(close, 5000)) + after;
+        Assert.Equal("the template nests more than 100 levels deep", ParseError(template).Problem);
+        template = before + string.Concat(Enumerable.Repeat(open, 50)) + inner + string.Concat(Enumerable.Repeat(close, 50)) + after;
+        ChatTemplate.Parse(template).Render([]);
+    }
+
+    [Fact]
+    public void AVeryLongChainFailsCleanly()
+    {
+        var template = ChatTemplate.Parse("{{ 0" + string.Concat(Enumerable.Repeat(" + 1", 1_000_000)) + " }}");
+        Assert.Equal("the expression is nested too deeply to evaluate", Assert.Throws<ChatTemplateException>(() => template.Render([])).Problem);
+        Assert.Equal("300", ChatTemplate.Parse("{{ 0" + string.Concat(Enumerable.Repeat(" + 1", 300)) + " }}").Render([]));
+    }
+
     [Fact]
     public void RaiseExceptionSurfacesTheTemplatesMessageWhereItWasCalled()
     {
