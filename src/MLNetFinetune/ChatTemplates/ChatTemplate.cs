@@ -20,7 +20,10 @@ public sealed record ChatTurn(string Role, string Content);
 /// Jinja2 that published chat templates use, with the environment transformers sets up (ImmutableSandboxedEnvironment,
 /// trim_blocks, lstrip_blocks, loopcontrols; a <c>tojson</c> that keeps non-ASCII text; globals <c>raise_exception</c> and
 /// <c>strftime_now</c>) and Python's semantics for values. Anything outside that part is refused by <see cref="Parse"/>
-/// with the template's origin, line and column, rather than rendered differently.
+/// with the template's origin, line and column, rather than rendered differently. Known differences, none in text a
+/// chat template prints in practice: upper/lower/title use .NET's simple case mapping (Python upper-cases "ß" to "SS");
+/// <c>range(n)</c> and the <c>items</c> filter give lists (Python prints a range or a generator object); integers are
+/// 64-bit (an overflow is an error).
 /// </remarks>
 public sealed class ChatTemplate
 {

@@ -73,12 +73,17 @@ sealed class TemplateParser
         _ => $"'{t.Text}'",
     };
 
-    Token Expect(string op) => IsOperator(op) ? Take() : throw Error(Current, $"expected '{op}', found {Describe(Current)}");
+    void Expect(string op)
+    {
+        if (!SkipOperator(op)) throw Error(Current, $"expected '{op}', found {Describe(Current)}");
+    }
+
     void Expect(TokenKind kind, string what)
     {
         if (Current.Kind != kind) throw Error(Current, $"expected {what}, found {Describe(Current)}");
         _next++;
     }
+
     void ExpectBlockEnd() => Expect(TokenKind.BlockEnd, "'%}'");
 
     // Statements up to a block tag named in `until` (consumed up to and including its name, returned in `endedBy`), or
