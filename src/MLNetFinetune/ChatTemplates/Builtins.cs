@@ -126,8 +126,9 @@ static class Builtins
         bool negative = s.StartsWith('-');
         if (s.StartsWith('-') || s.StartsWith('+')) s = s[1..];
         string prefix = numberBase switch { 16 => "0x", 8 => "0o", 2 => "0b", _ => "" };
-        if (prefix.Length > 0 && s.StartsWith(prefix, StringComparison.OrdinalIgnoreCase)) s = "_" + s[2..];
-        if (s.Length == 0 || s.StartsWith('_') && prefix.Length == 0 || s.EndsWith('_') || s.Contains("__")) return null;
+        if (prefix.Length > 0 && s.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+            s = s[2..].StartsWith('_') ? s[3..] : s[2..];   // one underscore may follow the prefix: 0x_1f
+        if (s.Length == 0 || s.StartsWith('_') || s.EndsWith('_') || s.Contains("__")) return null;
         long value = 0;
         try
         {
