@@ -1,5 +1,7 @@
 using System.CommandLine;
 using Microsoft.ML;
+using Microsoft.Data.Analysis;
+using MLNetFinetune.ChatTemplates;
 using MLNetFinetune.Data;
 using MLNetFinetune.Evaluation;
 using MLNetFinetune.Generation;
@@ -100,19 +102,38 @@ static class TrainCommands
         var wholeText = new Option<bool>("--whole-text-loss") { Description = "Train on the prompt too (the course's lab), not only the answer." };
         var template = TemplateOption("The prompt format to train (recorded in the model folder). Default: the pairs' layout's (qa for question/answer).");
         var fieldMap = FieldMapOption.Create();
-        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs (full or LoRA).") { pairs, baseModel, lora, wholeText, template, fieldMap };
+        var chatTemplate = new Option<string?>("--chat-template") { Description = "For conversations (messages): a Jinja chat template file to render them with. Default: the base model's." };
+        var command = new Command("finetune", "Instruction-finetune a base model on prompt/response pairs or conversations (full or LoRA).")
+        {
+            pairs, baseModel, lora, wholeText, template, chatTemplate, fieldMap,
+        };
         foreach (var o in common.All) command.Options.Add(o);
         command.SetAction(result =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
-            var (data, _, format) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap), result.GetValue(template), recorded: null);
+            string basePath = result.GetValue(baseModel)!;
+            var frame = ml.Data.LoadInstructionData(result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap));
+            bool conversations = InstructionData.DetectLayout(frame.Columns.Select(c => c.Name)) == InstructionLayout.Conversation;
+            PromptFormat? format = null;
+            ChatTemplate? chat = null;
+            IReadOnlyDictionary<string, object?>? chatTokens = null;
+            IDataView data;
+            if (conversations)
+            {
+                // Conversations are rendered with the chat template, one pair per assistant turn, and the folder keeps it.
+                chat = result.GetValue(chatTemplate) is { } file ? ChatTemplate.Parse(File.ReadAllText(file), file) : ChatTemplate.Load(basePath)
+                    ?? throw new ArgumentException($"The data holds conversations (messages) but base model '{basePath}' has no chat template; give one with --chat-template FILE.");
+                chatTokens = ChatTemplate.SpecialTokens(basePath);
+                data = ConversationPairs.Expand(frame, chat, chatTokens);
+            }
+            else (data, format) = Render(ml, frame, result.GetValue(template), recorded: null);
             int rank = result.GetValue(lora);
             using var model = ProgressDisplay.Train(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
-                BaseModel = result.GetValue(baseModel)!, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText), Format = format,
-                Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
+                BaseModel = basePath, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText), Format = format,
+                ChatTemplate = chat, ChatTemplateTokens = chatTokens, Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
             }, result, progress)).Fit(data));
-            output.WriteLine($"prompt format: {format.Name} (recorded in the model folder)");
+            output.WriteLine(format != null ? $"prompt format: {format.Name} (recorded in the model folder)" : $"chat template: {chat!.Origin} (recorded in the model folder)");
             common.Report(result, output, "Finetuning loss");
             return 0;
         });
@@ -203,9 +224,15 @@ static class TrainCommands
     static (IDataView Data, InstructionLayout Layout, PromptFormat Format) Render(MLContext ml, string path, InstructionDataOptions options, string? template, PromptFormat? recorded)
     {
         var pairs = ml.Data.LoadInstructionData(path, options);
+        var (data, format) = Render(ml, pairs, template, recorded);
+        return (data, InstructionData.DetectLayout(pairs.Columns.Select(c => c.Name))!.Value, format);
+    }
+
+    static (IDataView Data, PromptFormat Format) Render(MLContext ml, DataFrame pairs, string? template, PromptFormat? recorded)
+    {
         var layout = InstructionData.DetectLayout(pairs.Columns.Select(c => c.Name))!.Value;
         var format = recorded ?? (template != null ? PromptFormats.Resolve(template) : InstructionData.TemplateFor(layout));
         var render = ml.Transforms.Text.ApplyPromptFormat(format);
-        return (render.Fit(pairs).Transform(pairs), layout, format);
+        return (render.Fit(pairs).Transform(pairs), format);
     }
 }

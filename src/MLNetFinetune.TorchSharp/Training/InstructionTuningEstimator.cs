@@ -43,6 +43,16 @@ public sealed class InstructionTuningOptions : CausalLMTrainingOptions
     /// </summary>
     public PromptFormat? Format { get; init; }
 
+    /// <summary>
+    /// The chat template the prompt and response columns were rendered with (<see cref="MLNetFinetune.ChatTemplates.ConversationPairs"/>):
+    /// recorded in the model folder's tokenizer_config.json, so chat, evaluation and the ONNX folder prompt the model
+    /// as it was trained. Its responses carry their own end-of-turn tokens, so no end of text is appended. Null for pairs.
+    /// </summary>
+    public MLNetFinetune.ChatTemplates.ChatTemplate? ChatTemplate { get; init; }
+
+    /// <summary>The template's special tokens (bos_token, eos_token, …), written beside it.</summary>
+    public IReadOnlyDictionary<string, object?>? ChatTemplateTokens { get; init; }
+
     /// <summary>How the returned transformer generates. Default greedy, 100 new tokens.</summary>
     public GenerationOptions Generation { get; init; } = new();
 }
@@ -80,6 +90,7 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
         {
             Tokenizer = tokenizer, PromptColumnName = o.PromptColumnName, ResponseColumnName = o.ResponseColumnName,
             InputIdsColumnName = "InputIds__", LabelsColumnName = "Labels__", MaskPrompt = o.MaskPrompt, MaxLength = o.BlockSize,
+            AppendEos = o.ChatTemplate == null,
         }).Transform(input);
         var data = new TrainingExamples(examples, "InputIds__", "Labels__", o.EvalFraction, o.MaxEvalBlocks, model.Config.VocabSize,
             packInto: o.PackExamples ? o.BlockSize : 0, inMemoryRows: o.InMemoryShuffleRows);
@@ -96,6 +107,7 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
         }
         var tuned = new CausalLMTransformer(model, tokenizer, result, Scoring(o), o.Format);
         tuned.Save(Path.Combine(o.OutputDirectory, "model"));
+        o.ChatTemplate?.Save(Path.Combine(o.OutputDirectory, "model"), o.ChatTemplateTokens);
         return tuned;
     }
 

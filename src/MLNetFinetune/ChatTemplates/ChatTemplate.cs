@@ -122,6 +122,27 @@ public sealed class ChatTemplate
     }
 
     /// <summary>
+    /// Records this template as the chat template of a model folder: <c>chat_template</c> in tokenizer_config.json (its
+    /// other settings kept), and no chat_template.jinja, which would take precedence. <paramref name="specialTokens"/>
+    /// (bos_token, eos_token, …) are written beside it, so the folder renders as the data was rendered.
+    /// </summary>
+    public void Save(string modelDirectory, IReadOnlyDictionary<string, object?>? specialTokens = null)
+    {
+        Directory.CreateDirectory(modelDirectory);
+        string configPath = Path.Combine(modelDirectory, PromptFormats.TokenizerConfigFile);
+        var config = ReadConfig(configPath) ?? new JsonObject();
+        config["chat_template"] = Source;
+        foreach (var (name, value) in specialTokens ?? new Dictionary<string, object?>())
+            if (value is string token && !config.ContainsKey(name)) config[name] = token;
+        DataFiles.WriteAtomically(configPath, s =>
+        {
+            using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+            config.WriteTo(writer);
+        });
+        File.Delete(Path.Combine(modelDirectory, TemplateFile));
+    }
+
+    /// <summary>
     /// The special tokens transformers passes to every template (bos_token, eos_token, unk_token, sep_token, pad_token,
     /// cls_token, mask_token, additional_special_tokens), from tokenizer_config.json and, for those it lacks,
     /// special_tokens_map.json. Tokens written as objects (<c>{"content": "&lt;s&gt;", ...}</c>) give their content; unset or

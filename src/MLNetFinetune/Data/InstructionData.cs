@@ -19,6 +19,11 @@ public enum InstructionLayout
     Alpaca,
     /// <summary><c>prompt</c>, <c>completion</c>.</summary>
     PromptCompletion,
+    /// <summary>
+    /// <c>messages</c>: a conversation, a list of <c>{"role", "content"}</c> objects (TRL's conversational format), kept
+    /// as a column of compact JSON; a chat template turns it into training text (<see cref="ChatTemplates.ConversationPairs"/>).
+    /// </summary>
+    Conversation,
 }
 
 /// <summary>Options for loading instruction data.</summary>
@@ -58,6 +63,7 @@ public static class InstructionData
         InstructionLayout.QuestionAnswer => ["question", "answer"],
         InstructionLayout.Alpaca => ["instruction", "input", "output"],
         InstructionLayout.PromptCompletion => ["prompt", "completion"],
+        InstructionLayout.Conversation => ["messages"],
         _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Auto has no fixed fields; detect the layout first."),
     };
 
@@ -67,6 +73,7 @@ public static class InstructionData
         InstructionLayout.QuestionAnswer => PromptTemplates.QuestionAnswer,
         InstructionLayout.Alpaca => PromptTemplates.Alpaca,
         InstructionLayout.PromptCompletion => PromptTemplates.PromptCompletion,
+        InstructionLayout.Conversation => throw new ArgumentException("Conversations are rendered with the model's chat template, not a prompt format.", nameof(layout)),
         _ => throw new ArgumentOutOfRangeException(nameof(layout), layout, "Detect the layout first."),
     };
 
@@ -74,7 +81,7 @@ public static class InstructionData
     public static InstructionLayout? DetectLayout(IEnumerable<string> fields)
     {
         var set = fields.ToHashSet(StringComparer.Ordinal);
-        foreach (var layout in new[] { InstructionLayout.QuestionAnswer, InstructionLayout.Alpaca, InstructionLayout.PromptCompletion })
+        foreach (var layout in new[] { InstructionLayout.QuestionAnswer, InstructionLayout.Alpaca, InstructionLayout.PromptCompletion, InstructionLayout.Conversation })
             if (FieldsOf(layout).Where(f => !IsOptional(layout, f)).All(set.Contains)) return layout;
         return null;
     }
@@ -113,7 +120,7 @@ public static class InstructionData
                 var fields = new Dictionary<string, FieldValue>(StringComparer.Ordinal);
                 foreach (var property in document.RootElement.EnumerateObject())
                     fields[property.Name] = property.Value.ValueKind is JsonValueKind.Object or JsonValueKind.Array
-                        ? new FieldValue(null, IsText: false)
+                        ? new FieldValue(null, IsText: false, Json: property.Value.ValueKind == JsonValueKind.Array ? property.Value.GetRawText() : null)
                         : new FieldValue(JsonRecords.ToText(property.Value, path, lineNumber), IsNull: property.Value.ValueKind == JsonValueKind.Null);
                 return fields;
             });
@@ -173,7 +180,8 @@ public static class InstructionData
     static bool IsOptional(InstructionLayout layout, string field) => layout == InstructionLayout.Alpaca && field == "input";
 
     /// <summary>One field of a record: its text, or null with <c>IsText</c> false for an object or array.</summary>
-    internal readonly record struct FieldValue(string? Text, bool IsText = true, bool IsNull = false);
+    /// <summary>A field's text; for an array field, its JSON.</summary>
+    internal readonly record struct FieldValue(string? Text, bool IsText = true, bool IsNull = false, string? Json = null);
 
     /// <summary>Accumulates validated pairs into string columns, applying the field map, the layout and the bad-record policy.</summary>
     sealed class PairsBuilder(string path, InstructionDataOptions options)
@@ -203,6 +211,13 @@ public static class InstructionData
                 {
                     string field = _fields[i];
                     bool present = fields.TryGetValue(field, out var value);
+                    if (_layout == InstructionLayout.Conversation && field == "messages")
+                    {
+                        row[i] = present && value.Json is { } json ? Conversations.Check(json, path, line)
+                            : throw new DataFileException(path, line, !present ? $"missing field 'messages' (the record has: {string.Join(", ", fields.Keys)})"
+                                : "field 'messages' must be a list of {\"role\", \"content\"} objects", field: field);
+                        continue;
+                    }
                     if (present && !value.IsText)
                         throw new DataFileException(path, line, $"field '{field}' is an object or array; it must be text", field: field);
                     if (string.IsNullOrWhiteSpace(value.Text) && !IsOptional(_layout, field))
@@ -227,7 +242,7 @@ public static class InstructionData
             if (_layout == InstructionLayout.Auto)
                 _layout = DetectLayout(fields) ?? throw new DataFileException(path, line,
                     $"cannot tell the layout from the fields ({string.Join(", ", fields)}): expected question/answer, " +
-                    "instruction/input/output or prompt/completion; map other names with InstructionDataOptions.FieldMap");
+                    "instruction/input/output, prompt/completion or messages; map other names with InstructionDataOptions.FieldMap");
             _fields = FieldsOf(_layout).Concat(options.ExtraFields.Except(FieldsOf(_layout))).ToArray();
             _values = _fields.Select(_ => new List<string>()).ToArray();
         }
