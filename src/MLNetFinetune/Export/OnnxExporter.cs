@@ -154,9 +154,9 @@ public static class OnnxExporter
         string cos = "", sin = "";
         if (rot > 0)
         {
-            var invFreq = Enumerable.Range(0, rot / 2).Select(i => (float)(1.0 / Math.Pow((float)c.RotaryBase, (float)(2 * i) / rot))).ToArray();
-            // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16.
-            string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], invFreq, null, DataType.Float);
+            // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16. The
+            // frequencies are the TorchSharp model's, computed by the same function.
+            string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], RotaryFrequencies.Of(c), null, DataType.Float);
             string positions = g.Node("Unsqueeze", [g.Node("Cast", [OnnxContract.PositionIds], Int("to", (long)DataType.Float)), g.Constant([2])]);
             string angles = g.Node("Mul", [positions, freq]);
             string both = g.Node("Unsqueeze", [g.Node("Concat", [angles, angles], Int("axis", -1)), g.Constant([1])]);
