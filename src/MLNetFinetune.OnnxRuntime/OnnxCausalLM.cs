@@ -145,7 +145,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
             {
                 for (int kv = 0; kv < 2; kv++)
                 {
-                    long[] shape = [batch, Config.NumAttentionHeads, 0, Config.HeadDim];
+                    long[] shape = [batch, Config.KeyValueHeads, 0, Config.HeadDim]; // the cache holds the key/value heads only
                     var none = _halfCache
                         ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), shape)
                         : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), shape);

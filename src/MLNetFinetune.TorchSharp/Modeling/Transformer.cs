@@ -413,9 +413,8 @@ sealed class ComputePrecision
 /// </summary>
 public sealed class Rotary(int dim, double theta, RopeScaling? scaling = null)
 {
-    // Computed once, not on every forward pass (each decoding step is one): θ^(2i/d) in float32, then its reciprocal, as HF
-    // does. Tensor operations only: a temporary implicit Scalar here once crashed a run ("Unknown scalar type").
-    readonly float[] _inverseFrequencies = scaling?.Apply(InverseFrequencies(dim, theta)) ?? InverseFrequencies(dim, theta);
+    // Computed once, not on every forward pass (each decoding step is one), by the function the ONNX export bakes in.
+    readonly float[] _inverseFrequencies = RotaryFrequencies.Inverse(dim, theta, scaling);
 
     /// <summary>cos and sin tables <c>[seq, dim]</c> for positions 0..seq−1, computed in float32 exactly as HF does.</summary>
     public (Tensor Cos, Tensor Sin) Table(long seq, Device device)
@@ -434,15 +433,6 @@ public sealed class Rotary(int dim, double theta, RopeScaling? scaling = null)
     }
 
     Tensor InverseFrequencies(Device device) => tensor(_inverseFrequencies, device: device);
-
-    /// <summary>The unscaled inverse frequencies <c>1 / θ^(2i/d)</c> in float32 (also what the ONNX export bakes in).</summary>
-    public static float[] InverseFrequencies(int dim, double theta)
-    {
-        float[] exponents = Enumerable.Range(0, (dim + 1) / 2).Select(i => 2 * i / (float)dim).ToArray();
-        using var powers = pow(tensor((float)theta), tensor(exponents));
-        using var inverse = powers.reciprocal();
-        return inverse.data<float>().ToArray();
-    }
 
     /// <summary>Rotates the first <paramref name="rotaryDim"/> dimensions of <paramref name="x"/> <c>[batch, heads, seq, head_dim]</c> (tables broadcast).</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rotaryDim)

@@ -26,10 +26,11 @@ public sealed class OnnxExportOptions
 }
 
 /// <summary>
-/// Writes a GPT-NeoX model directory as an ONNX graph with a KV cache, reading only config.json and model.safetensors,
-/// so exporting needs no libtorch. TorchSharp cannot export ONNX; the graph is built here, node by node, with OnnxSharp's
-/// generated protobuf classes. Inputs and outputs are named by <see cref="OnnxContract"/>; batch and sequence axes
-/// dynamic; opset 17.
+/// Writes a model directory (GPT-NeoX, or the Llama family: Llama, SmolLM2, Qwen2) as an ONNX graph with a KV cache,
+/// reading only config.json and the safetensors weights (one file or shards), so exporting needs no libtorch. The cache
+/// holds the key/value heads only (grouped-query attention keeps its smaller cache). TorchSharp cannot export ONNX; the
+/// graph is built here, node by node, with OnnxSharp's generated protobuf classes. Inputs and outputs are named by
+/// <see cref="OnnxContract"/>; batch and sequence axes dynamic; opset 17.
 /// </summary>
 public static class OnnxExporter
 {
@@ -105,14 +106,15 @@ public static class OnnxExporter
     static ModelProto Build(ModelConfig c, SafeTensorsCheckpoint weights, ExternalData? external, DataType floatType)
     {
         var g = new OnnxGraphBuilder { FloatType = floatType };
-        int heads = c.NumAttentionHeads, headDim = c.HeadDim, rot = c.RotaryDim;
+        g.Graph.Name = c.ModelType;
+        int heads = c.NumAttentionHeads, kvHeads = c.KeyValueHeads, headDim = c.HeadDim, rot = c.RotaryDim;
         g.Input(OnnxContract.InputIds, DataType.Int64, "batch", "sequence");
         g.Input(OnnxContract.AttentionMask, DataType.Int64, "batch", "total_sequence");
         g.Input(OnnxContract.PositionIds, DataType.Int64, "batch", "sequence");
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
-            g.Input(OnnxContract.PastKey(i), floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
-            g.Input(OnnxContract.PastValue(i), floatType, "batch", heads.ToString(), "past_sequence", headDim.ToString());
+            g.Input(OnnxContract.PastKey(i), floatType, "batch", kvHeads.ToString(), "past_sequence", headDim.ToString());
+            g.Input(OnnxContract.PastValue(i), floatType, "batch", kvHeads.ToString(), "past_sequence", headDim.ToString());
         }
 
         string W(string name) => g.Weight(name, weights.Tensors[name].Shape, weights.ReadFloat32(name), external);
@@ -131,8 +133,19 @@ public static class OnnxExporter
             string y = g.Node("MatMul", [x, WT(prefix + ".weight")]);
             return bias ? g.Node("Add", [y, W(prefix + ".bias")]) : y;
         }
-        string LayerNorm(string x, string prefix) =>
-            g.Node("LayerNormalization", [x, W(prefix + ".weight"), W(prefix + ".bias")], Int("axis", -1), Float("epsilon", (float)c.LayerNormEps));
+        string rmsTwo = "", rmsEpsilon = ""; // RMSNorm's float32 constants, made once below
+        string Norm(string x, string prefix)
+        {
+            if (c.IsGptNeoX)
+                return g.Node("LayerNormalization", [x, W(prefix + ".weight"), W(prefix + ".bias")], Int("axis", -1), Float("epsilon", (float)c.LayerNormEps));
+            // RMSNorm as HF's LlamaRMSNorm: x / sqrt(mean(x²) + eps) in float32 even in a float16 graph (x² overflows
+            // float16 once |x| passes 256), cast back, then times the weight.
+            string x32 = floatType == DataType.Float ? x : g.Node("Cast", [x], Int("to", (long)DataType.Float));
+            string meanSquare = g.Node("ReduceMean", [g.Node("Pow", [x32, rmsTwo])], Ints("axes", -1), Int("keepdims", 1));
+            string normed = g.Node("Div", [x32, g.Node("Sqrt", [g.Node("Add", [meanSquare, rmsEpsilon])])]);
+            if (floatType != DataType.Float) normed = g.Node("Cast", [normed], Int("to", (long)floatType));
+            return g.Node("Mul", [normed, W(prefix + ".weight")]);
+        }
 
         // Shapes: past length P, new length S, total T = P + S.
         string idsShape = g.Node("Shape", [OnnxContract.InputIds]);
@@ -154,9 +167,9 @@ public static class OnnxExporter
         string cos = "", sin = "";
         if (rot > 0)
         {
-            var invFreq = Enumerable.Range(0, rot / 2).Select(i => (float)(1.0 / Math.Pow((float)c.RotaryBase, (float)(2 * i) / rot))).ToArray();
-            // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16.
-            string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], invFreq, null, DataType.Float);
+            // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16. The
+            // frequencies (rope_scaling included) are the TorchSharp model's, computed by the same function.
+            string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], RotaryFrequencies.Of(c), null, DataType.Float);
             string positions = g.Node("Unsqueeze", [g.Node("Cast", [OnnxContract.PositionIds], Int("to", (long)DataType.Float)), g.Constant([2])]);
             string angles = g.Node("Mul", [positions, freq]);
             string both = g.Node("Unsqueeze", [g.Node("Concat", [angles, angles], Int("axis", -1)), g.Constant([1])]);
@@ -178,37 +191,78 @@ public static class OnnxExporter
             return rot == headDim ? applied : g.Node("Concat", [applied, Slice(x, rot, headDim)], Int("axis", 3));
         }
 
-        string hidden = g.Node("Gather", [W("gpt_neox.embed_in.weight"), OnnxContract.InputIds], Int("axis", 0));
+        string embedding = W(c.IsGptNeoX ? "gpt_neox.embed_in.weight" : "model.embed_tokens.weight");
+        string hidden = g.Node("Gather", [embedding, OnnxContract.InputIds], Int("axis", 0));
         string scale = g.Scalar((float)(1 / Math.Sqrt(headDim)));
-        string sqrtHalf = g.Scalar((float)(1 / Math.Sqrt(2))), half = g.Scalar(0.5f), unit = g.Scalar(1f);
+        string sqrtHalf = "", half = "", unit = "", groups = "", groupAxis = "";
+        if (c.IsGptNeoX) (sqrtHalf, half, unit) = (g.Scalar((float)(1 / Math.Sqrt(2))), g.Scalar(0.5f), g.Scalar(1f));
+        else (rmsTwo, rmsEpsilon) = (g.Scalar(2f, DataType.Float), g.Scalar((float)c.RmsNormEps, DataType.Float));
+        if (kvHeads != heads) (groupAxis, groups) = (g.Constant([2]), g.Constant([1, 1, heads / kvHeads, 1, 1]));
+        // Grouped-query attention: the cache holds only the key/value heads; for attention each is repeated for the
+        // heads / kv heads query heads that read it ([B, kv, T, D] → [B, kv, groups, T, D] → [B, heads, T, D]), so
+        // query head h reads key/value head h / (heads / kv heads), as HF's repeat_kv does.
+        string RepeatKv(string x) => kvHeads == heads ? x
+            : g.Node("Reshape", [g.Node("Expand", [g.Node("Unsqueeze", [x, groupAxis]), groups]), g.Constant([0, heads, -1, headDim])]);
+        // [B, S, n · head_dim] → [B, n, S, head_dim].
+        string SplitHeads(string x, int n) => g.Node("Transpose", [g.Node("Reshape", [x, g.Constant([0, 0, n, headDim])])], Ints("perm", 0, 2, 1, 3));
+        bool parallel = c.IsGptNeoX && c.UseParallelResidual;
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
-            string p = $"gpt_neox.layers.{i}";
-            string ln1 = LayerNorm(hidden, p + ".input_layernorm");
-            string qkv = Linear(ln1, p + ".attention.query_key_value", c.QkvBias);
-            // HF layout: [heads, 3, head_dim] per position.
-            string qkv4 = g.Node("Transpose", [g.Node("Reshape", [qkv, g.Constant([0, 0, heads, 3 * headDim])])], Ints("perm", 0, 2, 1, 3));
-            string q = Rotate(Slice(qkv4, 0, headDim));
-            string k = Rotate(Slice(qkv4, headDim, 2 * headDim));
-            string v = Slice(qkv4, 2 * headDim, 3 * headDim);
+            string p = c.IsGptNeoX ? $"gpt_neox.layers.{i}" : $"model.layers.{i}";
+            string ln1 = Norm(hidden, p + ".input_layernorm");
+            string q, k, v, attentionOut;
+            if (c.IsGptNeoX)
+            {
+                string qkv = Linear(ln1, p + ".attention.query_key_value", c.QkvBias);
+                // HF layout: [heads, 3, head_dim] per position.
+                string qkv4 = g.Node("Transpose", [g.Node("Reshape", [qkv, g.Constant([0, 0, heads, 3 * headDim])])], Ints("perm", 0, 2, 1, 3));
+                q = Rotate(Slice(qkv4, 0, headDim));
+                k = Rotate(Slice(qkv4, headDim, 2 * headDim));
+                v = Slice(qkv4, 2 * headDim, 3 * headDim);
+                attentionOut = p + ".attention.dense";
+            }
+            else
+            {
+                q = Rotate(SplitHeads(Linear(ln1, p + ".self_attn.q_proj", c.QkvBias), heads));
+                k = Rotate(SplitHeads(Linear(ln1, p + ".self_attn.k_proj", c.QkvBias), kvHeads));
+                v = SplitHeads(Linear(ln1, p + ".self_attn.v_proj", c.QkvBias), kvHeads);
+                attentionOut = p + ".self_attn.o_proj";
+            }
             string presentK = g.Node("Concat", [OnnxContract.PastKey(i), k], Int("axis", 2));
             string presentV = g.Node("Concat", [OnnxContract.PastValue(i), v], Int("axis", 2));
-            g.Output(presentK, OnnxContract.PresentKey(i), floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
-            g.Output(presentV, OnnxContract.PresentValue(i), floatType, "batch", heads.ToString(), "total_sequence", headDim.ToString());
-            string scores = g.Node("Add", [g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [presentK], Ints("perm", 0, 1, 3, 2))]), scale]), bias]);
-            string attended = g.Node("MatMul", [g.Node("Softmax", [scores], Int("axis", -1)), presentV]);
+            g.Output(presentK, OnnxContract.PresentKey(i), floatType, "batch", kvHeads.ToString(), "total_sequence", headDim.ToString());
+            g.Output(presentV, OnnxContract.PresentValue(i), floatType, "batch", kvHeads.ToString(), "total_sequence", headDim.ToString());
+            string scores = g.Node("Add", [g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [RepeatKv(presentK)], Ints("perm", 0, 1, 3, 2))]), scale]), bias]);
+            string attended = g.Node("MatMul", [g.Node("Softmax", [scores], Int("axis", -1)), RepeatKv(presentV)]);
             string merged = g.Node("Reshape", [g.Node("Transpose", [attended], Ints("perm", 0, 2, 1, 3)), g.Constant([0, 0, heads * headDim])]);
-            string attention = Linear(merged, p + ".attention.dense", c.OutputBias);
+            string attention = Linear(merged, attentionOut, c.OutputBias);
 
-            string mlpInput = c.UseParallelResidual ? hidden : g.Node("Add", [hidden, attention]);
-            string up = Linear(LayerNorm(mlpInput, p + ".post_attention_layernorm"), p + ".mlp.dense_h_to_4h");
-            string gelu = c.HiddenAct == "gelu"
-                ? g.Node("Mul", [g.Node("Mul", [up, half]), g.Node("Add", [unit, g.Node("Erf", [g.Node("Mul", [up, sqrtHalf])])])])
-                : TanhGelu(g, up);
-            string mlp = Linear(gelu, p + ".mlp.dense_4h_to_h");
-            hidden = c.UseParallelResidual ? g.Node("Add", [g.Node("Add", [hidden, attention]), mlp]) : g.Node("Add", [mlpInput, mlp]);
+            string mlpInput = parallel ? hidden : g.Node("Add", [hidden, attention]);
+            string ln2 = Norm(mlpInput, p + ".post_attention_layernorm");
+            string mlp;
+            if (c.IsGptNeoX)
+            {
+                string up = Linear(ln2, p + ".mlp.dense_h_to_4h");
+                string gelu = c.HiddenAct == "gelu"
+                    ? g.Node("Mul", [g.Node("Mul", [up, half]), g.Node("Add", [unit, g.Node("Erf", [g.Node("Mul", [up, sqrtHalf])])])])
+                    : TanhGelu(g, up);
+                mlp = Linear(gelu, p + ".mlp.dense_4h_to_h");
+            }
+            else
+            {
+                // SwiGLU: down(silu(gate(x)) · up(x)), silu(x) = x · sigmoid(x).
+                string gate = Linear(ln2, p + ".mlp.gate_proj", c.MlpBias);
+                string silu = g.Node("Mul", [gate, g.Node("Sigmoid", [gate])]);
+                mlp = Linear(g.Node("Mul", [silu, Linear(ln2, p + ".mlp.up_proj", c.MlpBias)]), p + ".mlp.down_proj", c.MlpBias);
+            }
+            hidden = parallel ? g.Node("Add", [g.Node("Add", [hidden, attention]), mlp]) : g.Node("Add", [mlpInput, mlp]);
         }
-        string logits = Linear(LayerNorm(hidden, "gpt_neox.final_layer_norm"), "embed_out", bias: false);
+        string final = Norm(hidden, c.IsGptNeoX ? "gpt_neox.final_layer_norm" : "model.norm");
+        // A tied head multiplies by the transposed input embedding: a Transpose of the one stored initializer, so the
+        // file does not hold the vocabulary table twice.
+        string logits = c.TieWordEmbeddings
+            ? g.Node("MatMul", [final, g.Node("Transpose", [embedding], Ints("perm", 1, 0))])
+            : Linear(final, c.IsGptNeoX ? "embed_out" : "lm_head", bias: false);
         if (floatType != DataType.Float) logits = g.Node("Cast", [logits], Int("to", (long)DataType.Float));
         g.Output(logits, OnnxContract.Logits, DataType.Float, "batch", "sequence", c.VocabSize.ToString());
 
@@ -225,30 +279,35 @@ public static class OnnxExporter
         return g.Node("Mul", [g.Node("Mul", [x, g.Scalar(0.5f)]), g.Node("Add", [g.Scalar(1f), g.Node("Tanh", [inner])])]);
     }
 
-    // ONNX Runtime GenAI's description of the folder: the decoder's inputs and outputs and the search defaults. GenAI has
-    // no gpt_neox type; "llama" selects its generic decoder-only pipeline, which relies only on the input and output
-    // names below (the architecture itself is in the graph). The interop tests run the folder under GenAI.
+    // ONNX Runtime GenAI's description of the folder: the decoder's inputs and outputs and the search defaults. The
+    // Llama family keeps its model type (GenAI knows "llama" and "qwen2"); GenAI has no gpt_neox type, and "llama" selects
+    // the same generic decoder-only pipeline, which relies only on the input and output names below and the cache's
+    // shape (key/value heads × head size; the architecture itself is in the graph). The interop tests run both under GenAI.
     static void WriteGenAiConfig(string path, ModelConfig c, int padId)
     {
+        var model = new JsonObject
+        {
+            ["eos_token_id"] = c.EosTokenIds.Count == 1 ? c.EosTokenId : new JsonArray(c.EosTokenIds.Select(id => (JsonNode)id).ToArray()),
+            ["pad_token_id"] = padId, ["vocab_size"] = c.VocabSize, ["context_length"] = c.MaxPositionEmbeddings,
+            ["type"] = c.IsGptNeoX ? "llama" : c.ModelType,
+            ["decoder"] = new JsonObject
+            {
+                ["filename"] = ModelFile, ["head_size"] = c.HeadDim, ["hidden_size"] = c.HiddenSize,
+                ["num_attention_heads"] = c.NumAttentionHeads, ["num_key_value_heads"] = c.KeyValueHeads, ["num_hidden_layers"] = c.NumHiddenLayers,
+                ["session_options"] = new JsonObject { ["log_id"] = "onnxruntime-genai", ["provider_options"] = new JsonArray() },
+                ["inputs"] = new JsonObject
+                {
+                    ["input_ids"] = OnnxContract.InputIds, ["attention_mask"] = OnnxContract.AttentionMask, ["position_ids"] = OnnxContract.PositionIds,
+                    ["past_key_names"] = OnnxContract.PastKeyPattern, ["past_value_names"] = OnnxContract.PastValuePattern,
+                },
+                ["outputs"] = new JsonObject { ["logits"] = OnnxContract.Logits, ["present_key_names"] = OnnxContract.PresentKeyPattern, ["present_value_names"] = OnnxContract.PresentValuePattern },
+            },
+        };
+        // GenAI reads token ids as numbers and fails on null; published configs may leave bos_token_id null.
+        if (c.BosTokenId is int bos) model.Insert(0, "bos_token_id", bos);
         var json = new JsonObject
         {
-            ["model"] = new JsonObject
-            {
-                ["bos_token_id"] = c.BosTokenId, ["eos_token_id"] = c.EosTokenId, ["pad_token_id"] = padId, ["vocab_size"] = c.VocabSize,
-                ["context_length"] = c.MaxPositionEmbeddings, ["type"] = "llama",
-                ["decoder"] = new JsonObject
-                {
-                    ["filename"] = ModelFile, ["head_size"] = c.HeadDim, ["hidden_size"] = c.HiddenSize,
-                    ["num_attention_heads"] = c.NumAttentionHeads, ["num_key_value_heads"] = c.NumAttentionHeads, ["num_hidden_layers"] = c.NumHiddenLayers,
-                    ["session_options"] = new JsonObject { ["log_id"] = "onnxruntime-genai", ["provider_options"] = new JsonArray() },
-                    ["inputs"] = new JsonObject
-                    {
-                        ["input_ids"] = OnnxContract.InputIds, ["attention_mask"] = OnnxContract.AttentionMask, ["position_ids"] = OnnxContract.PositionIds,
-                        ["past_key_names"] = OnnxContract.PastKeyPattern, ["past_value_names"] = OnnxContract.PastValuePattern,
-                    },
-                    ["outputs"] = new JsonObject { ["logits"] = OnnxContract.Logits, ["present_key_names"] = OnnxContract.PresentKeyPattern, ["present_value_names"] = OnnxContract.PresentValuePattern },
-                },
-            },
+            ["model"] = model,
             ["search"] = new JsonObject
             {
                 ["do_sample"] = false, ["max_length"] = c.MaxPositionEmbeddings, ["min_length"] = 0, ["num_beams"] = 1, ["num_return_sequences"] = 1,

@@ -8,7 +8,7 @@ internal sealed class OnnxGraphBuilder
 {
     int _next;
 
-    public GraphProto Graph { get; } = new() { Name = "gpt_neox" };
+    public GraphProto Graph { get; } = new();
 
     /// <summary>Adds a node and returns the name of its (first) output.</summary>
     public string Node(string op, IEnumerable<string> inputs, params AttributeProto[] attributes) => Nodes(op, inputs, 1, attributes)[0];
