@@ -14,8 +14,8 @@ namespace MLNetFinetune.Tokenization;
 /// </summary>
 public static class HfTokenizerFiles
 {
-    /// <summary>The file names of a tokenizer in a model directory.</summary>
-    public const string VocabFile = "vocab.json", MergesFile = "merges.txt", TokenizerJsonFile = "tokenizer.json";
+    /// <summary>The file names of a tokenizer in a model directory (<c>tokenizer.model</c>: SentencePiece, as Llama 2 ships it).</summary>
+    public const string VocabFile = "vocab.json", MergesFile = "merges.txt", TokenizerJsonFile = "tokenizer.json", SentencePieceModelFile = "tokenizer.model";
 
     /// <summary>A tokenizer.json's byte-level BPE, and the token its post-processor puts before the text (Llama 3's BOS), if any.</summary>
     public sealed record TokenizerJson(BpeVocabulary Vocabulary, string? BosFromTemplate);
@@ -36,6 +36,13 @@ public static class HfTokenizerFiles
     /// </summary>
     public static TokenizerJson ReadTokenizerJson(string path) => WrongShapeIsBadData(path, () => ReadTokenizerJsonNodes(path));
 
+    /// <summary>
+    /// Whether a tokenizer.json holds SentencePiece's BPE (<c>byte_fallback</c>: bytes as &lt;0x0A&gt; tokens, "▁" for
+    /// spaces), as Llama 2 and TinyLlama ship it beside their tokenizer.model.
+    /// </summary>
+    public static bool IsSentencePieceBpe(string path) =>
+        WrongShapeIsBadData(path, () => ParseJson(path)["model"]?["byte_fallback"]?.GetValue<bool>() == true);
+
     static TokenizerJson ReadTokenizerJsonNodes(string path)
     {
         JsonNode root = ParseJson(path);
@@ -48,7 +55,13 @@ public static class HfTokenizerFiles
             ("dropout", n => n == null), ("continuing_subword_prefix", n => n == null || n.GetValue<string>() == ""),
             ("end_of_word_suffix", n => n == null || n.GetValue<string>() == ""), ("byte_fallback", n => n == null || !n.GetValue<bool>()),
         })
-            if (!off(model[setting])) throw Bad(path, $"model.{setting} is {model[setting]!.ToJsonString()}, which is not supported");
+        {
+            if (off(model[setting])) continue;
+            string hint = setting == "byte_fallback"
+                ? $" (SentencePiece's BPE, as Llama 2 ships it; it is read from the {SentencePieceModelFile} beside tokenizer.json, and there is none)"
+                : "";
+            throw Bad(path, $"model.{setting} is {model[setting]!.ToJsonString()}, which is not supported{hint}");
+        }
         bool ignoreMerges = model["ignore_merges"]?.GetValue<bool>() ?? false;
         string pattern = ReadPreTokenizer(path, root["pre_tokenizer"]);
         string? normalizer = root["normalizer"]?["type"]?.GetValue<string>();

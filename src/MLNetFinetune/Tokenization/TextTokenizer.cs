@@ -8,8 +8,8 @@ namespace MLNetFinetune.Tokenization;
 /// <summary>
 /// The tokenizer of a causal language model: Microsoft.ML.Tokenizers does the encoding; this adds the special ids a
 /// model needs (beginning and end of sequence, padding), loading from Hugging Face files and saving. It reads byte-level
-/// BPE (GPT-2, GPT-NeoX, Llama 3, Qwen2, SmolLM2) with the ids Hugging Face gives. Byte-level means every string
-/// round-trips, <c>Decode(Encode(x)) == x</c>, in NFC where the files ask for it (GPT-NeoX, Qwen2).
+/// BPE (GPT-2, GPT-NeoX, Llama 3, Qwen2, SmolLM2) and SentencePiece BPE (Llama 2, TinyLlama), with the ids Hugging Face
+/// gives. Both round-trip every string, <c>Decode(Encode(x)) == x</c>, in NFC where the files ask for it (GPT-NeoX, Qwen2).
 /// </summary>
 public sealed class TextTokenizer
 {
@@ -36,7 +36,7 @@ public sealed class TextTokenizer
 
     /// <summary>
     /// The Microsoft.ML.Tokenizers tokenizer that encodes: Tiktoken where that gives identical ids, else BPE (wrapped where
-    /// tokenizer.json sets ignore_merges).
+    /// tokenizer.json sets ignore_merges); for SentencePiece, LlamaTokenizer merging in SentencePiece's order.
     /// </summary>
     public Tokenizer Inner { get; }
 
@@ -46,15 +46,15 @@ public sealed class TextTokenizer
     /// <summary>Special tokens (matched whole in text) and their ids.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
 
-    /// <summary>The byte-level BPE vocabulary and merges, when the tokenizer was built from them (null for the packaged GPT-2 ranks).</summary>
+    /// <summary>The byte-level BPE vocabulary and merges, when the tokenizer was built from them (null for the packaged GPT-2 ranks and SentencePiece).</summary>
     public BpeVocabulary? Vocabulary { get; }
 
     /// <summary>Where the tokenizer came from, for messages.</summary>
     public string Source { get; }
 
     /// <summary>
-    /// The beginning-of-sequence id: the <c>bos_token</c> the tokenizer files name (Llama 3's <c>&lt;|begin_of_text|&gt;</c>),
-    /// else <c>&lt;|endoftext|&gt;</c>, which GPT-2 and GPT-NeoX use at both ends; null when absent.
+    /// The beginning-of-sequence id: the <c>bos_token</c> the tokenizer files name (Llama 3's <c>&lt;|begin_of_text|&gt;</c>,
+    /// SentencePiece's <c>&lt;s&gt;</c>), else <c>&lt;|endoftext|&gt;</c>, which GPT-2 and GPT-NeoX use at both ends; null when absent.
     /// </summary>
     public int? BosId { get; }
 
@@ -68,7 +68,7 @@ public sealed class TextTokenizer
     public int? PadId { get; }
 
     /// <summary>
-    /// Whether Hugging Face puts <see cref="BosId"/> before the text when it encodes with special tokens (Llama 3 does,
+    /// Whether Hugging Face puts <see cref="BosId"/> before the text when it encodes with special tokens (Llama 2 and 3 do,
     /// GPT-NeoX and Qwen2 do not). <see cref="Encode"/> never adds it: callers prepend it (the tokenize transform's AddBos).
     /// </summary>
     public bool AddsBos { get; }
@@ -90,17 +90,22 @@ public sealed class TextTokenizer
 
     /// <summary>
     /// Loads the tokenizer of a model directory: <c>tokenizer.json</c> when present (as Pythia, Llama 3, Qwen2 and SmolLM2
-    /// ship it), else <c>vocab.json</c> + <c>merges.txt</c>.
+    /// ship it), else SentencePiece's <c>tokenizer.model</c> (Llama 2, TinyLlama; also when their tokenizer.json beside it
+    /// holds SentencePiece's BPE), else <c>vocab.json</c> + <c>merges.txt</c>.
     /// <c>tokenizer_config.json</c> and <c>special_tokens_map.json</c>, when present, name BOS, EOS and padding.
     /// </summary>
     public static TextTokenizer Load(string directory)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Tokenizer directory '{directory}' does not exist.");
-        string json = Path.Combine(directory, HfTokenizerFiles.TokenizerJsonFile);
+        string json = Path.Combine(directory, HfTokenizerFiles.TokenizerJsonFile), model = Path.Combine(directory, HfTokenizerFiles.SentencePieceModelFile);
         string vocab = Path.Combine(directory, HfTokenizerFiles.VocabFile), merges = Path.Combine(directory, HfTokenizerFiles.MergesFile);
         var files = SavedFiles.Select(name => Path.Combine(directory, name)).Where(File.Exists).Select(path => (Path.GetFileName(path), File.ReadAllBytes(path))).ToList();
         var config = TokenizerConfig.Read(directory);
 
+        // Llama 2 and TinyLlama ship a tokenizer.json beside tokenizer.model whose BPE is SentencePiece's (byte_fallback,
+        // "▁" for spaces). Microsoft.ML.Tokenizers reads that BPE only from tokenizer.model, which gives the same ids, so
+        // the model is read then.
+        if (File.Exists(model) && (!File.Exists(json) || HfTokenizerFiles.IsSentencePieceBpe(json))) return FromSentencePiece(model, config, files);
         if (File.Exists(json))
         {
             var file = HfTokenizerFiles.ReadTokenizerJson(json);
@@ -108,13 +113,14 @@ public sealed class TextTokenizer
         }
         if (File.Exists(vocab) || File.Exists(merges)) return Create(HfTokenizerFiles.ReadVocabAndMerges(vocab, merges), forceBpe: false, config, new FormatTokens(), files);
         throw new FileNotFoundException(
-            $"Directory '{directory}' has no tokenizer: expected {HfTokenizerFiles.TokenizerJsonFile}, or {HfTokenizerFiles.VocabFile} and {HfTokenizerFiles.MergesFile}.");
+            $"Directory '{directory}' has no tokenizer: expected {HfTokenizerFiles.TokenizerJsonFile}, {HfTokenizerFiles.SentencePieceModelFile}, " +
+            $"or {HfTokenizerFiles.VocabFile} and {HfTokenizerFiles.MergesFile}.");
     }
 
     // What Save writes back: every tokenizer file a folder may hold, so Hugging Face reads the saved folder as it read this one.
     static readonly string[] SavedFiles =
     [
-        HfTokenizerFiles.TokenizerJsonFile, HfTokenizerFiles.VocabFile, HfTokenizerFiles.MergesFile,
+        HfTokenizerFiles.TokenizerJsonFile, HfTokenizerFiles.SentencePieceModelFile, HfTokenizerFiles.VocabFile, HfTokenizerFiles.MergesFile,
         TokenizerConfig.ConfigFile, TokenizerConfig.SpecialTokensMapFile,
     ];
 
@@ -162,9 +168,44 @@ public sealed class TextTokenizer
         return new TextTokenizer(inner, vocabulary.VocabSize, special, vocabulary, vocabulary.Source, sequence, files);
     }
 
+    // SentencePiece BPE, read by Microsoft.ML.Tokenizers' LlamaTokenizer and merged in SentencePiece's order (see
+    // SentencePieceBpeTokenizer). Special tokens matched whole in text: the model's unknown, BOS and EOS pieces
+    // (transformers' LlamaTokenizer adds them) and the added tokens tokenizer_config.json lists.
+    static TextTokenizer FromSentencePiece(string path, TokenizerConfig config, IReadOnlyList<(string, byte[])> files)
+    {
+        byte[] model = File.ReadAllBytes(path);
+        // BOS and EOS stay off: Encode gives the text's ids only, whatever the format (see AddsBos).
+        var plain = ReadModel(path, () => LlamaTokenizer.Create(new MemoryStream(model), addBeginOfSentence: false, addEndOfSentence: false));
+        var special = new Dictionary<string, int>(StringComparer.Ordinal)
+        {
+            [plain.UnknownToken] = plain.UnknownId, [plain.BeginningOfSentenceToken] = plain.BeginningOfSentenceId, [plain.EndOfSentenceToken] = plain.EndOfSentenceId,
+        };
+        foreach (var added in config.AddedTokens) special[added.Content] = added.Id;
+        var tokenizer = ReadModel(path, () => new SentencePieceBpeTokenizer(
+            LlamaTokenizer.Create(new MemoryStream(model), addBeginOfSentence: false, addEndOfSentence: false, special), model, special));
+        var sequence = SequenceTokens.Resolve(config, special, plain.Vocabulary,
+            new FormatTokens { Bos = plain.BeginningOfSentenceToken, Eos = plain.EndOfSentenceToken, AddsBos = true });
+        int vocabSize = Math.Max(plain.Vocabulary.Count, special.Values.Max() + 1);
+        return new TextTokenizer(tokenizer, vocabSize, special, null, path, sequence, files);
+    }
+
+    static T ReadModel<T>(string path, Func<T> read)
+    {
+        try
+        {
+            return read();
+        }
+        // The library fails on a file that is no such model in ways it does not document (protobuf errors, an
+        // ArgumentException for a unigram model, a NullReferenceException for an empty message).
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new DataFileException(path, 0, $"not a SentencePiece BPE model as Llama 2 ships it ({e.Message.TrimEnd('.')})", inner: e);
+        }
+    }
+
     /// <summary>
     /// Writes the tokenizer to <paramref name="directory"/>: a loaded one as the files it was loaded from, byte for byte
-    /// (tokenizer.json, tokenizer_config.json, …); one built in memory as vocab.json, merges.txt and
+    /// (tokenizer.json or tokenizer.model, tokenizer_config.json, …); one built in memory as vocab.json, merges.txt and
     /// tokenizer.json. The packaged GPT-2 ranks are not written out.
     /// </summary>
     public void Save(string directory)

@@ -6,8 +6,9 @@ namespace MLNetFinetune.Tokenization;
 /// <summary>
 /// The settings transformers keeps beside a tokenizer: <c>tokenizer_config.json</c> and <c>special_tokens_map.json</c>
 /// name the tokens that begin and end a sequence and pad a batch (<c>bos_token</c>, <c>eos_token</c>, <c>pad_token</c>: a
-/// string, an AddedToken object or null), and <c>add_bos_token</c> says whether encoding puts BOS first. Where both
-/// files name a token, special_tokens_map.json wins, as in transformers. Errors name the file and the key.
+/// string, an AddedToken object or null), <c>add_bos_token</c> says whether encoding puts BOS first, and
+/// <c>added_tokens_decoder</c> lists the added tokens (SentencePiece tokenizers have no tokenizer.json to list them). Where
+/// both files name a token, special_tokens_map.json wins, as in transformers. Errors name the file and the key.
 /// </summary>
 internal sealed class TokenizerConfig
 {
@@ -23,6 +24,9 @@ internal sealed class TokenizerConfig
     /// <summary>Whether encoding adds BOS, when tokenizer_config.json says.</summary>
     public bool? AddBosToken { get; private set; }
 
+    /// <summary>The added tokens tokenizer_config.json lists in <c>added_tokens_decoder</c>.</summary>
+    public IReadOnlyList<AddedToken> AddedTokens { get; private set; } = [];
+
     /// <summary>Reads the files of <paramref name="directory"/>; either or both may be absent.</summary>
     public static TokenizerConfig Read(string directory)
     {
@@ -36,6 +40,7 @@ internal sealed class TokenizerConfig
                 config.ConfigPath = path;
                 config.ReadNamedTokens(root, path);
                 config.AddBosToken = root["add_bos_token"]?.GetValue<bool>();
+                config.AddedTokens = ReadAddedTokensDecoder(root["added_tokens_decoder"], path);
                 return config;
             });
         }
@@ -72,5 +77,18 @@ internal sealed class TokenizerConfig
             }, path);
         }
         return this;
+    }
+
+    static List<AddedToken> ReadAddedTokensDecoder(JsonNode? node, string path)
+    {
+        var added = new List<AddedToken>();
+        if (node is null) return added;
+        if (node is not JsonObject byId) throw HfTokenizerFiles.Bad(path, "added_tokens_decoder is not an object");
+        foreach (var (key, token) in byId)
+        {
+            if (!int.TryParse(key, out int id)) throw HfTokenizerFiles.Bad(path, $"added_tokens_decoder key \"{key}\" is not an id");
+            added.Add(HfTokenizerFiles.ReadAddedToken(path, $"added_tokens_decoder[\"{key}\"]", token, id));
+        }
+        return added;
     }
 }

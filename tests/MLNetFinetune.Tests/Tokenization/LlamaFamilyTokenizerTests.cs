@@ -212,7 +212,7 @@ public class LlamaFamilyTokenizerTests(LlamaFamilyFolders folders) : IClassFixtu
         { "post_processor", "{\"type\": \"RobertaProcessing\"}", "post_processor \"RobertaProcessing\" is not supported" },
         { "post_processor.processors.1.single", "[{\"Sequence\": {\"id\": \"A\"}}, {\"SpecialToken\": {\"id\": \"<|eot_id|>\"}}]", "post_processor \"TemplateProcessing\" single [{\"Sequence\":{\"id\":\"A\"}},{\"SpecialToken\":{\"id\":\"<|eot_id|>\"}}] is not supported" },
         { "added_tokens.4.rstrip", "true", "added_tokens[\"<|eot_id|>\"] has rstrip=true, which is not supported" },
-        { "model.byte_fallback", "true", "model.byte_fallback is true, which is not supported" },
+        { "model.byte_fallback", "true", "model.byte_fallback is true, which is not supported (SentencePiece's BPE, as Llama 2 ships it; it is read from the tokenizer.model beside tokenizer.json, and there is none)" },
     };
 
     [Theory]
