@@ -9,9 +9,10 @@ namespace MLNetFinetune.Tokenization;
 /// <summary>
 /// SentencePiece BPE (Llama 2, TinyLlama) merged in SentencePiece's order. Microsoft.ML.Tokenizers' <see cref="LlamaTokenizer"/>
 /// reads the model, normalizes the text (the "▁" prefix, spaces as "▁") and decodes, but where one piece could form in two
-/// overlapping places it merges the rightmost, where SentencePiece and Hugging Face merge the leftmost: three spaces and
-/// "return" become ▁|▁▁|return instead of ▁▁|▁return, and code is full of such runs. So the merge loop is done here, over
-/// the model's pieces and scores, as SentencePiece's bpe_model.cc does it; bytes stand in for pieces the model lacks.
+/// overlapping places it merges the rightmost, where SentencePiece and Hugging Face merge the leftmost: "   leading" (the
+/// "▁" prefix and three spaces) became ▁|▁▁|▁l|… where SentencePiece gives ▁▁|▁|▁l|…, and code is full of such runs. So
+/// the merge loop is done here, over the model's pieces and scores, as SentencePiece's bpe_model.cc does it; bytes stand
+/// in for pieces the model lacks.
 /// </summary>
 internal sealed class SentencePieceBpeTokenizer : Tokenizer
 {
