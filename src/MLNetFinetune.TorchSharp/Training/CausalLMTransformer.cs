@@ -96,7 +96,7 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
     public void Save(string directory)
     {
         HfCheckpoint.Save(Model, Tokenizer, directory);
-        if (Format != null) PromptFormats.Save(Format, directory, Tokenizer.EosId != null ? TextTokenizer.EndOfText : null);
+        if (Format != null) PromptFormats.Save(Format, directory, Tokenizer.EosToken);
     }
 
     /// <summary>Loads a model directory (ours or a downloaded Pythia folder), with the prompt format it records.</summary>

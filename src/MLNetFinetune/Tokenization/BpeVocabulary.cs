@@ -9,18 +9,22 @@ public sealed record AddedToken(string Content, int Id, bool Special = true, boo
 
 /// <summary>
 /// A byte-level BPE vocabulary as Hugging Face stores it: tokens spelled in <see cref="ByteLevel"/> characters with
-/// their ids, the merges in priority order, and the special (added) tokens, which are matched whole and never merged.
+/// their ids, the merges in priority order, and the special (added) tokens, which are matched whole and never merged;
+/// with the settings around them that decide the ids (normalization, the pre-tokenization pattern, ignore_merges).
 /// </summary>
 public sealed class BpeVocabulary
 {
     /// <summary>
     /// Validates and wraps the parts: the model's <paramref name="tokens"/> (byte-level spellings, plus any added token
     /// the model vocabulary lists), the merges, and the added tokens; <paramref name="source"/> names the files in errors.
+    /// <paramref name="pattern"/> splits text into the pieces BPE works on (GPT-2's unless given).
     /// </summary>
     public BpeVocabulary(IReadOnlyDictionary<string, int> tokens, IReadOnlyList<(string Left, string Right)> merges,
-        IReadOnlyList<AddedToken> addedTokens, string source, bool normalizeNfc = false)
+        IReadOnlyList<AddedToken> addedTokens, string source, bool normalizeNfc = false, string pattern = ByteLevel.Gpt2Pattern, bool ignoreMerges = false)
     {
         NormalizeNfc = normalizeNfc;
+        Pattern = pattern;
+        IgnoreMerges = ignoreMerges;
         Tokens = tokens;
         Merges = merges;
         AddedTokens = addedTokens;
@@ -83,6 +87,15 @@ public sealed class BpeVocabulary
 
     /// <summary>Text is put in Unicode normalization form C before encoding (GPT-NeoX's tokenizer.json asks for it).</summary>
     public bool NormalizeNfc { get; }
+
+    /// <summary>
+    /// The regex that splits text into pieces before BPE, each match a piece: <see cref="ByteLevel.Gpt2Pattern"/> for
+    /// GPT-2 and GPT-NeoX, the <c>Split</c> pattern of the tokenizer.json for Llama 3 and Qwen2.
+    /// </summary>
+    public string Pattern { get; }
+
+    /// <summary>A piece that is itself in the vocabulary is one token, whatever the merges say (tokenizer.json's <c>ignore_merges</c>, set by Llama 3).</summary>
+    public bool IgnoreMerges { get; }
 
     /// <summary>Where the vocabulary came from (file names), for messages.</summary>
     public string Source { get; }

@@ -19,6 +19,14 @@ public static partial class ByteLevel
     /// <summary>GPT-2's pre-tokenization pattern: contractions, letters, digits, other symbols, whitespace.</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+    /// <summary>
+    /// GPT-2's pattern after a <c>Digits</c> pre-tokenizer with <c>individual_digits</c> (SmolLM2, StarCoder): every
+    /// digit is a piece of its own. Digits cuts the text around each digit before GPT-2's pattern runs, so that pattern
+    /// never sees one: <c> ?\p{N}+</c> gives way to <c>\p{N}</c>, and a run of spaces before a digit ends a piece,
+    /// which <c>(?![^\s\p{N}])</c> says where GPT-2's <c>(?!\S)</c> would look past the cut.
+    /// </summary>
+    public const string Gpt2PatternWithSingleDigits = @"\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+";
+
     /// <summary>The compiled GPT-2 pre-tokenization regex.</summary>
     [GeneratedRegex(Gpt2Pattern)]
     public static partial Regex Gpt2Regex();

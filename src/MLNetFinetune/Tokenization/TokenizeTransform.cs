@@ -19,7 +19,10 @@ public sealed class TokenizeOptions
     /// <summary>The attention-mask column (1 for tokens, 0 for padding); null for none. Default <c>AttentionMask</c>.</summary>
     public string? AttentionMaskColumnName { get; init; } = "AttentionMask";
 
-    /// <summary>Put the beginning-of-sequence token first (GPT-NeoX uses <c>&lt;|endoftext|&gt;</c> for it).</summary>
+    /// <summary>
+    /// Put the beginning-of-sequence token first (GPT-NeoX uses <c>&lt;|endoftext|&gt;</c> for it). Set it to the
+    /// tokenizer's <see cref="TextTokenizer.AddsBos"/> to get the ids Hugging Face encodes (Llama models expect BOS).
+    /// </summary>
     public bool AddBos { get; init; }
 
     /// <summary>Put the end-of-sequence token last.</summary>
@@ -49,8 +52,10 @@ public sealed class TokenizeOptions
         if (Padding == PaddingMode.Fixed && PadTo <= specials) throw new ArgumentOutOfRangeException(nameof(PadTo), $"PadTo {PadTo} leaves no room for text beside BOS/EOS.");
         if (OutputColumnName == AttentionMaskColumnName) throw new ArgumentException("The ids and attention-mask columns need different names.");
         if (Padding != PaddingMode.None && PadTo <= 0) throw new ArgumentOutOfRangeException(nameof(PadTo), $"Padding {Padding} needs a positive PadTo.");
-        if ((AddBos || AddEos) && Tokenizer.EosId == null)
-            throw new ArgumentException($"AddBos/AddEos need an end-of-text token, which tokenizer '{Tokenizer.Source}' lacks.");
+        if (AddBos && Tokenizer.BosId == null)
+            throw new ArgumentException($"AddBos needs a beginning-of-sequence token, which tokenizer '{Tokenizer.Source}' lacks.");
+        if (AddEos && Tokenizer.EosId == null)
+            throw new ArgumentException($"AddEos needs an end-of-sequence token, which tokenizer '{Tokenizer.Source}' lacks.");
         if (Padding != PaddingMode.None && Tokenizer.PadId == null)
             throw new ArgumentException($"Padding needs a pad token, which tokenizer '{Tokenizer.Source}' lacks.");
     }
