@@ -64,7 +64,7 @@ static class ServeCommands
                 output.WriteLine();
                 return 0;
             }
-            promptIds ??= decoder.Tokenizer.Encode(result.GetValue(prompt)!).Select(i => (long)i).ToArray();
+            promptIds ??= decoder.Tokenizer.EncodeSequence(result.GetValue(prompt)!).Select(i => (long)i).ToArray();
             long[] generated = DecodeLoop.GenerateIds(decoder, [promptIds], options, cancellationToken)[0];
             output.WriteLine(result.GetValue(printIds) ? string.Join(",", promptIds.Concat(generated)) : decoder.Tokenizer.Decode(generated.Select(t => (int)t)));
             return 0;

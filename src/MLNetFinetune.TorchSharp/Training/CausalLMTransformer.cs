@@ -112,7 +112,7 @@ public sealed class CausalLMTransformer : AppendColumnsTransformer, IDisposable,
     /// <summary>Mean next-token loss of each text, scored in batches.</summary>
     public double[] Score(IReadOnlyList<string> texts)
     {
-        var examples = texts.Select(t => Tokenizer.Encode(t).Take(Model.Config.MaxPositionEmbeddings).ToArray()).Select(ids => (ids, ids)).ToList();
+        var examples = texts.Select(t => Tokenizer.EncodeSequence(t).Take(Model.Config.MaxPositionEmbeddings).ToArray()).Select(ids => (ids, ids)).ToList();
         return Runtime.MeanLosses(examples, Scoring.BatchSize);
     }
 

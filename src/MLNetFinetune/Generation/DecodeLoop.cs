@@ -103,7 +103,7 @@ public static class DecodeLoop
     // The prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.
     static long[] EncodePrompt(IDecoderModel model, string prompt, int row, int maxNewTokens)
     {
-        var ids = model.Tokenizer.Encode(prompt).Select(i => (long)i).ToArray();
+        var ids = model.Tokenizer.EncodeSequence(prompt).Select(i => (long)i).ToArray();
         if (ids.Length == 0) throw new ArgumentException($"Prompt {row} is empty.");
         if (ids.Length + maxNewTokens > model.ContextLength)
             throw new ArgumentException($"Prompt {row} has {ids.Length} tokens; with {maxNewTokens} new ones that exceeds the model's context of {model.ContextLength}.");

@@ -128,7 +128,7 @@ public sealed class TokenizePairsTransformer : AppendColumnsTransformer
     public (int[] Ids, int[] Labels) Encode(string prompt, string response)
     {
         var o = Options;
-        var promptIds = new List<int>(o.Tokenizer.Encode(prompt));
+        var promptIds = new List<int>(o.Tokenizer.EncodeSequence(prompt));
         var responseIds = new List<int>(o.Tokenizer.Encode(response));
         if (o.AppendEos) responseIds.Add(o.Tokenizer.EosId!.Value);
         if (o.MaxLength > 0 && promptIds.Count + responseIds.Count > o.MaxLength)

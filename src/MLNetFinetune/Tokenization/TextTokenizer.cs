@@ -76,6 +76,17 @@ public sealed class TextTokenizer
     /// <summary>Token ids of <paramref name="text"/>, without BOS or EOS; special tokens written in the text become their ids.</summary>
     public IReadOnlyList<int> Encode(string text) => Inner.EncodeToIds(text);
 
+    /// <summary>
+    /// Token ids of a text that starts a sequence, as Hugging Face's tokenizer gives them by default: BOS first when the
+    /// tokenizer adds one (Llama 2/3, TinyLlama), unless the text already begins with it (a chat template writes it).
+    /// Prompts and training pairs are encoded with this, so a Llama model sees the BOS it was trained with.
+    /// </summary>
+    public IReadOnlyList<int> EncodeSequence(string text)
+    {
+        var ids = Encode(text);
+        return AddsBos && BosId is { } bos && (ids.Count == 0 || ids[0] != bos) ? [bos, .. ids] : ids;
+    }
+
     /// <summary>The text of <paramref name="ids"/>, special tokens included.</summary>
     public string Decode(IEnumerable<int> ids) => Inner.Decode(ids);
 

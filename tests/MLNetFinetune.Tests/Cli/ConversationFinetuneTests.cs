@@ -93,11 +93,11 @@ public class ConversationFinetuneTests : IDisposable
 
     [Theory]
     [InlineData(0)]
-    [InlineData(8)]
+    [InlineData(16)]
     public void FinetuneExportAndChatKeepTheChatTemplate(int loraRank)
     {
         string baseDir = BaseModel(), run = Path.Combine(_dir.Path, $"tuned-{loraRank}");
-        string log = Run("", "finetune", "--pairs", ConversationsFile(), "--base", baseDir, "--out", run, "--steps", loraRank > 0 ? "150" : "100", "--lr", loraRank > 0 ? "3e-2" : "3e-3",
+        string log = Run("", "finetune", "--pairs", ConversationsFile(), "--base", baseDir, "--out", run, "--steps", loraRank > 0 ? "200" : "100", "--lr", loraRank > 0 ? "1e-2" : "3e-3",
             "--lora-rank", loraRank.ToString(), "--threads", "1", "--device", "cpu", "--block-size", "128", "--batch-size", "4", "--eval-fraction", "0");
         Assert.Contains("chat template:", log);
         string model = Path.Combine(run, "model");

@@ -60,7 +60,7 @@ public class InstructionDataTests : IDisposable
     {
         string path = _dir.File("odd.jsonl", "{\"Q\": \"Why?\", \"A\": \"Because.\"}\n");
         var e = Assert.Throws<DataFileException>(() => InstructionData.LoadJsonl(path));
-        Assert.Equal($"{path}:1: cannot tell the layout from the fields (Q, A): expected question/answer, instruction/input/output or prompt/completion; map other names with InstructionDataOptions.FieldMap", e.Message);
+        Assert.Equal($"{path}:1: cannot tell the layout from the fields (Q, A): expected question/answer, instruction/input/output, prompt/completion or messages; map other names with InstructionDataOptions.FieldMap", e.Message);
     }
 
     [Fact]

@@ -131,11 +131,17 @@ public class LlamaFamilyTokenizerTests(LlamaFamilyFolders folders) : IClassFixtu
         Assert.Equal(llama3.SpecialTokens["<|end_of_text|>"], llama3.EosId);
         Assert.Equal("<|end_of_text|>", llama3.EosToken);
         Assert.Equal(llama3.EosId, llama3.PadId);
+        // A sequence starts with BOS, once: not again when a chat template already wrote it.
+        int bos = llama3.BosId!.Value;
+        Assert.Equal([bos, .. llama3.Encode("Hello")], llama3.EncodeSequence("Hello"));
+        Assert.Equal(llama3.Encode("<|begin_of_text|>Hello"), llama3.EncodeSequence("<|begin_of_text|>Hello"));
+        Assert.Equal(1, llama3.EncodeSequence("<|begin_of_text|>Hello").Count(id => id == bos));
 
         // Qwen2: bos_token null (none), EOS <|im_end|>, pad <|endoftext|>.
         var qwen2 = TextTokenizer.Load(folders.Folder(LlamaFamilyFiles.Qwen2));
         Assert.False(qwen2.AddsBos);
         Assert.Null(qwen2.BosId);
+        Assert.Equal(qwen2.Encode("Hello"), qwen2.EncodeSequence("Hello"));
         Assert.Equal(qwen2.SpecialTokens["<|im_end|>"], qwen2.EosId);
         Assert.Equal(qwen2.SpecialTokens["<|endoftext|>"], qwen2.PadId);
 
