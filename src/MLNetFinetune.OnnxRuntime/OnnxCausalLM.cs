@@ -199,6 +199,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     int IDecoderModel.LogitsSize => Config.VocabSize;
     int IDecoderModel.ContextLength => Config.MaxPositionEmbeddings;
     long IDecoderModel.EosId => Tokenizer.EosId ?? Config.EosTokenId;
+    IReadOnlyCollection<long> IDecoderModel.EndIds => [.. Config.EosTokenIds.Select(id => (long)id).Append(((IDecoderModel)this).EosId).Distinct()];
     long IDecoderModel.PadId => Tokenizer.PadId ?? Config.EosTokenId;
     IDecoderSession IDecoderModel.Start(int batch, int capacity) => new Session(this);
 

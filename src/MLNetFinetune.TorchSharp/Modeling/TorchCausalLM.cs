@@ -26,6 +26,9 @@ public sealed class TorchCausalLM(TransformerForCausalLM model, TextTokenizer to
     public long EosId => Tokenizer.EosId ?? Model.Config.EosTokenId;
 
     /// <inheritdoc />
+    public IReadOnlyCollection<long> EndIds => [.. Model.Config.EosTokenIds.Select(id => (long)id).Append(EosId).Distinct()];
+
+    /// <inheritdoc />
     public long PadId => Tokenizer.PadId ?? Model.Config.EosTokenId;
 
     Device Device => Model.parameters().First().device;
@@ -105,6 +108,7 @@ public sealed class TorchCausalLM(TransformerForCausalLM model, TextTokenizer to
         public int LogitsSize => owner.LogitsSize;
         public int ContextLength => owner.ContextLength;
         public long EosId => owner.EosId;
+        public IReadOnlyCollection<long> EndIds => owner.EndIds;
         public long PadId => owner.PadId;
         public IDecoderSession Start(int batch, int capacity) => new Session(owner, batch);
 

@@ -21,6 +21,9 @@ public interface IDecoderModel
     /// <summary>The end-of-text id that ends a row.</summary>
     long EosId { get; }
 
+    /// <summary>Every id that ends a row: end of text and the config's eos_token_id list (Llama 3 ends a turn or the text), as generate stops on.</summary>
+    IReadOnlyCollection<long> EndIds => [EosId];
+
     /// <summary>The id put in padded places.</summary>
     long PadId { get; }
 
@@ -138,14 +141,14 @@ public static class DecodeLoop
                 throw new ArgumentOutOfRangeException(nameof(prompts), $"Prompt {r} has token id {outside[0]}, outside the model's vocabulary of {model.LogitsSize}.");
         }
         var results = new long[prompts.Count][];
-        foreach (var (row, tokens, endedAtEos) in Tokens(model, prompts.ToArray(), options, cancellationToken, partial: false))
-            if (row >= 0) results[row] = endedAtEos ? [.. tokens, model.EosId] : [.. tokens];
+        foreach (var (row, tokens, end) in Tokens(model, prompts.ToArray(), options, cancellationToken, partial: false))
+            if (row >= 0) results[row] = end is { } id ? [.. tokens, id] : [.. tokens];
         return results;
     }
 
-    // The loop itself, over token ids: yields (-1, tokens of row 0 so far, false) after each step when partial, and
-    // (row, its new tokens, whether it stopped at end of text) as rows finish.
-    static IEnumerable<(int Row, List<long> Tokens, bool EndedAtEos)> Tokens(IDecoderModel model, long[][] encoded, GenerationOptions options,
+    // The loop itself, over token ids: yields (-1, tokens of row 0 so far, null) after each step when partial, and
+    // (row, its new tokens, the end id it stopped at or null) as rows finish.
+    static IEnumerable<(int Row, List<long> Tokens, long? End)> Tokens(IDecoderModel model, long[][] encoded, GenerationOptions options,
         CancellationToken cancellationToken, bool partial)
     {
         int batch = encoded.Length;
@@ -153,11 +156,12 @@ public static class DecodeLoop
         var generated = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
         if (options.MaxNewTokens == 0)
         {
-            for (int r = 0; r < batch; r++) yield return (r, generated[r], false);
+            for (int r = 0; r < batch; r++) yield return (r, generated[r], null);
             yield break;
         }
         int longest = encoded.Max(e => e.Length);
-        long pad = model.PadId, eos = model.EosId;
+        long pad = model.PadId;
+        var ends = model.EndIds.ToHashSet();
         var ids = new long[batch * longest];
         var positions = new long[batch * longest];
         int capacity = longest + options.MaxNewTokens;
@@ -192,10 +196,10 @@ public static class DecodeLoop
                 {
                     var last = logits.AsSpan(r * vocab, vocab).ToArray();
                     token = Sampling.Next(last, options, random, encoded[r].Concat(generated[r]), allowed);
-                    if (token == eos && !options.IgnoreEos)
+                    if (ends.Contains(token) && !options.IgnoreEos)
                     {
                         done[r] = true;
-                        yield return (r, generated[r], true);
+                        yield return (r, generated[r], token);
                         token = pad;
                     }
                     else
@@ -204,7 +208,7 @@ public static class DecodeLoop
                         if (options.StopSequences.Count > 0 && Sampling.CutAtStop(Decode(model, generated[r]), options.StopSequences).Stopped)
                         {
                             done[r] = true;
-                            yield return (r, generated[r], false);
+                            yield return (r, generated[r], null);
                         }
                     }
                 }
@@ -213,10 +217,10 @@ public static class DecodeLoop
                 mask[r * capacity + filled] = 1;
             }
             filled++;
-            if (partial && !done[0]) yield return (-1, generated[0], false);
+            if (partial && !done[0]) yield return (-1, generated[0], null);
         }
         for (int r = 0; r < batch; r++)
-            if (!done[r]) yield return (r, generated[r], false);
+            if (!done[r]) yield return (r, generated[r], null);
     }
 
     static long[] MaskUpTo(long[] mask, int batch, int capacity, int length)

@@ -111,6 +111,14 @@ public class LlamaReferenceTests(LlamaReferenceModels models) : IClassFixture<Ll
             var runtime = new TorchCausalLM(model, tokenizer);
             var greedy = DecodeLoop.GenerateIds(runtime, rows, new GenerationOptions { MaxNewTokens = 8, IgnoreEos = true });
             Assert.Equal(LlamaReferenceModels.ReferenceGreedy(folder), greedy);
+
+            // Without IgnoreEos a row ends at the first of the config's eos ids (or the tokenizer's end of text), kept as generate keeps it.
+            var ends = model.Config.EosTokenIds.Select(id => (long)id).Append(runtime.EosId).ToHashSet();
+            Assert.Equal(ends.Order(), runtime.EndIds.Order());
+            var stopping = DecodeLoop.GenerateIds(runtime, rows, new GenerationOptions { MaxNewTokens = 8 });
+            var expected = LlamaReferenceModels.ReferenceGreedy(folder)
+                .Select(row => row.TakeWhile(id => !ends.Contains(id)).Concat(row.SkipWhile(id => !ends.Contains(id)).Take(1)).ToArray());
+            Assert.Equal(expected, stopping);
         }
     }
 
