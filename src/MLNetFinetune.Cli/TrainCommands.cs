@@ -176,11 +176,25 @@ static class TrainCommands
                 Generation = new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) }, BatchSize = result.GetValue(batch),
             };
             using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
-            var (data, layout, format) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap), result.GetValue(template), tuned.Format);
-            output.WriteLine($"prompt format: {format.Name}{(tuned.Format != null ? " (recorded in the model folder)" : "")}");
-            if (tuned.Format != null && result.GetValue(template) is { } ignored)
-                output.WriteLine($"note: --template {ignored} is not used: the model folder records the format it was trained with");
-            string question = InstructionData.FieldsOf(layout)[0], label = InstructionData.FieldsOf(layout)[^1];
+            IDataView data;
+            string question, label;
+            if (tuned.Format == null && ChatTemplate.Load(result.GetValue(model)!) is { } chat)
+            {
+                // A model finetuned on conversations is asked in its chat template, as chat asks it.
+                var frame = ml.Data.LoadInstructionData(result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap));
+                var layout = InstructionData.DetectLayout(frame.Columns.Select(c => c.Name))!.Value;
+                data = ConversationPairs.ForEvaluation(frame, layout, chat, ChatTemplate.SpecialTokens(result.GetValue(model)!));
+                (question, label) = ("question", "answer");
+                output.WriteLine($"chat template: {chat.Origin} (recorded in the model folder)");
+            }
+            else
+            {
+                (data, var layout, var format) = Render(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap), result.GetValue(template), tuned.Format);
+                output.WriteLine($"prompt format: {format.Name}{(tuned.Format != null ? " (recorded in the model folder)" : "")}");
+                if (tuned.Format != null && result.GetValue(template) is { } ignored)
+                    output.WriteLine($"note: --template {ignored} is not used: the model folder records the format it was trained with");
+                (question, label) = (InstructionData.FieldsOf(layout)[0], InstructionData.FieldsOf(layout)[^1]);
+            }
             var scored = tuned.Transform(data);
             // One report or comparison reads each lazy view once: generation is the costly part.
             string? path = result.GetValue(report);

@@ -45,4 +45,42 @@ public static class ConversationPairs
         return new DataFrame([new StringDataFrameColumn(promptColumnName, prompts), new StringDataFrameColumn(responseColumnName, responses),
             .. others.Select((c, i) => (DataFrameColumn)new StringDataFrameColumn(c.Name, repeated[i]))]);
     }
+
+    /// <summary>
+    /// Evaluation rows for a model that answers in a chat template: <c>question</c> (what the user asks), <c>answer</c>
+    /// (the expected reply), <c>Prompt</c> (the conversation up to the reply, with the generation prompt) and
+    /// <c>Response</c> (the reply). Conversations are asked their last assistant turn; pairs of any layout become a
+    /// one-message conversation of the prompt field (Alpaca's instruction and input).
+    /// </summary>
+    public static DataFrame ForEvaluation(DataFrame data, InstructionLayout layout, ChatTemplate template, IReadOnlyDictionary<string, object?>? variables = null)
+    {
+        var questions = new List<string>();
+        var answers = new List<string>();
+        var prompts = new List<string>();
+        for (long row = 0; row < data.Rows.Count; row++)
+        {
+            List<ChatTurn> context;
+            string answer;
+            if (layout == InstructionLayout.Conversation)
+            {
+                var turns = Conversations.Parse((string)data["messages"][row]);
+                int last = turns.Select((t, i) => (t, i)).Last(x => x.t.Role == "assistant").i;
+                context = turns.Take(last).ToList();
+                answer = turns[last].Content;
+            }
+            else
+            {
+                var fields = InstructionData.FieldsOf(layout);
+                string user = (string)data[fields[0]][row];
+                if (layout == InstructionLayout.Alpaca && data[fields[1]][row] is string input && input.Length > 0) user += "\n\n" + input;
+                context = [new ChatTurn("user", user)];
+                answer = (string)data[fields[^1]][row];
+            }
+            questions.Add(context.LastOrDefault(t => t.Role == "user")?.Content ?? "");
+            answers.Add(answer);
+            prompts.Add(template.Render(context, addGenerationPrompt: true, variables));
+        }
+        return new DataFrame(new StringDataFrameColumn("question", questions), new StringDataFrameColumn("answer", answers),
+            new StringDataFrameColumn("Prompt", prompts), new StringDataFrameColumn("Response", answers));
+    }
 }

@@ -104,6 +104,13 @@ public class ConversationFinetuneTests : IDisposable
         Assert.Equal(ModelStyleTemplates.ChatML, ChatTemplate.Load(model)!.Source);
         Assert.False(File.Exists(Path.Combine(model, PromptFormats.FormatFile)));
 
+        // evaluate asks each conversation's last assistant turn in the template, as chat does.
+        string evaluation = Run("", "evaluate", "--pairs", ConversationsFile(), "--model", model, "--max-new-tokens", "8");
+        Assert.Contains("chat template:", evaluation);
+        // Measured: 5/7 full, 6/7 LoRA (the two-turn conversation's second answer is the hard one); the floor is 5.
+        var exact = System.Text.RegularExpressions.Regex.Match(evaluation, @"exact match [0-9.]+% \((\d+)/7");
+        Assert.True(exact.Success && int.Parse(exact.Groups[1].Value) >= 5, evaluation);
+
         Run("", "export", model, "--out", Path.Combine(run, "onnx"));
         Assert.Equal(ModelStyleTemplates.ChatML, ChatTemplate.Load(Path.Combine(run, "onnx"))!.Source);
 
