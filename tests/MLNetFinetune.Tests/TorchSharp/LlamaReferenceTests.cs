@@ -161,3 +161,61 @@ public class LlamaReferenceTests(LlamaReferenceModels models) : IClassFixture<Ll
         Assert.Equal("BF16", tied.Tensors["model.embed_tokens.weight"].DType);
     }
 }
+
+/// <summary>Saving shards as save_pretrained does, and reading them back.</summary>
+[Collection(TorchCollection.Name)]
+public class ShardedSaveTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public void AModelAboveTheShardSizeSavesShardsWithAnIndexAndLoadsBackTheSame()
+    {
+        manual_seed(5);
+        var tokenizer = TestTokenizers.Small(LlamaReferenceModels.Vocab);
+        using var model = new TransformerForCausalLM(ModelConfig.Preset("tiny-llama", LlamaReferenceModels.Vocab));
+        string dir = Path.Combine(_dir.Path, "model");
+        HfCheckpoint.Save(model, tokenizer, dir);
+        Assert.True(File.Exists(Path.Combine(dir, ModelDirectory.WeightsFile)));
+
+        // Shards of at most 100 kB (the 80 kB embedding alone fills one): the single file gives way to shards and an index.
+        HfCheckpoint.Save(model, tokenizer, dir, maxShardBytes: 100_000);
+        Assert.False(File.Exists(Path.Combine(dir, ModelDirectory.WeightsFile)));
+        var shards = Directory.GetFiles(dir, "model-*-of-*.safetensors").Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal).ToArray();
+        Assert.True(shards.Length >= 3, string.Join(", ", shards));
+        Assert.Equal($"model-00001-of-{shards.Length:D5}.safetensors", shards[0]);
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, SafeTensorsCheckpoint.IndexFile)))!;
+        Assert.Equal(model.state_dict().Sum(p => 4 * p.Value.numel()), index["metadata"]!["total_size"]!.GetValue<long>());
+        Assert.Equal(model.state_dict().Keys.Order(StringComparer.Ordinal), index["weight_map"]!.AsObject().Select(p => p.Key));
+
+        var (reloaded, _) = HfCheckpoint.Load(dir, CPU);
+        using (reloaded)
+            foreach (var (name, value) in model.state_dict())
+                Assert.True(value.data<float>().SequenceEqual(reloaded.state_dict()[name].data<float>()), name);
+
+        // A shard the index names but the folder lacks is named.
+        File.Delete(Path.Combine(dir, shards[^1]));
+        var e = Assert.Throws<MLNetFinetune.Data.DataFileException>(() => HfCheckpoint.Load(dir, CPU));
+        Assert.Contains($"weight_map lists shard '{shards[^1]}', which does not exist", e.Message);
+
+        // Saved small again, the shards and index go.
+        HfCheckpoint.Save(model, tokenizer, dir);
+        Assert.Empty(Directory.GetFiles(dir, "model-*"));
+        Assert.False(File.Exists(Path.Combine(dir, SafeTensorsCheckpoint.IndexFile)));
+    }
+
+    [Fact]
+    public void APickleCheckpointIsRefusedNamingTheConversion()
+    {
+        string dir = Path.Combine(_dir.Path, "pickle");
+        Directory.CreateDirectory(dir);
+        ModelConfig.Preset("tiny-llama", LlamaReferenceModels.Vocab).Save(Path.Combine(dir, ModelDirectory.ConfigFile));
+        TestTokenizers.Small(LlamaReferenceModels.Vocab).Save(dir);
+        File.WriteAllBytes(Path.Combine(dir, "pytorch_model.bin"), [0x80, 0x02]);
+        var e = Assert.Throws<FileNotFoundException>(() => HfCheckpoint.Load(dir, CPU));
+        Assert.Contains("pytorch_model.bin (pickle), which is never read", e.Message);
+        Assert.Contains("save_pretrained(dir, safe_serialization=True)", e.Message);
+    }
+}
