@@ -9,6 +9,7 @@ var benchmarks = new Dictionary<string, Func<string[], Task<int>>>
     ["train"] = TrainBenchmark.RunAsync,
     ["finetune"] = FinetuneBenchmark.RunAsync,
     ["generate"] = GenerateBenchmark.RunAsync,
+    ["load"] = LoadBenchmark.RunAsync,
     ["fuzz"] = FuzzBenchmark.RunAsync,
 };
 
