@@ -42,6 +42,9 @@ public static class HfCheckpoint
             throw new InvalidDataException($"{checkpoint.Source}: tensors the {model.Config.ModelType} model of config.json does not have: {string.Join(", ", unexpected.Take(5))}" +
                 (unexpected.Count > 5 ? $" and {unexpected.Count - 5} more" : "") + ". Do config.json and the weights belong to the same model?");
         using var _ = no_grad();
+        // One float32 buffer, grown to the largest tensor, takes each tensor in turn and libtorch copies it into the
+        // parameter: loading holds the model and about one tensor beside it, whatever the number of tensors.
+        float[] buffer = [];
         foreach (var (name, parameter) in parameters)
         {
             if (!checkpoint.Tensors.TryGetValue(name, out var info))
@@ -50,7 +53,11 @@ public static class HfCheckpoint
             if (!info.Shape.SequenceEqual(parameter.shape))
                 throw new InvalidDataException($"{checkpoint.Source}: tensor '{name}' is [{string.Join(", ", info.Shape)}] but the config gives " +
                     $"[{string.Join(", ", parameter.shape)}]: config.json and the weights disagree.");
-            using var values = tensor(checkpoint.ReadFloat32(name), parameter.shape, dtype: float32);
+            long count = info.ElementCount;
+            if (buffer.Length < count) buffer = GC.AllocateUninitializedArray<float>(checked((int)count), pinned: true); // never moved while libtorch reads it
+            checkpoint.ReadFloat32(name, buffer.AsSpan(0, (int)count));
+            using var flat = frombuffer(buffer, ScalarType.Float32, count: count);
+            using var values = flat.view(parameter.shape);
             parameter.copy_(values);
         }
     }

@@ -161,23 +161,52 @@ public sealed class SafeTensorsFile : IDisposable
     /// <summary>A floating-point tensor as float32 (F32 as stored, F16 and BF16 widened exactly, F64 narrowed).</summary>
     public float[] ReadFloat32(string name)
     {
+        var result = new float[Get(name).ElementCount];
+        ReadFloat32(name, result);
+        return result;
+    }
+
+    /// <summary>
+    /// A floating-point tensor as float32 into <paramref name="destination"/> (exactly its element count): F32 is read
+    /// straight in, 16-bit types through one pooled buffer, so a loader can reuse one array for every tensor.
+    /// </summary>
+    public void ReadFloat32(string name, Span<float> destination)
+    {
         var info = Get(name);
-        byte[] bytes = ReadBytes(name);
-        switch (info.DType)
+        if (destination.Length != info.ElementCount)
+            throw new ArgumentException($"Tensor '{name}' has {info.ElementCount} values; the destination has {destination.Length}.", nameof(destination));
+        _file.Position = _dataStart + info.Begin;
+        if (info.DType == "F32")
         {
-            case "F32":
-                return MemoryMarshal.Cast<byte, float>(bytes).ToArray();
-            case "F16":
-                return MemoryMarshal.Cast<byte, Half>(bytes).ToArray().Select(h => (float)h).ToArray();
-            case "BF16":
-                var bf16 = MemoryMarshal.Cast<byte, ushort>(bytes);
-                var result = new float[bf16.Length];
-                for (int i = 0; i < result.Length; i++) result[i] = BitConverter.Int32BitsToSingle(bf16[i] << 16);
-                return result;
-            case "F64":
-                return MemoryMarshal.Cast<byte, double>(bytes).ToArray().Select(d => (float)d).ToArray();
-            default:
-                throw new InvalidDataException($"{Path}: tensor '{name}' is {info.DType}, not a floating-point tensor");
+            _file.ReadExactly(MemoryMarshal.AsBytes(destination));
+            return;
+        }
+        if (info.DType is not ("F16" or "BF16" or "F64")) throw new InvalidDataException($"{Path}: tensor '{name}' is {info.DType}, not a floating-point tensor");
+        long size = info.End - info.Begin;
+        byte[] bytes = size <= 1 << 28 ? System.Buffers.ArrayPool<byte>.Shared.Rent((int)size) : new byte[size];
+        try
+        {
+            _file.ReadExactly(bytes, 0, (int)size);
+            var raw = bytes.AsSpan(0, (int)size);
+            switch (info.DType)
+            {
+                case "F16":
+                    var halves = MemoryMarshal.Cast<byte, Half>(raw);
+                    for (int i = 0; i < halves.Length; i++) destination[i] = (float)halves[i];
+                    break;
+                case "BF16": // the upper half of a float32's bits
+                    var bf16 = MemoryMarshal.Cast<byte, ushort>(raw);
+                    for (int i = 0; i < bf16.Length; i++) destination[i] = BitConverter.Int32BitsToSingle(bf16[i] << 16);
+                    break;
+                default:
+                    var doubles = MemoryMarshal.Cast<byte, double>(raw);
+                    for (int i = 0; i < doubles.Length; i++) destination[i] = (float)doubles[i];
+                    break;
+            }
+        }
+        finally
+        {
+            if (size <= 1 << 28) System.Buffers.ArrayPool<byte>.Shared.Return(bytes);
         }
     }
 

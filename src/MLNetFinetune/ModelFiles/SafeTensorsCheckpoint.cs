@@ -93,9 +93,14 @@ public sealed class SafeTensorsCheckpoint : IDisposable
             : throw new DataFileException(index, 0, $"weight_map entry '{p.Key}' is not a file name", field: "weight_map"));
     }
 
-    /// <summary>A floating-point tensor as float32, from whichever shard holds it.</summary>
-    public float[] ReadFloat32(string name) => _fileOf.TryGetValue(name, out var file) ? file.ReadFloat32(name)
+    /// <summary>A floating-point tensor as float32 into <paramref name="destination"/> (exactly its size), from whichever shard holds it.</summary>
+    public void ReadFloat32(string name, Span<float> destination) => FileOf(name).ReadFloat32(name, destination);
+
+    SafeTensorsFile FileOf(string name) => _fileOf.TryGetValue(name, out var file) ? file
         : throw new KeyNotFoundException($"{Source}: no tensor '{name}' (the checkpoint has {Tensors.Count} tensors, e.g. {string.Join(", ", Tensors.Keys.Order().Take(3))}).");
+
+    /// <summary>A floating-point tensor as float32, from whichever shard holds it.</summary>
+    public float[] ReadFloat32(string name) => FileOf(name).ReadFloat32(name);
 
     /// <summary>
     /// Writes float32 weights into <paramref name="directory"/> as transformers' <c>save_pretrained</c> does: one
