@@ -65,8 +65,11 @@ public sealed record ModelConfig
     /// <summary>GPT-NeoX: attention and MLP read the same input and add to the residual together (Pythia: true).</summary>
     [JsonPropertyName("use_parallel_residual")] public bool UseParallelResidual { get; init; } = true;
 
-    /// <summary>The MLP activation: exact or tanh GELU (GPT-NeoX), SiLU in a gated MLP (Llama family).</summary>
-    [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "gelu";
+    /// <summary>The MLP activation as config.json gives it: exact or tanh GELU (GPT-NeoX), SiLU in a gated MLP (Llama family); null for the family's default.</summary>
+    [JsonPropertyName("hidden_act")] public string? HiddenActSetting { get; init; }
+
+    /// <summary>The activation in use: <c>hidden_act</c>, else the family's default (GPT-NeoX gelu, Llama silu, as HF's configs default).</summary>
+    [JsonIgnore] public string HiddenAct => HiddenActSetting ?? (IsGptNeoX ? "gelu" : "silu");
 
     /// <summary>Beginning-of-sequence id (null in some published configs).</summary>
     [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
@@ -168,14 +171,14 @@ public sealed record ModelConfig
         static ModelConfig NeoX(int hidden, int layers, int heads, int context) => new()
         {
             Architectures = ["GPTNeoXForCausalLM"], HiddenSize = hidden, NumHiddenLayers = layers, NumAttentionHeads = heads,
-            IntermediateSize = 4 * hidden, MaxPositionEmbeddings = context,
+            IntermediateSize = 4 * hidden, MaxPositionEmbeddings = context, HiddenActSetting = "gelu",
         };
 
         static ModelConfig Llama(int hidden, int layers, int heads, int kvHeads, int intermediate, int context, double theta, double eps, bool tied) => new()
         {
             ModelType = "llama", Architectures = ["LlamaForCausalLM"], HiddenSize = hidden, NumHiddenLayers = layers, NumAttentionHeads = heads,
             NumKeyValueHeads = kvHeads, IntermediateSize = intermediate, MaxPositionEmbeddings = context, RopeTheta = theta, RmsNormEps = eps,
-            TieWordEmbeddings = tied, HiddenAct = "silu",
+            TieWordEmbeddings = tied, HiddenActSetting = "silu",
         };
     }
 
@@ -238,7 +241,7 @@ public sealed record ModelConfig
     {
         var json = JsonSerializer.SerializeToNode(this, Json)!.AsObject();
         foreach (string key in IsGptNeoX ? LlamaOnlyKeys : GptNeoXOnlyKeys) json.Remove(key);
-        foreach (string key in new[] { "num_key_value_heads", "head_dim", "attention_bias", "architectures", "bos_token_id", "rope_scaling" })
+        foreach (string key in new[] { "num_key_value_heads", "head_dim", "attention_bias", "architectures", "bos_token_id", "rope_scaling", "hidden_act" })
             if (json[key] is null) json.Remove(key);
         if (ModelType == "qwen2") json.Remove("mlp_bias");
         return json;

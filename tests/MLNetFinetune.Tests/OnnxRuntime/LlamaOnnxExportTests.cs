@@ -29,14 +29,6 @@ public class LlamaOnnxExportTests(LlamaReferenceModels models, ITestOutputHelper
     string Export(string name, bool float16 = false) =>
         OnnxExporter.Export(models.Folder(name), new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, name + (float16 ? "-fp16" : "")), Float16 = float16 });
 
-    static float MaxDiff(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        float worst = 0;
-        for (int i = 0; i < expected.Length; i++) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
-        return worst;
-    }
-
     [Theory]
     [InlineData("llama-bf16-tied-llama3")]
     [InlineData("qwen2-f32-three-shards")]
@@ -53,7 +45,7 @@ public class LlamaOnnxExportTests(LlamaReferenceModels models, ITestOutputHelper
         // Prefill of both rows against the reference's logits.
         long[] positions = rows.SelectMany(r => Enumerable.Range(0, r.Length).Select(p => (long)p)).ToArray();
         var (logits, cache) = ort.Forward(ids, positions, Enumerable.Repeat(1L, ids.Length).ToArray(), batch, null);
-        float prefill = MaxDiff(LlamaReferenceModels.ReferenceLogits(folder), logits);
+        float prefill = Logits.MaxDiff(LlamaReferenceModels.ReferenceLogits(folder), logits);
         output.WriteLine($"{name}: prefill max |ONNX − PyTorch reference| = {prefill:G3}");
         Assert.True(prefill <= 1e-4f, $"{name}: prefill max |ONNX − PyTorch| = {prefill}");
 
@@ -72,7 +64,7 @@ public class LlamaOnnxExportTests(LlamaReferenceModels models, ITestOutputHelper
                 foreach (var v in cache) v.Dispose();
                 cache = newCache;
                 using var expected = model.Forward(tensor(next, [batch, 1]), cache: torchCache);
-                float diff = MaxDiff(expected.data<float>().ToArray(), stepLogits);
+                float diff = Logits.MaxDiff(expected.data<float>().ToArray(), stepLogits);
                 output.WriteLine($"{name}: cached step {step + 1} max |ONNX − TorchSharp| = {diff:G3}");
                 Assert.True(diff <= 1e-4f, $"{name}: cached step {step + 1}: max |ONNX − TorchSharp| = {diff}");
             }
@@ -98,7 +90,7 @@ public class LlamaOnnxExportTests(LlamaReferenceModels models, ITestOutputHelper
         var (logits, cache) = ort.Forward(ids, positions, Enumerable.Repeat(1L, ids.Length).ToArray(), rows.Length, null);
         foreach (var v in cache) v.Dispose();
         float[] expected = LlamaReferenceModels.ReferenceLogits(folder);
-        float diff = MaxDiff(expected, logits), scale = expected.Max(Math.Abs);
+        float diff = Logits.MaxDiff(expected, logits), scale = expected.Max(Math.Abs);
         output.WriteLine($"{name} float16: prefill max |ONNX − PyTorch reference| = {diff:G3} (largest |logit| {scale:G3})");
         Assert.True(diff <= 0.02f * scale, $"float16: max |ONNX − PyTorch| = {diff}, over 2% of the largest logit {scale}");
         // Decoding steps run on the float16 cache.
