@@ -50,6 +50,7 @@ public sealed class LoraAdapters : IDisposable
     {
         Options = options;
         Scale = options.Alpha / options.Rank;
+        ScaleScalar = Scale.ToScalar();
         foreach (var (name, layer) in layers)
         {
             long input = layer.weight!.shape[1], output = layer.weight.shape[0];
@@ -65,6 +66,9 @@ public sealed class LoraAdapters : IDisposable
 
     /// <summary>alpha / r.</summary>
     public double Scale { get; }
+
+    // Held with the adapters: a Scalar made per call could be finalized while libtorch reads it.
+    internal Scalar ScaleScalar { get; }
 
     internal Dictionary<Linear, (string Name, Parameter A, Parameter B)> Pairs { get; } = new(ReferenceEqualityComparer.Instance);
 
@@ -155,6 +159,7 @@ public sealed class LoraAdapters : IDisposable
     public void Dispose()
     {
         foreach (var (_, a, b) in Pairs.Values) { a.Dispose(); b.Dispose(); }
+        ScaleScalar.Dispose();
         Pairs.Clear();
     }
 }

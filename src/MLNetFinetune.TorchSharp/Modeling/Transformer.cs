@@ -143,7 +143,7 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
         // Shift the labels, not the logits: slicing [batch, seq − 1, vocab] out of the logits would copy the largest
         // activation (3 GB at 8 × 2048 × 50k); the last position gets the ignore index instead.
         using var scope = NewDisposeScope();
-        var targets = cat([labels[.., 1..], full(labels.shape[0], 1, -100L, dtype: labels.dtype, device: labels.device)], 1);
+        var targets = cat([labels[.., 1..], full(labels.shape[0], 1, Scalars.IgnoreIndex, dtype: labels.dtype, device: labels.device)], 1);
         return functional.cross_entropy(logits.view(-1, logits.shape[2]), targets.view(-1), ignore_index: -100, reduction: reduction)
             .MoveToOuterDisposeScope();
     }
@@ -213,9 +213,9 @@ sealed class TransformerLayer : Module<Tensor, Tensor>
     {
         var (inputNorm, postAttentionNorm, attention, mlp) = _modules;
         var attended = attention.Forward(inputNorm.forward(x), cos, sin, mask, cache, index, causal);
-        if (_parallel) return x + attended + mlp.forward(postAttentionNorm.forward(x));
-        var h = x + attended;
-        return h + mlp.forward(postAttentionNorm.forward(h));
+        if (_parallel) return Scalars.Add(Scalars.Add(x, attended), mlp.forward(postAttentionNorm.forward(x)));
+        var h = Scalars.Add(x, attended);
+        return Scalars.Add(h, mlp.forward(postAttentionNorm.forward(h)));
     }
 }
 
@@ -381,6 +381,20 @@ sealed class RmsNorm : Module<Tensor, Tensor>
     }
 }
 
+/// <summary>
+/// Scalars the hot paths pass to libtorch, held for the process's life. A Scalar made on the fly (the alpha of every
+/// Tensor + Tensor, a double factor) can be finalized while libtorch still reads it; that crashed a CI run in
+/// Scalar::toFloat ("Expected false to be true") and an earlier one with "Unknown scalar type".
+/// </summary>
+static class Scalars
+{
+    public static readonly Scalar One = 1.ToScalar();
+    public static readonly Scalar IgnoreIndex = (-100L).ToScalar();
+
+    /// <summary><c>a + b</c> without a temporary Scalar.</summary>
+    public static Tensor Add(Tensor a, Tensor b) => a.add(b, One);
+}
+
 /// <summary>The compute type shared by a model's modules (see <see cref="TransformerForCausalLM.ComputeType"/>).</summary>
 sealed class ComputePrecision
 {
@@ -398,7 +412,7 @@ sealed class ComputePrecision
         if (Lora == null || !Lora.Pairs.TryGetValue(layer, out var adapter)) return y;
         var input = Lora.Options.Dropout > 0 ? functional.dropout(x, Lora.Options.Dropout, Training) : x;
         var (a, b) = Type is { } u ? (adapter.A.to(u), adapter.B.to(u)) : ((Tensor)adapter.A, (Tensor)adapter.B);
-        return y + functional.linear(functional.linear(input.to(a.dtype), a), b) * Lora.Scale;
+        return y.add(functional.linear(functional.linear(input.to(a.dtype), a), b), Lora.ScaleScalar); // y + scale · B·A·x
     }
 
     /// <summary><c>x · Wᵀ</c> in the compute type for a weight that is not a layer's own (a tied output head).</summary>
@@ -441,7 +455,7 @@ public sealed class Rotary(int dim, double theta, RopeScaling? scaling = null)
         var rotated = x[.., .., .., ..rotaryDim];
         int half = rotaryDim / 2;
         var rotateHalf = cat([-rotated[.., .., .., half..], rotated[.., .., .., ..half]], -1);
-        var result = rotated * cos.to(x.dtype) + rotateHalf * sin.to(x.dtype);
+        var result = Scalars.Add(rotated * cos.to(x.dtype), rotateHalf * sin.to(x.dtype));
         return rotaryDim == x.shape[3] ? result : cat([result, x[.., .., .., rotaryDim..]], -1);
     }
 }

@@ -122,11 +122,12 @@ public static class CausalLMTrainer
             using (var scope = NewDisposeScope())
             {
                 var lossSum = zeros(1, device: device);
+                using var targets = ((double)stepTargets).ToScalar(); // held through the calls (see Scalars)
                 foreach (var batch in batches)
                 {
                     var loss = batch.LossSum(model);
-                    (loss / stepTargets).backward();
-                    lossSum += loss.detach();
+                    loss.div(targets).backward();
+                    lossSum.add_(loss.detach(), Scalars.One);
                     tokens += batch.Tokens;
                     intervalTokens += batch.Tokens;
                 }
