@@ -5,6 +5,7 @@ using MLNetFinetune.ModelFiles;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
 
 namespace MLNetFinetune.TorchSharp.Modeling;
 
@@ -40,7 +41,7 @@ public sealed record LoraOptions
 }
 
 /// <summary>
-/// The adapters of a model: for each targeted linear layer W, matrices A (r × in, Kaiming-uniform) and B (out × r,
+/// The adapters of a model, kept beside its layers (the model adds their update where a layer has one): for each targeted linear layer W, matrices A (r × in, Kaiming-uniform) and B (out × r,
 /// zeros), so the layer computes W·x + (alpha/r)·B·A·dropout(x) and starts out unchanged. Saved in PEFT's layout
 /// (<c>adapter_config.json</c>, <c>adapter_model.safetensors</c> with <c>base_model.model.&lt;layer&gt;.lora_A.weight</c>).
 /// </summary>
@@ -71,6 +72,18 @@ public sealed class LoraAdapters : IDisposable
     internal Scalar ScaleScalar { get; }
 
     internal Dictionary<Linear, (string Name, Parameter A, Parameter B)> Pairs { get; } = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>
+    /// A targeted layer's output <paramref name="y"/> plus its update <c>(alpha/r)·B·A·dropout(x)</c>, in the compute
+    /// type when one is set; other layers' outputs unchanged.
+    /// </summary>
+    internal Tensor Apply(Linear layer, Tensor x, Tensor y, bool training, ScalarType? computeType)
+    {
+        if (!Pairs.TryGetValue(layer, out var adapter)) return y;
+        var input = Options.Dropout > 0 ? functional.dropout(x, Options.Dropout, training) : x;
+        var (a, b) = computeType is { } t ? (adapter.A.to(t), adapter.B.to(t)) : ((Tensor)adapter.A, (Tensor)adapter.B);
+        return y.add(functional.linear(functional.linear(input.to(a.dtype), a), b), ScaleScalar);
+    }
 
     /// <summary>The trainable parameters (every A and B).</summary>
     public IEnumerable<Parameter> Parameters() => Pairs.Values.SelectMany(p => new[] { p.A, p.B });

@@ -19,6 +19,7 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
     // every module field under the field's own name.
     readonly (TransformerBackbone Backbone, Linear? Head) _modules; // Head is null when tied to the input embedding
     readonly ComputePrecision _precision = new();
+    LoraAdapters? _lora; // beside the layers: they are run through RunLinear, which adds an adapter's update where there is one
     TransformerBackbone Backbone => _modules.Backbone;
     Linear? Head => _modules.Head;
 
@@ -26,7 +27,7 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
     public TransformerForCausalLM(ModelConfig config) : base(config.Architectures?.FirstOrDefault() ?? config.ModelType)
     {
         Config = config.Validated("the model config");
-        _modules = (new TransformerBackbone(config, _precision), config.TieWordEmbeddings ? null : Linear(config.HiddenSize, config.VocabSize, hasBias: false));
+        _modules = (new TransformerBackbone(config, RunLinear), config.TieWordEmbeddings ? null : Linear(config.HiddenSize, config.VocabSize, hasBias: false));
         register_module(config.IsGptNeoX ? "gpt_neox" : "model", Backbone);
         if (Head != null) register_module(config.IsGptNeoX ? "embed_out" : "lm_head", Head);
         using var _ = no_grad();
@@ -57,7 +58,7 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
     }
 
     /// <summary>The LoRA adapters in use, or null.</summary>
-    public LoraAdapters? Lora => _precision.Lora;
+    public LoraAdapters? Lora => _lora;
 
     /// <summary>The linear layers LoRA can target, by HF name (the output head excluded, as PEFT's <c>all-linear</c> does).</summary>
     public IReadOnlyList<string> LinearLayerNames =>
@@ -70,7 +71,7 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
     public LoraAdapters AttachLora(LoraOptions options)
     {
         options.Validate();
-        if (_precision.Lora != null) throw new InvalidOperationException("The model already has LoRA adapters; merge or detach them first.");
+        if (_lora != null) throw new InvalidOperationException("The model already has LoRA adapters; merge or detach them first.");
         var known = LinearLayerNames;
         var targets = options.TargetModules.SequenceEqual([LoraOptions.AllLinear]) ? known : options.TargetModules;
         var unknown = targets.Except(known).ToList();
@@ -79,26 +80,33 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
         var layers = named_modules().Where(m => m.module is Linear && !ReferenceEquals(m.module, Head) && targets.Contains(m.name.Split('.')[^1]))
             .Select(m => (m.name, (Linear)m.module)).ToList();
         foreach (var p in parameters()) p.requires_grad = false;
-        _precision.Lora = new LoraAdapters(options with { TargetModules = targets.ToList() }, layers, parameters().First().device);
-        return _precision.Lora;
+        _lora = new LoraAdapters(options with { TargetModules = targets.ToList() }, layers, parameters().First().device);
+        return _lora;
     }
 
     /// <summary>Folds the adapters into the weights (W ← W + (alpha/r)·B·A), removes them and unfreezes the model: a plain model again.</summary>
     public void MergeLora()
     {
-        var lora = _precision.Lora ?? throw new InvalidOperationException("The model has no LoRA adapters to merge.");
+        var lora = _lora ?? throw new InvalidOperationException("The model has no LoRA adapters to merge.");
         using (no_grad())
         {
             foreach (var (layer, (_, a, b)) in lora.Pairs)
                 layer.weight!.add_(b.matmul(a), alpha: lora.Scale);
         }
-        _precision.Lora = null;
+        _lora = null;
         lora.Dispose();
         foreach (var p in parameters()) p.requires_grad = true;
     }
 
     /// <summary>What the optimizer updates: the adapters when LoRA is attached, else every weight.</summary>
-    public IEnumerable<Parameter> TrainableParameters() => _precision.Lora?.Parameters() ?? parameters();
+    public IEnumerable<Parameter> TrainableParameters() => _lora?.Parameters() ?? parameters();
+
+    // How every linear layer of the model runs: in the compute type, plus its LoRA update when it has an adapter.
+    Tensor RunLinear(Linear layer, Tensor x)
+    {
+        var y = _precision.Linear(layer, x);
+        return _lora is { } lora ? lora.Apply(layer, x, y, training, _precision.Type) : y;
+    }
 
     /// <summary>Logits <c>[batch, seq, vocab]</c> (float32) for token ids <c>[batch, seq]</c> (int64), causally masked.</summary>
     public override Tensor forward(Tensor inputIds) => Forward(inputIds);
@@ -114,9 +122,8 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
         // SDPA adds a float mask to the scores, so an HF-style 0/1 padding mask would be silently wrong here.
         if (attentionMask is not null && (attentionMask.dtype != ScalarType.Bool || attentionMask.dim() != 4))
             throw new ArgumentException($"attentionMask must be a boolean [batch, 1, seq, past + seq] mask (AttentionMasks builds one), not {attentionMask.dtype} [{string.Join(", ", attentionMask.shape)}].", nameof(attentionMask));
-        _precision.Training = training;
         using var hidden = Backbone.Forward(inputIds, positionIds, attentionMask, cache);
-        var logits = Head is null ? _precision.Project(hidden, Backbone.EmbeddingWeight) : _precision.Linear(Head, hidden);
+        var logits = Head is null ? _precision.Project(hidden, Backbone.EmbeddingWeight) : RunLinear(Head, hidden);
         return logits.dtype == float32 ? logits : logits.to(float32);
     }
 
@@ -156,10 +163,10 @@ sealed class TransformerBackbone : Module<Tensor, Tensor>
     readonly (Embedding Embedding, ModuleList<TransformerLayer> Layers, Module<Tensor, Tensor> FinalNorm) _modules;
     readonly Rotary _rotary;
 
-    public TransformerBackbone(ModelConfig c, ComputePrecision precision) : base("Backbone")
+    public TransformerBackbone(ModelConfig c, LinearProjection linear) : base("Backbone")
     {
         _modules = (Embedding(c.VocabSize, c.HiddenSize),
-            new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new TransformerLayer(c, precision)).ToArray()),
+            new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(_ => new TransformerLayer(c, linear)).ToArray()),
             Norms.Create(c));
         _rotary = new Rotary(c.RotaryDim, c.RotaryBase, c.IsGptNeoX ? null : c.RopeScaling);
         register_module(c.IsGptNeoX ? "embed_in" : "embed_tokens", _modules.Embedding);
@@ -195,11 +202,11 @@ sealed class TransformerLayer : Module<Tensor, Tensor>
     readonly (Module<Tensor, Tensor> InputNorm, Module<Tensor, Tensor> PostAttentionNorm, Attention Attention, Module<Tensor, Tensor> Mlp) _modules;
     readonly bool _parallel;
 
-    public TransformerLayer(ModelConfig c, ComputePrecision precision) : base("Layer")
+    public TransformerLayer(ModelConfig c, LinearProjection linear) : base("Layer")
     {
         _modules = (Norms.Create(c), Norms.Create(c),
-            c.IsGptNeoX ? new FusedQkvAttention(c, precision) : new GroupedQueryAttention(c, precision),
-            c.IsGptNeoX ? new GeluMlp(c, precision) : new GatedMlp(c, precision));
+            c.IsGptNeoX ? new FusedQkvAttention(c, linear) : new GroupedQueryAttention(c, linear),
+            c.IsGptNeoX ? new GeluMlp(c, linear) : new GatedMlp(c, linear));
         _parallel = c.IsGptNeoX && c.UseParallelResidual;
         register_module("input_layernorm", _modules.InputNorm);
         register_module("post_attention_layernorm", _modules.PostAttentionNorm);
@@ -220,10 +227,10 @@ sealed class TransformerLayer : Module<Tensor, Tensor>
 }
 
 /// <summary>Causal self-attention with rotary position embedding; the subclasses differ in how they project q, k and v.</summary>
-abstract class Attention(string name, ModelConfig c, ComputePrecision precision) : Module<Tensor, Tensor>(name)
+abstract class Attention(string name, ModelConfig c, LinearProjection linear) : Module<Tensor, Tensor>(name)
 {
     protected readonly int Heads = c.NumAttentionHeads, KeyValueHeads = c.KeyValueHeads, HeadDim = c.HeadDim, RotaryDim = c.RotaryDim;
-    protected readonly ComputePrecision Precision = precision;
+    protected readonly LinearProjection Project = linear;
 
     public override Tensor forward(Tensor x) => throw new InvalidOperationException("Call Forward(x, cos, sin, …).");
 
@@ -260,7 +267,7 @@ sealed class FusedQkvAttention : Attention
     readonly Linear dense;
 #pragma warning restore IDE1006
 
-    public FusedQkvAttention(ModelConfig c, ComputePrecision precision) : base("GPTNeoXAttention", c, precision)
+    public FusedQkvAttention(ModelConfig c, LinearProjection linear) : base("GPTNeoXAttention", c, linear)
     {
         query_key_value = Linear(c.HiddenSize, 3 * c.HiddenSize, hasBias: c.QkvBias);
         dense = Linear(c.HiddenSize, c.HiddenSize, hasBias: c.OutputBias);
@@ -270,9 +277,9 @@ sealed class FusedQkvAttention : Attention
     public override Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, int layer, bool causal)
     {
         long batch = x.shape[0], seq = x.shape[1];
-        var qkv = Precision.Linear(query_key_value, x).view(batch, seq, Heads, 3 * HeadDim).permute(0, 2, 1, 3);
+        var qkv = Project(query_key_value, x).view(batch, seq, Heads, 3 * HeadDim).permute(0, 2, 1, 3);
         var attended = Attend(qkv[.., .., .., ..HeadDim], qkv[.., .., .., HeadDim..(2 * HeadDim)], qkv[.., .., .., (2 * HeadDim)..], cos, sin, mask, cache, layer, causal);
-        return Precision.Linear(dense, attended);
+        return Project(dense, attended);
     }
 }
 
@@ -283,7 +290,7 @@ sealed class GroupedQueryAttention : Attention
     readonly Linear q_proj, k_proj, v_proj, o_proj;
 #pragma warning restore IDE1006
 
-    public GroupedQueryAttention(ModelConfig c, ComputePrecision precision) : base("LlamaAttention", c, precision)
+    public GroupedQueryAttention(ModelConfig c, LinearProjection linear) : base("LlamaAttention", c, linear)
     {
         q_proj = Linear(c.HiddenSize, c.NumAttentionHeads * c.HeadDim, hasBias: c.QkvBias);
         k_proj = Linear(c.HiddenSize, c.KeyValueHeads * c.HeadDim, hasBias: c.QkvBias);
@@ -295,9 +302,9 @@ sealed class GroupedQueryAttention : Attention
     public override Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KeyValueCache? cache, int layer, bool causal)
     {
         long batch = x.shape[0], seq = x.shape[1];
-        Tensor Split(Linear projection, int heads) => Precision.Linear(projection, x).view(batch, seq, heads, HeadDim).transpose(1, 2);
+        Tensor Split(Linear projection, int heads) => Project(projection, x).view(batch, seq, heads, HeadDim).transpose(1, 2);
         var attended = Attend(Split(q_proj, Heads), Split(k_proj, KeyValueHeads), Split(v_proj, KeyValueHeads), cos, sin, mask, cache, layer, causal);
-        return Precision.Linear(o_proj, attended);
+        return Project(o_proj, attended);
     }
 }
 
@@ -309,12 +316,12 @@ sealed class GeluMlp : Module<Tensor, Tensor>
     readonly Linear dense_4h_to_h;
 #pragma warning restore IDE1006
 
-    readonly ComputePrecision _precision;
+    readonly LinearProjection _linear;
     readonly bool _tanhGelu;
 
-    public GeluMlp(ModelConfig c, ComputePrecision precision) : base("GPTNeoXMLP")
+    public GeluMlp(ModelConfig c, LinearProjection linear) : base("GPTNeoXMLP")
     {
-        _precision = precision;
+        _linear = linear;
         _tanhGelu = c.HiddenAct != "gelu"; // gelu_new, gelu_fast and gelu_pytorch_tanh are the tanh approximation
         dense_h_to_4h = Linear(c.HiddenSize, c.IntermediateSize);
         dense_4h_to_h = Linear(c.IntermediateSize, c.HiddenSize);
@@ -323,8 +330,8 @@ sealed class GeluMlp : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        var up = _precision.Linear(dense_h_to_4h, x);
-        return _precision.Linear(dense_4h_to_h, _tanhGelu ? functional.gelu(up, global::TorchSharp.Modules.GELU.Approximate.tanh) : functional.gelu(up));
+        var up = _linear(dense_h_to_4h, x);
+        return _linear(dense_4h_to_h, _tanhGelu ? functional.gelu(up, global::TorchSharp.Modules.GELU.Approximate.tanh) : functional.gelu(up));
     }
 }
 
@@ -335,11 +342,11 @@ sealed class GatedMlp : Module<Tensor, Tensor>
     readonly Linear gate_proj, up_proj, down_proj;
 #pragma warning restore IDE1006
 
-    readonly ComputePrecision _precision;
+    readonly LinearProjection _linear;
 
-    public GatedMlp(ModelConfig c, ComputePrecision precision) : base("LlamaMLP")
+    public GatedMlp(ModelConfig c, LinearProjection linear) : base("LlamaMLP")
     {
-        _precision = precision;
+        _linear = linear;
         gate_proj = Linear(c.HiddenSize, c.IntermediateSize, hasBias: c.MlpBias);
         up_proj = Linear(c.HiddenSize, c.IntermediateSize, hasBias: c.MlpBias);
         down_proj = Linear(c.IntermediateSize, c.HiddenSize, hasBias: c.MlpBias);
@@ -347,7 +354,7 @@ sealed class GatedMlp : Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) =>
-        _precision.Linear(down_proj, functional.silu(_precision.Linear(gate_proj, x)) * _precision.Linear(up_proj, x));
+        _linear(down_proj, functional.silu(_linear(gate_proj, x)) * _linear(up_proj, x));
 }
 
 /// <summary>The family's norm: LayerNorm (GPT-NeoX) or RMSNorm (Llama family).</summary>
@@ -395,25 +402,17 @@ static class Scalars
     public static Tensor Add(Tensor a, Tensor b) => a.add(b, One);
 }
 
-/// <summary>The compute type shared by a model's modules (see <see cref="TransformerForCausalLM.ComputeType"/>).</summary>
+/// <summary>How the model runs one of its linear layers (the model's: compute type, then LoRA where attached).</summary>
+delegate Tensor LinearProjection(Linear layer, Tensor x);
+
+/// <summary>The compute type of a model's matrix products (see <see cref="TransformerForCausalLM.ComputeType"/>).</summary>
 sealed class ComputePrecision
 {
     public ScalarType? Type;
-    public LoraAdapters? Lora;
-    public bool Training;
 
-    /// <summary>
-    /// A linear layer in the compute type (input, weight and bias cast; autograd carries gradients back to the float32
-    /// weights), plus its LoRA update when it has an adapter.
-    /// </summary>
-    public Tensor Linear(Linear layer, Tensor x)
-    {
-        var y = Type is { } t ? functional.linear(x.to(t), layer.weight!.to(t), layer.bias?.to(t)) : layer.forward(x);
-        if (Lora == null || !Lora.Pairs.TryGetValue(layer, out var adapter)) return y;
-        var input = Lora.Options.Dropout > 0 ? functional.dropout(x, Lora.Options.Dropout, Training) : x;
-        var (a, b) = Type is { } u ? (adapter.A.to(u), adapter.B.to(u)) : ((Tensor)adapter.A, (Tensor)adapter.B);
-        return y.add(functional.linear(functional.linear(input.to(a.dtype), a), b), Lora.ScaleScalar); // y + scale · B·A·x
-    }
+    /// <summary>A linear layer in the compute type (input, weight and bias cast; autograd carries gradients back to the float32 weights).</summary>
+    public Tensor Linear(Linear layer, Tensor x) =>
+        Type is { } t ? functional.linear(x.to(t), layer.weight!.to(t), layer.bias?.to(t)) : layer.forward(x);
 
     /// <summary><c>x · Wᵀ</c> in the compute type for a weight that is not a layer's own (a tied output head).</summary>
     public Tensor Project(Tensor x, Tensor weight) => Type is { } t ? functional.linear(x.to(t), weight.to(t)) : functional.linear(x, weight);
