@@ -103,11 +103,7 @@ public sealed class LoraAdapters : IDisposable
             ["lora_dropout"] = Options.Dropout, ["target_modules"] = new JsonArray(Options.TargetModules.Select(t => (JsonNode)t).ToArray()),
             ["bias"] = "none", ["fan_in_fan_out"] = false, ["inference_mode"] = true, ["base_model_name_or_path"] = baseModel,
         };
-        DataFiles.WriteAtomically(Path.Combine(directory, "adapter_config.json"), s =>
-        {
-            using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
-            config.WriteTo(w);
-        });
+        DataFiles.WriteJson(Path.Combine(directory, "adapter_config.json"), config);
         SafeTensorsFile.WriteFloat32(Path.Combine(directory, "adapter_model.safetensors"),
             Pairs.Values.SelectMany(p => new[] { (Key(p.Name, "A"), p.A.shape, Values(p.A)), (Key(p.Name, "B"), p.B.shape, Values(p.B)) }));
     }

@@ -134,11 +134,7 @@ public sealed class ChatTemplate
         config["chat_template"] = Source;
         foreach (var (name, value) in specialTokens ?? new Dictionary<string, object?>())
             if (value is string token && !config.ContainsKey(name)) config[name] = token;
-        DataFiles.WriteAtomically(configPath, s =>
-        {
-            using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-            config.WriteTo(writer);
-        });
+        DataFiles.WriteJson(configPath, config);
         File.Delete(Path.Combine(modelDirectory, TemplateFile));
     }
 

@@ -68,6 +68,19 @@ public static class DataFiles
     }
 
     /// <summary>
+    /// Writes a JSON document atomically, indented, with non-ASCII text as itself (config, tokenizer and index files
+    /// people read, as Hugging Face's tools write them readable).
+    /// </summary>
+    public static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node) => WriteAtomically(path, s =>
+    {
+        using var writer = new System.Text.Json.Utf8JsonWriter(s, new System.Text.Json.JsonWriterOptions
+        {
+            Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        });
+        node.WriteTo(writer);
+    });
+
+    /// <summary>
     /// Creates a file atomically: the content goes to a temporary file beside it, which replaces
     /// <paramref name="path"/> only when <paramref name="write"/> returns, so a killed run leaves no half file.
     /// <c>.gz</c> and <c>.zst</c> names are compressed.

@@ -44,14 +44,14 @@ public static class PromptFormats
         var node = new JsonObject { ["name"] = format.Name, ["prompt"] = format.Prompt.Text, ["response"] = format.Response.Text };
         if (format.Prompt.WhenEmptyTemplate is { } alternative)
             node["prompt_when_empty"] = new JsonObject { ["field"] = format.Prompt.WhenEmptyColumn, ["prompt"] = alternative.Text };
-        WriteJson(Path.Combine(directory, FormatFile), node);
+        DataFiles.WriteJson(Path.Combine(directory, FormatFile), node);
 
         string configPath = Path.Combine(directory, TokenizerConfigFile);
         var config = File.Exists(configPath) ? JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject ?? new JsonObject() : new JsonObject();
         if (ChatTemplate(format) is { } template) config["chat_template"] = template;
         else config.Remove("chat_template");
         if (eosToken != null) config["eos_token"] = eosToken;
-        WriteJson(configPath, config);
+        DataFiles.WriteJson(configPath, config);
     }
 
     /// <summary>Copies a model folder's recorded format (and chat template) to another folder, if it has one.</summary>
@@ -129,10 +129,4 @@ public static class PromptFormats
             throw new InvalidDataException($"{path}: {e.Message}", e);
         }
     }
-
-    static void WriteJson(string path, JsonNode node) => DataFiles.WriteAtomically(path, s =>
-    {
-        using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-        node.WriteTo(writer);
-    });
 }

@@ -314,10 +314,6 @@ public static class OnnxExporter
                 ["past_present_share_buffer"] = false, ["repetition_penalty"] = 1.0, ["temperature"] = 1.0, ["top_k"] = 1, ["top_p"] = 1.0,
             },
         };
-        DataFiles.WriteAtomically(path, s =>
-        {
-            using var w = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
-            json.WriteTo(w);
-        });
+        DataFiles.WriteJson(path, json);
     }
 }

@@ -248,11 +248,7 @@ public sealed record ModelConfig
     }
 
     /// <summary>Writes <c>config.json</c> atomically.</summary>
-    public void Save(string path) => DataFiles.WriteAtomically(path, s =>
-    {
-        using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
-        ToJson().WriteTo(writer);
-    });
+    public void Save(string path) => DataFiles.WriteJson(path, ToJson());
 
     /// <summary>Parameters of a model of this shape (embeddings and output head included; a tied head counts once).</summary>
     public long ParameterCount()

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using MLNetFinetune.Data;
 using MLNetFinetune.Tokenization;
@@ -60,10 +59,6 @@ public static class ModelDirectory
             ["max_new_tokens"] = maxNewTokens,
             ["do_sample"] = false,
         };
-        DataFiles.WriteAtomically(PathOf(directory, GenerationConfigFile), s =>
-        {
-            using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
-            generation.WriteTo(writer);
-        });
+        DataFiles.WriteJson(PathOf(directory, GenerationConfigFile), generation);
     }
 }

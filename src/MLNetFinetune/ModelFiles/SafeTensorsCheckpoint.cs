@@ -147,11 +147,7 @@ public sealed class SafeTensorsCheckpoint : IDisposable
                 ["metadata"] = new JsonObject { ["total_size"] = layout.Sum(t => Bytes(t.Shape)) },
                 ["weight_map"] = new JsonObject(weightMap.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)p.Value))),
             };
-            DataFiles.WriteAtomically(Path.Combine(directory, IndexFile), s =>
-            {
-                using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Indented = true });
-                index.WriteTo(writer);
-            });
+            DataFiles.WriteJson(Path.Combine(directory, IndexFile), index);
             written.Add(IndexFile);
         }
         foreach (string stale in Directory.GetFiles(directory, "model*.safetensors*").Select(Path.GetFileName).OfType<string>())

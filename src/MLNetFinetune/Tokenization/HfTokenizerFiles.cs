@@ -249,11 +249,7 @@ public static class HfTokenizerFiles
                 ["merges"] = new JsonArray(vocabulary.Merges.Select(m => (JsonNode)$"{m.Left} {m.Right}").ToArray()),
             },
         };
-        DataFiles.WriteAtomically(Path.Combine(directory, TokenizerJsonFile), s =>
-        {
-            using var writer = new Utf8JsonWriter(s, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, Indented = true });
-            tokenizer.WriteTo(writer);
-        });
+        DataFiles.WriteJson(Path.Combine(directory, TokenizerJsonFile), tokenizer);
     }
 
     static Dictionary<string, int> ReadVocab(string path) => WrongShapeIsBadData(path, () =>
