@@ -103,10 +103,12 @@ public static class DecodeLoop
         }
     }
 
-    // The prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.
-    static long[] EncodePrompt(IDecoderModel model, string prompt, int row, int maxNewTokens)
+    static long[] EncodePrompt(IDecoderModel model, string prompt, int row, int maxNewTokens) =>
+        CheckPrompt(model, model.Tokenizer.EncodeSequence(prompt).Select(i => (long)i).ToArray(), row, maxNewTokens);
+
+    // A prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.
+    static long[] CheckPrompt(IDecoderModel model, long[] ids, int row, int maxNewTokens)
     {
-        var ids = model.Tokenizer.EncodeSequence(prompt).Select(i => (long)i).ToArray();
         if (ids.Length == 0) throw new ArgumentException($"Prompt {row} is empty.");
         if (ids.Length + maxNewTokens > model.ContextLength)
             throw new ArgumentException($"Prompt {row} has {ids.Length} tokens; with {maxNewTokens} new ones that exceeds the model's context of {model.ContextLength}.");
@@ -133,9 +135,7 @@ public static class DecodeLoop
         options.Validate();
         for (int r = 0; r < prompts.Count; r++)
         {
-            if (prompts[r].Length == 0) throw new ArgumentException($"Prompt {r} is empty.");
-            if (prompts[r].Length + options.MaxNewTokens > model.ContextLength)
-                throw new ArgumentException($"Prompt {r} has {prompts[r].Length} tokens; with {options.MaxNewTokens} new ones that exceeds the model's context of {model.ContextLength}.");
+            CheckPrompt(model, prompts[r], r, options.MaxNewTokens);
             long[] outside = prompts[r].Where(id => id < 0 || id >= model.LogitsSize).ToArray();
             if (outside.Length > 0)
                 throw new ArgumentOutOfRangeException(nameof(prompts), $"Prompt {r} has token id {outside[0]}, outside the model's vocabulary of {model.LogitsSize}.");
