@@ -60,10 +60,6 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
     /// <summary>The LoRA adapters in use, or null.</summary>
     public LoraAdapters? Lora => _lora;
 
-    /// <summary>The linear layers LoRA can target, by HF name (the output head excluded, as PEFT's <c>all-linear</c> does).</summary>
-    public IReadOnlyList<string> LinearLayerNames =>
-        named_modules().Where(m => m.module is Linear && !ReferenceEquals(m.module, Head)).Select(m => m.name.Split('.')[^1]).Distinct().ToList();
-
     /// <summary>
     /// Adds LoRA adapters to the targeted layers (<see cref="LoraOptions.TargetModules"/>: HF names such as
     /// <c>q_proj</c>, or <c>all-linear</c>) and freezes every base weight: training then updates only the adapters.
@@ -72,13 +68,15 @@ public sealed class TransformerForCausalLM : Module<Tensor, Tensor>
     {
         options.Validate();
         if (_lora != null) throw new InvalidOperationException("The model already has LoRA adapters; merge or detach them first.");
-        var known = LinearLayerNames;
+        // The layers LoRA can target, by full and HF short name: every linear layer but the output head, as PEFT's all-linear.
+        var linear = named_modules().Where(m => m.module is Linear && !ReferenceEquals(m.module, Head))
+            .Select(m => (m.name, Short: m.name.Split('.')[^1], Layer: (Linear)m.module)).ToList();
+        var known = linear.Select(l => l.Short).Distinct().ToList();
         var targets = options.TargetModules.SequenceEqual([LoraOptions.AllLinear]) ? known : options.TargetModules;
         var unknown = targets.Except(known).ToList();
         if (unknown.Count > 0)
             throw new ArgumentException($"LoRA target modules must be among {string.Join(", ", known)} or {LoraOptions.AllLinear} for a {Config.ModelType} model (got {string.Join(", ", options.TargetModules)}).");
-        var layers = named_modules().Where(m => m.module is Linear && !ReferenceEquals(m.module, Head) && targets.Contains(m.name.Split('.')[^1]))
-            .Select(m => (m.name, (Linear)m.module)).ToList();
+        var layers = linear.Where(l => targets.Contains(l.Short)).Select(l => (l.name, l.Layer)).ToList();
         foreach (var p in parameters()) p.requires_grad = false;
         _lora = new LoraAdapters(options with { TargetModules = targets.ToList() }, layers, parameters().First().device);
         return _lora;
