@@ -1,7 +1,6 @@
 using System.Text.Json;
 using Microsoft.Data.Analysis;
 using MLNetFinetune.ChatTemplates;
-using MLNetFinetune.Cli;
 using MLNetFinetune.Data;
 using MLNetFinetune.ModelFiles;
 using MLNetFinetune.Tests.ChatTemplates;
@@ -82,14 +81,7 @@ public class ConversationFinetuneTests : IDisposable
         return dir;
     }
 
-    static string Run(string input, params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int code = CliApp.Run(args, new StringReader(input), output, error);
-        Assert.True(code == 0, $"`{string.Join(' ', args)}` failed: {error}");
-        return output.ToString();
-    }
+    static string Run(string input, params string[] args) => CliRunner.Succeeds(input, args);
 
     [Theory]
     [InlineData(0)]

@@ -12,14 +12,7 @@ public class EndToEndCliTests : IDisposable
 
     string Run(params string[] args) => RunWithInput("", args);
 
-    string RunWithInput(string input, params string[] args)
-    {
-        var output = new StringWriter();
-        var error = new StringWriter();
-        int code = CliApp.Run(args, new StringReader(input), output, error);
-        Assert.True(code == 0, $"`{string.Join(' ', args)}` failed: {error}");
-        return output.ToString();
-    }
+    static string RunWithInput(string input, params string[] args) => CliRunner.Succeeds(input, args);
 
     // Of the 40 continent pairs, the tiny finetuned model answers 9 exactly (measured; it has learnt to answer a continent,
     // "Asia" for all, where the base answers none); the floor is a little below that.
