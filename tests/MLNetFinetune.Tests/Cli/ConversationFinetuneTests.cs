@@ -68,6 +68,26 @@ public class ConversationFinetuneTests : IDisposable
         }
     }
 
+    [Fact]
+    public void ATemplateWhosePromptIsNotAPrefixOfTheConversationIsRefused()
+    {
+        // The generation prompt ">>" is not in the rendered conversation, so the assistant's tokens cannot be cut out of it.
+        var template = ChatTemplate.Parse("{% for m in messages %}{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}>>{% endif %}", "odd");
+        var e = Assert.Throws<InvalidDataException>(() => ConversationPairs.Expand(InstructionData.Load(ConversationsFile()), template));
+        Assert.StartsWith("Row 0: the chat template (odd) renders the conversation up to assistant turn 2 so that the text before the turn", e.Message);
+    }
+
+    [Fact]
+    public void FinetuningConversationsOnABaseWithoutAChatTemplateSaysHowToGiveOne()
+    {
+        string baseDir = RepoPaths.Of("models", "facts-base"); // a base model: no chat template
+        var (code, _, error) = CliRunner.Run("finetune", "--pairs", ConversationsFile(), "--base", baseDir, "--out", Path.Combine(_dir.Path, "none"),
+            "--steps", "1", "--threads", "1", "--device", "cpu");
+        Assert.Equal(1, code);
+        Assert.Contains($"The data holds conversations (messages) but base model '{baseDir}' has no chat template; give one with --chat-template FILE.", error);
+        Assert.False(Directory.Exists(Path.Combine(_dir.Path, "none")));
+    }
+
     string BaseModel()
     {
         string dir = Path.Combine(_dir.Path, "base");
