@@ -23,13 +23,19 @@ public static class CliApp
             TrainCommands.Evaluate(output),
             ServeCommands.Export(output),
             ServeCommands.Generate(output),
+            ServeCommands.Serve(output),
             ChatCommand.Create(input, output),
             QuickstartCommand.Create(output),
         };
         var parsed = root.Parse(args);
         try
         {
-            return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+            return parsed.Invoke(new InvocationConfiguration
+            {
+                Output = output, Error = error, EnableDefaultExceptionHandler = false,
+                // After Ctrl+C or SIGTERM a command gets this long to finish: `serve` lets requests in flight complete.
+                ProcessTerminationTimeout = TimeSpan.FromSeconds(40),
+            });
         }
         catch (Exception e)
         {

@@ -2,11 +2,12 @@ using System.CommandLine;
 using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
 using MLNetFinetune.OnnxRuntime;
+using MLNetFinetune.Server;
 using TorchSharp = MLNetFinetune.TorchSharp;
 
 namespace MLNetFinetune.Cli;
 
-/// <summary><c>mlnet-finetune export</c> and <c>generate</c>: thin wrappers over <see cref="OnnxExporter"/>, <see cref="OnnxCausalLM"/> and the TorchSharp model.</summary>
+/// <summary><c>mlnet-finetune export</c>, <c>generate</c> and <c>serve</c>: thin wrappers over <see cref="OnnxExporter"/>, <see cref="OnnxCausalLM"/>, the TorchSharp model and <see cref="OpenAIServer"/>.</summary>
 static class ServeCommands
 {
     public static Command Export(TextWriter output)
@@ -67,6 +68,52 @@ static class ServeCommands
             promptIds ??= decoder.Tokenizer.EncodeSequence(result.GetValue(prompt)!).Select(i => (long)i).ToArray();
             long[] generated = DecodeLoop.GenerateIds(decoder, [promptIds], options, cancellationToken)[0];
             output.WriteLine(result.GetValue(printIds) ? string.Join(",", promptIds.Concat(generated)) : decoder.Tokenizer.Decode(generated.Select(t => (int)t)));
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command Serve(TextWriter output)
+    {
+        var folder = new Argument<string>("folder") { Description = "An exported folder (model.onnx, tokenizer; its chat template or prompt format renders messages)." };
+        var host = new Option<string>("--host") { Description = "Address to bind (0.0.0.0: every interface).", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "Port (0: any free one).", DefaultValueFactory = _ => 8000 };
+        var apiKeyEnv = new Option<string?>("--api-key-env") { Description = "Name of an environment variable holding the API key clients must send (default: no key)." };
+        var modelName = new Option<string?>("--model-name") { Description = "The model's id in requests (default: the folder's name)." };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Most requests decoded together; more wait to join the batch.", DefaultValueFactory = _ => 32 };
+        var maxConcurrent = new Option<int>("--max-concurrent") { Description = "Most requests in flight; more get 429.", DefaultValueFactory = _ => 128 };
+        var provider = new Option<string>("--provider") { Description = "auto, cpu or cuda.", DefaultValueFactory = _ => "auto" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0: one per core)." };
+        var command = new Command("serve", "Serve an exported model over the OpenAI API (chat completions, completions, models; streaming; continuous batching) until Ctrl+C.")
+        {
+            folder, host, port, apiKeyEnv, modelName, maxBatch, maxConcurrent, provider, threads,
+        };
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            string? key = null;
+            if (result.GetValue(apiKeyEnv) is { } name)
+            {
+                key = Environment.GetEnvironmentVariable(name);
+                if (string.IsNullOrEmpty(key)) throw new ArgumentException($"--api-key-env names {name}, which is not set (or empty).");
+            }
+            await using var server = await OpenAIServer.StartAsync(new ServerOptions
+            {
+                Folder = result.GetValue(folder)!, Host = result.GetValue(host)!, Port = result.GetValue(port), ApiKey = key, ModelName = result.GetValue(modelName),
+                MaxBatch = result.GetValue(maxBatch), MaxConcurrent = result.GetValue(maxConcurrent), Provider = result.GetValue(provider)!, Threads = result.GetValue(threads),
+            }, cancellationToken);
+            output.WriteLine($"serving '{server.ModelId}' on {server.Provider}");
+            output.WriteLine($"listening on {server.Address.GetLeftPart(UriPartial.Authority)}");
+            output.Flush();
+            try
+            {
+                await server.WaitForShutdownAsync(cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                // Ctrl+C or SIGTERM reached the command line first; the server still stops gracefully below.
+            }
+            await server.StopAsync();
+            output.WriteLine("stopped");
             return 0;
         });
         return command;

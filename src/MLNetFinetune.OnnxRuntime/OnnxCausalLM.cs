@@ -118,7 +118,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
 
     // With lastOnly, copies only each row's last-position logits out of ONNX Runtime's buffer ([batch, vocab]): a prefill
     // of a long batch would otherwise copy [batch, seq, vocab] floats that decoding never reads.
-    (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly)
+    internal (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly)
     {
         int layers = Config.NumHiddenLayers;
         if (batch <= 0 || ids.Length == 0 || ids.Length % batch != 0 || positions.Length != ids.Length || mask.Length % batch != 0)

@@ -82,23 +82,11 @@ public static class DecodeLoop
     {
         options ??= new GenerationOptions();
         options.Validate();
-        // Partial text is held back by a stop sequence's length less one, so no prefix of a stop string is ever sent.
-        int holdBack = options.StopSequences.Count == 0 ? 0 : Math.Max(0, options.StopSequences.Max(s => s.Length) - 1);
-        string sent = "";
+        var streamer = new TextStreamer(options.StopSequences);
         foreach (var (row, text) in Run(model, [prompt], options, cancellationToken, partial: true))
         {
-            string ready = text;
-            if (row < 0)
-            {
-                // A piece may also end inside a multi-byte character; wait until the character is complete.
-                if (ready.EndsWith('\uFFFD')) ready = ready[..^1];
-                ready = ready[..Math.Max(0, ready.Length - holdBack)];
-            }
-            if (ready.Length > sent.Length && ready.StartsWith(sent, StringComparison.Ordinal))
-            {
-                yield return ready[sent.Length..];
-                sent = ready;
-            }
+            string piece = streamer.Next(text, final: row >= 0);
+            if (piece.Length > 0) yield return piece;
             await Task.Yield();
         }
     }

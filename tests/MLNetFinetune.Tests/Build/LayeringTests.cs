@@ -30,6 +30,14 @@ public class LayeringTests
     }
 
     [Fact]
+    public void TheServerStandsOnOnnxRuntimeAlone()
+    {
+        var packages = PackagesOf("MLNetFinetune.Server");
+        Assert.Contains("Microsoft.ML.OnnxRuntime.Gpu", packages);
+        Assert.DoesNotContain(packages, p => p.StartsWith("TorchSharp", StringComparison.OrdinalIgnoreCase) || p.StartsWith("libtorch", StringComparison.OrdinalIgnoreCase));
+    }
+
+    [Fact]
     public void TrainingSideUsesTheSelectedTorchSharpBackendAndNoOnnxRuntime()
     {
         var packages = PackagesOf("MLNetFinetune.TorchSharp");
