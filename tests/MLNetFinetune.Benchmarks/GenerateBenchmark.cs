@@ -20,6 +20,22 @@ namespace MLNetFinetune.Benchmarks;
 /// </summary>
 static class GenerateBenchmark
 {
+    /// <summary>
+    /// Saves <paramref name="model"/> (random weights) with a small tokenizer in <paramref name="dir"/> and exports it to
+    /// <c>dir/onnx</c>, once: a later run loads the saved weights into <paramref name="model"/> instead. Returns the export.
+    /// </summary>
+    public static string SaveAndExport(TransformerForCausalLM model, string dir)
+    {
+        if (!File.Exists(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)))
+        {
+            var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", ["a tokenizer for the benchmark, any will do"])), new BpeTrainerOptions { VocabSize = 300 });
+            HfCheckpoint.Save(model, tokenizer, dir);
+            OnnxExporter.Export(dir);
+        }
+        else HfCheckpoint.LoadWeights(model, dir);
+        return Path.Combine(dir, "onnx");
+    }
+
     public static Task<int> RunAsync(string[] args)
     {
         int newTokens = BenchmarkArgs.Int(args, "--new", 256);
@@ -30,13 +46,7 @@ static class GenerateBenchmark
         manual_seed(0);
         using var model = new TransformerForCausalLM(config);
         model.eval();
-        if (!File.Exists(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)))
-        {
-            var tokenizer = BpeTrainer.Train(new DataFrame(new StringDataFrameColumn("Text", ["a tokenizer for the benchmark, any will do"])), new BpeTrainerOptions { VocabSize = 300 });
-            HfCheckpoint.Save(model, tokenizer, dir);
-            OnnxExporter.Export(dir);
-        }
-        else HfCheckpoint.LoadWeights(model, dir);
+        SaveAndExport(model, dir);
 
         using var ort = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider);
         Console.WriteLine($"pythia-70m shape, {config.ParameterCount():N0} parameters; ORT provider {ort.Provider}; {threads} threads");

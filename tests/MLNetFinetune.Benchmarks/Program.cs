@@ -10,6 +10,7 @@ var benchmarks = new Dictionary<string, Func<string[], Task<int>>>
     ["finetune"] = FinetuneBenchmark.RunAsync,
     ["generate"] = GenerateBenchmark.RunAsync,
     ["load"] = LoadBenchmark.RunAsync,
+    ["serve"] = ServeBenchmark.RunAsync,
     ["fuzz"] = FuzzBenchmark.RunAsync,
 };
 
