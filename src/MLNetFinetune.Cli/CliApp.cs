@@ -25,6 +25,7 @@ public static class CliApp
             ServeCommands.Generate(output),
             ChatCommand.Create(input, output),
             QuickstartCommand.Create(output),
+            PairsCommand.Create(output),
         };
         var parsed = root.Parse(args);
         try
