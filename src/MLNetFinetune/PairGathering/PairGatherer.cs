@@ -47,9 +47,9 @@ public static class PairGatherer
         var filter = new PairFilter(options);
         string model = options.ModelId ?? chatClient.GetService<ChatClientMetadata>()?.DefaultModelId ?? "unknown";
         var settings = new LedgerSettings(source.Mode, source.Path, model, PromptHash(options, source));
+        long total = source.Count(options.MaxInputs ?? long.MaxValue); // bad inputs fail before any file is made
         using var store = PairStore.Open(options.OutputPath, settings, options.AllowSettingsChange, filter);
         long resumed = store.InputsDone;
-        long total = source.Count(options.MaxInputs ?? long.MaxValue);
         long keptBefore = store.Kept, asked = 0;
         int batchSize = options.Concurrency * 4;
         foreach (var batch in source.Items().Take((int)Math.Min(total, int.MaxValue)).Skip((int)Math.Min(resumed, int.MaxValue)).Chunk(batchSize))
