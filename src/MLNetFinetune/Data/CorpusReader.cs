@@ -31,6 +31,12 @@ internal sealed class CorpusReader : IDisposable
     }
 
     public string Text { get; private set; } = "";
+
+    /// <summary>The file the current document comes from.</summary>
+    public string File => _files[_fileIndex];
+
+    /// <summary>The line the current document starts on (provenance of what is made from it).</summary>
+    public long Line { get; private set; }
     public string?[] Metadata { get; }
     public long Documents { get; private set; }
     public long Bytes => _bytesOfClosedFiles + (_lines?.BytesRead ?? 0);
@@ -92,6 +98,7 @@ internal sealed class CorpusReader : IDisposable
                 if (string.IsNullOrWhiteSpace(text))
                     throw new DataFileException(path, _lines.LineNumber, $"field '{_options.TextField}' is empty", field: _options.TextField);
                 Text = text;
+                Line = _lines.LineNumber;
                 Array.Copy(_values, 1, Metadata, 0, Metadata.Length);
                 return true;
             }
@@ -116,6 +123,7 @@ internal sealed class CorpusReader : IDisposable
             {
                 if (blank) continue;
                 Text = Encoding.UTF8.GetString(line);
+                Line = _lines.LineNumber;
                 return true;
             }
             if (blank && mode == TextDocumentMode.Paragraph)
@@ -133,6 +141,7 @@ internal sealed class CorpusReader : IDisposable
         }
         if (mode == TextDocumentMode.File) TrimTrailingBlankLines();
         if (_document.Length == 0 || string.IsNullOrWhiteSpace(Text = _document.ToString())) return false;
+        Line = firstLine;
         return true;
     }
 

@@ -95,24 +95,33 @@ public static class InstructionData
     /// <summary>Loads a CSV file of pairs with a header row (RFC 4180 quoting; fields may span lines).</summary>
     public static DataFrame LoadCsv(string path, InstructionDataOptions? options = null) => LoadCsv(path, options, log: null);
 
-    internal static DataFrame Load(string path, InstructionDataOptions? options, IChannelProvider? log)
+    internal static DataFrame Load(string path, InstructionDataOptions? options, IChannelProvider? log) => Load(path, options, log, fixedFields: null, recordLines: null);
+
+    /// <summary>
+    /// Loads records that hold <paramref name="fields"/> (a prompt template's inputs, whatever the layout), each of them
+    /// required and non-empty; <paramref name="lines"/> receives every loaded record's line in the file.
+    /// </summary>
+    internal static DataFrame LoadFields(string path, IReadOnlyList<string> fields, List<long> lines) =>
+        Load(path, new InstructionDataOptions(), log: null, fields, lines);
+
+    static DataFrame Load(string path, InstructionDataOptions? options, IChannelProvider? log, IReadOnlyList<string>? fixedFields, List<long>? recordLines)
     {
         string name = DataFiles.UncompressedName(path);
-        if (name.EndsWith(".csv", StringComparison.Ordinal)) return LoadCsv(path, options, log);
-        if (name.EndsWith(".jsonl", StringComparison.Ordinal) || name.EndsWith(".json", StringComparison.Ordinal)) return LoadJsonl(path, options, log);
+        if (name.EndsWith(".csv", StringComparison.Ordinal)) return LoadCsv(path, options, log, fixedFields, recordLines);
+        if (name.EndsWith(".jsonl", StringComparison.Ordinal) || name.EndsWith(".json", StringComparison.Ordinal)) return LoadJsonl(path, options, log, fixedFields, recordLines);
         throw new ArgumentException($"'{path}': instruction data must be .jsonl, .json (JSON Lines) or .csv, optionally .gz/.zst compressed.", nameof(path));
     }
 
-    internal static DataFrame LoadJsonl(string path, InstructionDataOptions? options, IChannelProvider? log)
+    internal static DataFrame LoadJsonl(string path, InstructionDataOptions? options, IChannelProvider? log, IReadOnlyList<string>? fixedFields = null, List<long>? recordLines = null)
     {
         options ??= new InstructionDataOptions();
-        var builder = new PairsBuilder(path, options);
+        var builder = new PairsBuilder(path, options, fixedFields, recordLines);
         if (!File.Exists(path)) throw new FileNotFoundException($"Instruction data file '{path}' does not exist.", path);
-        using var lines = new Utf8LineReader(DataFiles.OpenRead(path), path, options.MaxRecordBytes);
-        while (lines.TryReadLine(out var line))
+        using var reader = new Utf8LineReader(DataFiles.OpenRead(path), path, options.MaxRecordBytes);
+        while (reader.TryReadLine(out var line))
         {
             if (Utf8LineReader.IsBlank(line)) continue;
-            long lineNumber = lines.LineNumber;
+            long lineNumber = reader.LineNumber;
             byte[] record = line.ToArray();
             builder.Add(lineNumber, () =>
             {
@@ -125,10 +134,10 @@ public static class InstructionData
                 return fields;
             });
         }
-        return builder.Finish(lines.BytesRead, log);
+        return builder.Finish(reader.BytesRead, log);
     }
 
-    internal static DataFrame LoadCsv(string path, InstructionDataOptions? options, IChannelProvider? log)
+    internal static DataFrame LoadCsv(string path, InstructionDataOptions? options, IChannelProvider? log, IReadOnlyList<string>? fixedFields = null, List<long>? recordLines = null)
     {
         options ??= new InstructionDataOptions();
         if (!File.Exists(path)) throw new FileNotFoundException($"Instruction data file '{path}' does not exist.", path);
@@ -141,7 +150,7 @@ public static class InstructionData
             bytes = check.BytesRead;
         }
 
-        var builder = new PairsBuilder(path, options);
+        var builder = new PairsBuilder(path, options, fixedFields, recordLines);
         var config = new CsvConfiguration(CultureInfo.InvariantCulture)
         {
             DetectColumnCountChanges = false,
@@ -183,8 +192,11 @@ public static class InstructionData
     /// <summary>A field's text; for an array field, its JSON.</summary>
     internal readonly record struct FieldValue(string? Text, bool IsText = true, bool IsNull = false, string? Json = null);
 
-    /// <summary>Accumulates validated pairs into string columns, applying the field map, the layout and the bad-record policy.</summary>
-    sealed class PairsBuilder(string path, InstructionDataOptions options)
+    /// <summary>
+    /// Accumulates validated pairs into string columns, applying the field map, the layout (or the fixed fields asked
+    /// for) and the bad-record policy; <paramref name="lines"/>, when given, gets each kept record's line.
+    /// </summary>
+    sealed class PairsBuilder(string path, InstructionDataOptions options, IReadOnlyList<string>? fixedFields, List<long>? lines)
     {
         readonly SkippedRecords _skipped = new();
         InstructionLayout _layout = options.Layout;
@@ -228,6 +240,7 @@ public static class InstructionData
                     row[i] = value.Text ?? "";
                 }
                 for (int i = 0; i < row.Length; i++) _values[i].Add(row[i]);
+                lines?.Add(line);
             }
             catch (DataFileException e) when (options.OnBadRecord == BadRecordPolicy.SkipAndCount)
             {
@@ -239,6 +252,12 @@ public static class InstructionData
 
         void ChooseLayout(IEnumerable<string> fields, long line)
         {
+            if (fixedFields != null)
+            {
+                _fields = fixedFields;
+                _values = _fields.Select(_ => new List<string>()).ToArray();
+                return;
+            }
             if (_layout == InstructionLayout.Auto)
                 _layout = DetectLayout(fields) ?? throw new DataFileException(path, line,
                     $"cannot tell the layout from the fields ({string.Join(", ", fields)}): expected question/answer, " +

@@ -2,6 +2,8 @@ using Microsoft.ML.Data;
 using Microsoft.Data.Analysis;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using Microsoft.Extensions.AI;
+using MLNetFinetune.PairGathering;
 
 namespace MLNetFinetune.Data;
 
@@ -19,6 +21,27 @@ public static class MLContextDataExtensions
     /// <summary>Loads question/answer, Alpaca or prompt/completion pairs from JSONL or CSV. Skips, if allowed, are logged.</summary>
     public static DataFrame LoadInstructionData(this DataOperationsCatalog catalog, string path, InstructionDataOptions? options = null) =>
         InstructionData.Load(path, options, GetEnvironment(catalog));
+
+    /// <summary>
+    /// Gathers input/output pairs from a large model (<see cref="PairGatherer.GatherAsync"/>: inputs answered, or pairs
+    /// written about documents; deduplicated and filtered; resumable) and returns every pair in the file as text columns
+    /// <c>question</c>, <c>answer</c>, <c>source</c>, <c>model</c>, <c>prompt_hash</c>, ready for
+    /// <c>ApplyPromptFormat(PromptTemplates.QuestionAnswer)</c> and instruction tuning. The run's report goes to the ML.NET log.
+    /// </summary>
+    public static DataFrame GeneratePairs(this DataOperationsCatalog catalog, IChatClient chatClient, PairGatheringOptions options)
+    {
+        // ML.NET pipelines are synchronous; the run's own awaits must not need the caller's synchronization context.
+        var report = Task.Run(() => PairGatherer.GatherAsync(chatClient, options)).GetAwaiter().GetResult();
+        if (GetEnvironment(catalog) is { } log)
+        {
+            using var channel = log.Start("GeneratePairs");
+            channel.Info(MessageSensitivity.None, report.ToJson());
+        }
+        string[] columns = ["question", "answer", "source", "model", "prompt_hash"];
+        return report.Kept == 0
+            ? new DataFrame(columns.Select(c => (DataFrameColumn)new StringDataFrameColumn(c, 0)))
+            : InstructionData.LoadJsonl(options.OutputPath!, new InstructionDataOptions { Layout = InstructionLayout.QuestionAnswer, ExtraFields = columns[2..] });
+    }
 
     /// <summary>Writes every visible column of <paramref name="data"/> to a JSON Lines file (atomically; .gz/.zst compress).</summary>
     public static void SaveAsJsonl(this DataOperationsCatalog catalog, IDataView data, string path, JsonlWriteOptions? options = null) =>
