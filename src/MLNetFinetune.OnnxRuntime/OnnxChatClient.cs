@@ -9,13 +9,16 @@ namespace MLNetFinetune.OnnxRuntime;
 /// <summary>
 /// An <see cref="IChatClient"/> over an exported model, so a finetuned model plugs into .NET AI applications. The
 /// conversation becomes the prompt the model was trained on (<see cref="ChatPrompt"/>): its chat template, or its prompt
-/// format with the last user message.
+/// format with the last user message. Concurrent calls share decode steps (<see cref="ContinuousBatcher"/>), and each
+/// response says why it ended (<see cref="ChatFinishReason.Length"/> at the token limit) and how many tokens it used.
 /// </summary>
 public sealed class OnnxChatClient : IChatClient
 {
     readonly OnnxCausalLM _model;
     readonly ChatPrompt _prompt;
     readonly bool _ownsModel;
+    readonly Lock _batcherLock = new();
+    ContinuousBatcher? _batcher;
 
     /// <summary>Wraps a generator; <paramref name="template"/>, when given, must have one placeholder, filled with the user's message.</summary>
     public OnnxChatClient(OnnxCausalLM model, PromptTemplate? template = null, bool ownsModel = false)
@@ -35,19 +38,44 @@ public sealed class OnnxChatClient : IChatClient
     /// <inheritdoc />
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        string prompt = Prompt(messages);
-        var generation = Generation(options);
-        string text = (await Task.Run(() => _model.Generate([prompt], generation, cancellationToken), cancellationToken))[0];
-        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text)) { ModelId = Metadata.DefaultModelId };
+        var generation = Submit(messages, options, streaming: false, cancellationToken);
+        var result = await generation.Completion.WaitAsync(cancellationToken);
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, result.Text))
+        {
+            ModelId = Metadata.DefaultModelId, FinishReason = Finish(result), Usage = Usage(result),
+        };
     }
 
     /// <inheritdoc />
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        await foreach (string piece in _model.GenerateStreaming(Prompt(messages), Generation(options), cancellationToken))
+        var generation = Submit(messages, options, streaming: true, cancellationToken);
+        await foreach (string piece in generation.Pieces.ReadAllAsync(cancellationToken))
             yield return new ChatResponseUpdate(ChatRole.Assistant, piece) { ModelId = Metadata.DefaultModelId };
+        var result = await generation.Completion.WaitAsync(cancellationToken);
+        yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(Usage(result))]) { ModelId = Metadata.DefaultModelId, FinishReason = Finish(result) };
     }
+
+    // Concurrent calls share decode steps: every call goes through one batcher, started on first use.
+    BatchedGeneration Submit(IEnumerable<ChatMessage> messages, ChatOptions? options, bool streaming, CancellationToken cancellationToken)
+    {
+        var generation = Generation(options);
+        generation.Validate();
+        long[] ids = [.. _model.Tokenizer.EncodeSequence(Prompt(messages)).Select(i => (long)i)];
+        int context = _model.Config.MaxPositionEmbeddings;
+        if (ids.Length + generation.MaxNewTokens > context)
+            throw new ArgumentException($"The conversation has {ids.Length} tokens; with {generation.MaxNewTokens} new ones that exceeds the model's context of {context}.", nameof(messages));
+        lock (_batcherLock) _batcher ??= new ContinuousBatcher(_model);
+        return _batcher.Submit(ids, generation, streaming, cancellationToken);
+    }
+
+    static ChatFinishReason Finish(BatchedResult result) => result.FinishReason == "length" ? ChatFinishReason.Length : ChatFinishReason.Stop;
+
+    static UsageDetails Usage(BatchedResult result) => new()
+    {
+        InputTokenCount = result.PromptTokens, OutputTokenCount = result.CompletionTokens, TotalTokenCount = result.PromptTokens + result.CompletionTokens,
+    };
 
     string Prompt(IEnumerable<ChatMessage> messages) => _prompt.Render([.. messages.Select(m => new ChatTurn(m.Role.Value, m.Text))]);
 
@@ -72,6 +100,7 @@ public sealed class OnnxChatClient : IChatClient
     /// <inheritdoc />
     public void Dispose()
     {
+        _batcher?.Dispose();
         if (_ownsModel) _model.Dispose();
     }
 }
