@@ -85,12 +85,17 @@ public sealed class ContinuousBatcher : IDisposable
     int _waiting, _running;
     long _steps;
 
-    /// <summary>Starts the batching thread over <paramref name="model"/>, decoding at most <paramref name="maxBatch"/> requests together.</summary>
-    public ContinuousBatcher(OnnxCausalLM model, int maxBatch = 32)
+    /// <summary>
+    /// Starts the batching thread over <paramref name="model"/>, decoding at most <paramref name="maxBatch"/> requests
+    /// together and prefilling joining requests in batches of at most <paramref name="maxPrefillTokens"/> (padded) tokens.
+    /// </summary>
+    public ContinuousBatcher(OnnxCausalLM model, int maxBatch = 32, int maxPrefillTokens = 1024)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPrefillTokens, 1);
         _model = model;
         MaxBatch = maxBatch;
+        MaxPrefillTokens = maxPrefillTokens;
         _ends = ((IDecoderModel)model).EndIds.ToHashSet();
         _thread = new Thread(Loop) { IsBackground = true, Name = "continuous-batching" };
         _thread.Start();
@@ -98,6 +103,9 @@ public sealed class ContinuousBatcher : IDisposable
 
     /// <summary>Most requests decoded in one step; more wait their turn.</summary>
     public int MaxBatch { get; }
+
+    /// <summary>Most tokens (prompts padded to the longest) prefilled in one pass; a longer prompt is prefilled alone.</summary>
+    public int MaxPrefillTokens { get; }
 
     /// <summary>Requests in the running batch now.</summary>
     public int Running => Volatile.Read(ref _running);
@@ -141,7 +149,11 @@ public sealed class ContinuousBatcher : IDisposable
         while (rows.Count > 0 || _queue.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             var joining = new List<BatchedGeneration>();
-            while (rows.Count + joining.Count < MaxBatch && _queue.Reader.TryRead(out var next))
+            // Joining requests are prefilled together up to MaxPrefillTokens (padded), so a crowd arriving at once neither
+            // stalls the running rows for long nor makes one huge logits tensor; the rest join after the next step.
+            while (rows.Count + joining.Count < MaxBatch && (joining.Count == 0 || _queue.Reader.TryPeek(out var peek)
+                       && (joining.Count + 1) * Math.Max(peek.Prompt.Length, joining.Max(j => j.Prompt.Length)) <= MaxPrefillTokens)
+                   && _queue.Reader.TryRead(out var next))
             {
                 Interlocked.Decrement(ref _waiting);
                 if (next.Cancellation.IsCancellationRequested) next.Fail(new OperationCanceledException(next.Cancellation));

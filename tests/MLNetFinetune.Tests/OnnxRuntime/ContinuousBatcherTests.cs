@@ -13,8 +13,11 @@ public class ContinuousBatcherTests(ExportedTinyModel exported) : IClassFixture<
         "Tokenizers split text", "Export to ONNX with a KV cache and serve it", "b c d",
     ];
 
-    [Fact]
-    public async Task RequestsJoiningAndLeavingMidBatchGetWhatTheyGetAlone()
+    // With the default prefill budget the joining requests are prefilled together; with 8 tokens, each alone.
+    [Theory]
+    [InlineData(1024)]
+    [InlineData(8)]
+    public async Task RequestsJoiningAndLeavingMidBatchGetWhatTheyGetAlone(int maxPrefillTokens)
     {
         using var model = OnnxCausalLM.Load(exported.Folder, "cpu", threads: 1);
         // Different lengths, so rows leave at different steps; one sampled row, seeded; later requests join a running batch.
@@ -22,7 +25,7 @@ public class ContinuousBatcherTests(ExportedTinyModel exported) : IClassFixture<
         {
             MaxNewTokens = 6 + 3 * i, IgnoreEos = i % 2 == 0, Temperature = i == 3 ? 0.9 : 0, Seed = 7 + i,
         }).ToArray();
-        using var batcher = new ContinuousBatcher(model, maxBatch: 4);
+        using var batcher = new ContinuousBatcher(model, maxBatch: 4, maxPrefillTokens);
         var requests = new List<(int Index, BatchedGeneration Generation)>();
         long[] Ids(int i) => [.. model.Tokenizer.EncodeSequence(Prompts[i]).Select(t => (long)t)];
         for (int i = 0; i < 3; i++) requests.Add((i, batcher.Submit(Ids(i), options[i])));
