@@ -13,6 +13,18 @@ static class ExamplePaths
         throw new FileNotFoundException($"Cannot find examples/data/{file} above {Directory.GetCurrentDirectory()}; run from the repository.");
     }
 
+    /// <summary>A bundled model under models/ (e.g. facts-base), found as <see cref="Data"/> finds the data.</summary>
+    public static string Model(string name)
+    {
+        foreach (string start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, "models", name);
+                if (File.Exists(Path.Combine(candidate, "config.json"))) return candidate;
+            }
+        throw new DirectoryNotFoundException($"Cannot find models/{name} above {Directory.GetCurrentDirectory()}; run from the repository.");
+    }
+
     /// <summary>An example's output folder under out/, e.g. out/03-Pretrain.</summary>
     public static string Output(string example) => Path.Combine("out", example);
 

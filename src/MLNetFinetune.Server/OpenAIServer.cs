@@ -172,7 +172,7 @@ public sealed class OpenAIServer : IAsyncDisposable
             if (ids.Length == 0) throw OpenAIError.Invalid(what, "the prompt is empty.");
             if (ids.Length >= contextLength || ids.Length + (request.MaxTokens ?? 1) > contextLength)
                 throw new OpenAIError(400, $"This model's maximum context length is {contextLength} tokens. However, you requested {ids.Length + (request.MaxTokens ?? 1)} tokens " +
-                    $"({ids.Length} in the {what}, {request.MaxTokens ?? 1} in the completion). Please reduce the length of the {what} or completion.", what, "contextLengthlength_exceeded");
+                    $"({ids.Length} in the {what}, {request.MaxTokens ?? 1} in the completion). Please reduce the length of the {what} or completion.", what, "context_length_exceeded");
             var options = new GenerationOptions
             {
                 MaxNewTokens = request.MaxTokens ?? contextLength - ids.Length,

@@ -169,6 +169,7 @@ public class OpenAIServerTests(ExportedTinyModel exported) : IClassFixture<Expor
         var tooLong = await Assert.ThrowsAsync<ClientResultException>(() => chat.CompleteChatAsync([new UserChatMessage(string.Join(' ', Enumerable.Repeat("tokenizers split text", 200)))]));
         Assert.Equal(400, tooLong.Status);
         Assert.Contains("maximum context length is 256 tokens", tooLong.Message);
+        Assert.Contains("context_length_exceeded", tooLong.Message); // OpenAI's error code, which clients match on
         var noRoom = await Assert.ThrowsAsync<ClientResultException>(() => chat.CompleteChatAsync([new UserChatMessage(Question)], new ChatCompletionOptions { MaxOutputTokenCount = 250 }));
         Assert.Equal(400, noRoom.Status);
         Assert.Contains("250 in the completion", noRoom.Message);
