@@ -124,15 +124,9 @@ ExamplePaths.Heading($"4. Lab step 2: gathering {gather.Count} pairs from the te
 string pairsPath = Path.Combine(output, "pairs.jsonl");
 File.Delete(pairsPath);
 File.Delete(pairsPath + PairGatherer.LedgerSuffix);
-string? report = null; // GeneratePairs hands its report (one JSON object) to the ML.NET log, after the channel's own lines
-ml.Log += (_, e) => { if (e.Source == "GeneratePairs" && e.RawMessage.StartsWith('{')) report = e.RawMessage; };
-DataFrame pairs = ml.Data.GeneratePairs(chat, requests with { InputsPath = inputsPath, InputTemplate = picked.Template, OutputPath = pairsPath });
-using (var json = JsonDocument.Parse(report ?? throw new InvalidOperationException("GeneratePairs logged no report.")))
-{
-    var r = json.RootElement;
-    Console.WriteLine($"{pairs.Rows.Count} pairs kept of {r.GetProperty("inputs")} inputs in {r.GetProperty("seconds")} s ({pairsPath}); rejected, by reason: " +
-        string.Join(", ", r.GetProperty("rejects").EnumerateObject().Select(p => $"{p.Name} {p.Value}")) + $"; retries {r.GetProperty("retries")}");
-}
+DataFrame pairs = ml.Data.GeneratePairs(chat, requests with { InputsPath = inputsPath, InputTemplate = picked.Template, OutputPath = pairsPath }, out var report);
+Console.WriteLine($"{pairs.Rows.Count} pairs kept of {report.Inputs} inputs in {report.Seconds:F2} s ({pairsPath}); rejected, by reason: " +
+    string.Join(", ", report.Rejects.Select(p => $"{p.Key} {p.Value}")) + $"; retries {report.Retries}");
 // The pairs are the teacher's labels, not gold: the student learns the teacher's mistakes with its answers.
 var known = gather.ToDictionary(r => Question(picked.Template, r), r => r.Answer);
 var labels = pairs.Rows.Select(p => new ScoredAnswer(known[(string)p["question"]], (string)p["answer"], null)).ToList();

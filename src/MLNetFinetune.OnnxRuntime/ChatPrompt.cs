@@ -29,6 +29,8 @@ public sealed class ChatPrompt
             throw new ArgumentException($"The prompt template needs exactly one placeholder for the user's message; \"{_template.Text}\" has {_template.Placeholders.Count}.", nameof(template));
         _placeholder = _template.Placeholders[0];
         StopSequences = Template != null && _specialTokens.GetValueOrDefault("eos_token") is string eos ? [eos] : [];
+        // A chat template ends its generation prompt where the answer starts; a format given here says nothing of it.
+        AnswerSeparator = Template == null && template == null ? (model.Format ?? PromptTemplates.QuestionAnswer).AnswerSeparator : "";
     }
 
     /// <summary>The prompt of <paramref name="model"/>'s folder; <paramref name="template"/>, when given, replaces it (one placeholder, the user's message).</summary>
@@ -40,6 +42,12 @@ public sealed class ChatPrompt
     /// <summary>Strings that end an answer besides end of text: a chat template's <c>eos_token</c> (<c>&lt;|im_end|&gt;</c>, <c>&lt;|eot_id|&gt;</c>), which need not be the tokenizer's end of text.</summary>
     public IReadOnlyList<string> StopSequences { get; }
 
+    /// <summary>What the model generates before the answer itself (its prompt format's separator: <c>" "</c>, <c>"\n"</c>), or empty.</summary>
+    public string AnswerSeparator { get; }
+
+    /// <summary>A trimmer for one answer: drops <see cref="AnswerSeparator"/> from its start, whole or in streamed pieces.</summary>
+    public AnswerTrimmer NewAnswer() => new(AnswerSeparator);
+
     /// <summary>The prompt for <paramref name="messages"/> (roles <c>system</c>, <c>user</c>, <c>assistant</c>); fails when no message is the user's.</summary>
     public string Render(IReadOnlyList<ChatTurn> messages)
     {
@@ -47,5 +55,24 @@ public sealed class ChatPrompt
         return Template != null
             ? Template.Render(messages, addGenerationPrompt: true, _specialTokens)
             : _template.Format((_placeholder, messages.Last(t => t.Role == "user").Content));
+    }
+}
+
+/// <summary>Drops a prompt format's answer separator from the start of one answer, whether it comes whole or in pieces.</summary>
+public sealed class AnswerTrimmer(string separator)
+{
+    string _left = separator;
+
+    /// <summary>The piece without the part of the separator it holds; once the answer itself has begun, the piece as it is.</summary>
+    public string Next(string piece)
+    {
+        int i = 0;
+        while (_left.Length > 0 && i < piece.Length && piece[i] == _left[0])
+        {
+            _left = _left[1..];
+            i++;
+        }
+        if (i < piece.Length) _left = ""; // the answer has begun: nothing later is trimmed
+        return piece[i..];
     }
 }

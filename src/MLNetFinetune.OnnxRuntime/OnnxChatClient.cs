@@ -11,6 +11,7 @@ namespace MLNetFinetune.OnnxRuntime;
 /// conversation becomes the prompt the model was trained on (<see cref="ChatPrompt"/>): its chat template, or its prompt
 /// format with the last user message. Concurrent calls share decode steps (<see cref="ContinuousBatcher"/>), and each
 /// response says why it ended (<see cref="ChatFinishReason.Length"/> at the token limit) and how many tokens it used.
+/// The answer comes without the separator the prompt format puts before it (<c>qa-inline</c>'s space).
 /// </summary>
 public sealed class OnnxChatClient : IChatClient
 {
@@ -40,7 +41,7 @@ public sealed class OnnxChatClient : IChatClient
     {
         var generation = Submit(messages, options, streaming: false, cancellationToken);
         var result = await generation.Completion.WaitAsync(cancellationToken);
-        return new ChatResponse(new ChatMessage(ChatRole.Assistant, result.Text))
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, _prompt.NewAnswer().Next(result.Text)))
         {
             ModelId = Metadata.DefaultModelId, FinishReason = Finish(result), Usage = Usage(result),
         };
@@ -51,8 +52,9 @@ public sealed class OnnxChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var generation = Submit(messages, options, streaming: true, cancellationToken);
+        var answer = _prompt.NewAnswer();
         await foreach (string piece in generation.Pieces.ReadAllAsync(cancellationToken))
-            yield return new ChatResponseUpdate(ChatRole.Assistant, piece) { ModelId = Metadata.DefaultModelId };
+            if (answer.Next(piece) is { Length: > 0 } text) yield return new ChatResponseUpdate(ChatRole.Assistant, text) { ModelId = Metadata.DefaultModelId };
         var result = await generation.Completion.WaitAsync(cancellationToken);
         yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(Usage(result))]) { ModelId = Metadata.DefaultModelId, FinishReason = Finish(result) };
     }

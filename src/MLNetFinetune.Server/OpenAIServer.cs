@@ -16,7 +16,7 @@ namespace MLNetFinetune.Server;
 /// <summary>
 /// An OpenAI-compatible HTTP server for an exported folder: <c>POST /v1/chat/completions</c> (the model's chat
 /// template or prompt format renders the messages), <c>POST /v1/completions</c> (raw prompt), <c>GET /v1/models</c>,
-/// <c>GET /health</c>; streaming as server-sent events ending with <c>data: [DONE]</c>; responses and errors in
+/// <c>GET /health</c>; chat answers without the prompt format's separator (<c>qa-inline</c>'s space); streaming as server-sent events ending with <c>data: [DONE]</c>; responses and errors in
 /// OpenAI's JSON shapes, so the OpenAI SDKs, Microsoft.Extensions.AI and any tool that speaks the API use it as they
 /// use OpenAI. Concurrent requests share decode steps (<see cref="ContinuousBatcher"/>).
 /// </summary>
@@ -190,7 +190,7 @@ public sealed class OpenAIServer : IAsyncDisposable
             {
                 var result = await generation.Completion.WaitAsync(context.RequestAborted);
                 JsonObject choice = chat
-                    ? new() { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = result.Text }, ["logprobs"] = null, ["finish_reason"] = result.FinishReason }
+                    ? new() { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = _chatPrompt.NewAnswer().Next(result.Text) }, ["logprobs"] = null, ["finish_reason"] = result.FinishReason }
                     : new() { ["index"] = 0, ["text"] = result.Text, ["logprobs"] = null, ["finish_reason"] = result.FinishReason };
                 await Results.Json(Envelope(id, chat ? "chat.completion" : "text_completion", created, choice, Usage(result))).ExecuteAsync(context);
             }
@@ -230,9 +230,11 @@ public sealed class OpenAIServer : IAsyncDisposable
             : new JsonObject { ["index"] = 0, ["text"] = text ?? "", ["logprobs"] = null, ["finish_reason"] = finish });
 
         var aborted = context.RequestAborted;
+        // Chat answers come without the prompt format's separator; completions give the raw continuation.
+        var answer = chat ? _chatPrompt.NewAnswer() : new AnswerTrimmer("");
         if (chat) await Send(context, Chunk(null, null, first: true), aborted);
         await foreach (string piece in generation.Pieces.ReadAllAsync(aborted))
-            await Send(context, Chunk(piece, null), aborted);
+            if (answer.Next(piece) is { Length: > 0 } text) await Send(context, Chunk(text, null), aborted);
         var result = await generation.Completion.WaitAsync(aborted);
         await Send(context, Chunk(null, result.FinishReason), aborted);
         if (request.IncludeUsage)

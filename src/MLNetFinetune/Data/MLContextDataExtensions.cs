@@ -28,17 +28,21 @@ public static class MLContextDataExtensions
     /// <c>question</c>, <c>answer</c>, <c>source</c>, <c>model</c>, <c>prompt_hash</c>, ready for
     /// <c>ApplyPromptFormat(PromptTemplates.QuestionAnswer)</c> and instruction tuning. The run's report goes to the ML.NET log.
     /// </summary>
-    public static DataFrame GeneratePairs(this DataOperationsCatalog catalog, IChatClient chatClient, PairGatheringOptions options)
+    public static DataFrame GeneratePairs(this DataOperationsCatalog catalog, IChatClient chatClient, PairGatheringOptions options) =>
+        catalog.GeneratePairs(chatClient, options, out _);
+
+    /// <summary>Like <see cref="GeneratePairs(DataOperationsCatalog, IChatClient, PairGatheringOptions)"/>, handing back the run's report (kept, rejects by reason, retries).</summary>
+    public static DataFrame GeneratePairs(this DataOperationsCatalog catalog, IChatClient chatClient, PairGatheringOptions options, out PairGatheringReport report)
     {
         // ML.NET pipelines are synchronous; the run's own awaits must not need the caller's synchronization context.
-        var report = Task.Run(() => PairGatherer.GatherAsync(chatClient, options)).GetAwaiter().GetResult();
+        var gathered = report = Task.Run(() => PairGatherer.GatherAsync(chatClient, options)).GetAwaiter().GetResult();
         if (GetEnvironment(catalog) is { } log)
         {
             using var channel = log.Start("GeneratePairs");
-            channel.Info(MessageSensitivity.None, report.ToJson());
+            channel.Info(MessageSensitivity.None, gathered.ToJson());
         }
         string[] columns = ["question", "answer", "source", "model", "prompt_hash"];
-        return report.Kept == 0
+        return gathered.Kept == 0
             ? new DataFrame(columns.Select(c => (DataFrameColumn)new StringDataFrameColumn(c, 0)))
             : InstructionData.LoadJsonl(options.OutputPath!, new InstructionDataOptions { Layout = InstructionLayout.QuestionAnswer, ExtraFields = columns[2..] });
     }

@@ -118,6 +118,19 @@ public sealed record PromptFormat(string Name, PromptTemplate Prompt, PromptTemp
         : throw new InvalidOperationException($"The response template \"{Response.Text}\" must have exactly one placeholder.");
 
     /// <summary>
+    /// What the response part puts before the answer (<c>" "</c> for <c>qa-inline</c>, <c>"\n"</c> for <c>qa</c>): the
+    /// model generates it, but it is not part of the answer a chat client shows.
+    /// </summary>
+    public string AnswerSeparator
+    {
+        get
+        {
+            string marked = Response.Format((ResponseField, "\0"));
+            return marked[..marked.IndexOf('\0')];
+        }
+    }
+
+    /// <summary>
     /// The prompt a lone user message fills (chat): the variant for empty other fields when the prompt has one (Alpaca
     /// without input), else the prompt itself.
     /// </summary>

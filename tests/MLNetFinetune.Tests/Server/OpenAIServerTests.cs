@@ -93,6 +93,31 @@ public class OpenAIServerTests(ExportedTinyModel exported) : IClassFixture<Expor
     }
 
     [Fact]
+    public async Task ChatAnswersComeWithoutTheFormatsSeparatorAndCompletionsRaw()
+    {
+        // A folder whose recorded format puts the first two characters the model generates before the answer: chat
+        // answers (plain and streamed) lose exactly those, completions keep them.
+        string raw = Alone(Question, 12);
+        using var copy = new TempDirectory();
+        foreach (string file in Directory.GetFiles(exported.Folder)) File.Copy(file, Path.Combine(copy.Path, Path.GetFileName(file)));
+        PromptFormats.Save(new PromptFormat("two-chars", PromptTemplates.QuestionAnswer.Prompt, new PromptTemplate(raw[..2] + "{answer}")), copy.Path, eosToken: null);
+        await using var server = await OpenAIServer.StartAsync(new ServerOptions { Folder = copy.Path, Port = 0, Provider = "cpu", Threads = 1, ModelName = "served" });
+        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 12 };
+        var chat = Chat(server);
+        Assert.Equal(raw[2..], (await chat.CompleteChatAsync([new UserChatMessage(Question)], options)).Value.Content[0].Text);
+        var streamed = new StringBuilder();
+        await foreach (var update in chat.CompleteChatStreamingAsync([new UserChatMessage(Question)], options))
+            foreach (var part in update.ContentUpdate) streamed.Append(part.Text);
+        Assert.Equal(raw[2..], streamed.ToString());
+        using var http = Http(server);
+        var completion = await http.PostAsync("/v1/completions", new StringContent((new JsonObject
+        {
+            ["model"] = "served", ["prompt"] = PromptTemplates.QuestionAnswer.Prompt.Format(("question", Question)), ["max_tokens"] = 12, ["temperature"] = 0,
+        }).ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.Equal(raw, (string?)JsonNode.Parse(await completion.Content.ReadAsStringAsync())!["choices"]![0]!["text"]);
+    }
+
+    [Fact]
     public async Task CompletionsAndModelsSpeakTheProtocol()
     {
         await using var server = await Start();
