@@ -101,8 +101,9 @@ static class ServeCommands
                 Folder = result.GetValue(folder)!, Host = result.GetValue(host)!, Port = result.GetValue(port), ApiKey = key, ModelName = result.GetValue(modelName),
                 MaxBatch = result.GetValue(maxBatch), MaxConcurrent = result.GetValue(maxConcurrent), Provider = result.GetValue(provider)!, Threads = result.GetValue(threads),
             }, cancellationToken);
-            output.WriteLine($"serving '{server.ModelId}' on {server.Provider}");
+            // The first line is the address alone, for scripts that wait for it; what is served follows.
             output.WriteLine($"listening on {server.Address.GetLeftPart(UriPartial.Authority)}");
+            output.WriteLine($"serving '{server.ModelId}' on {server.Provider}");
             output.Flush();
             try
             {
