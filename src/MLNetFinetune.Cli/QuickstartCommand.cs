@@ -21,11 +21,12 @@ static class QuickstartCommand
         var maxRows = new Option<int>("--max-heldout") { Description = "Score at most this many held-out pairs of each kind (0: all).", DefaultValueFactory = _ => 0 };
         var threads = new Option<int>("--threads") { Description = "libtorch threads (0: all cores).", DefaultValueFactory = _ => 0 };
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
+        var device = new Option<string>("--device") { Description = "auto (CUDA when libtorch sees a GPU), cpu, cuda or cuda:N; ONNX Runtime follows with its auto provider.", DefaultValueFactory = _ => defaults.Device };
         var command = new Command("quickstart",
             "The course's lesson on the bundled facts: score the pretrained base model on held-out entities, finetune it on question/answer pairs, " +
             "score again, export to ONNX and answer with ONNX Runtime. The last line is a JSON summary.")
         {
-            data, baseModel, outDir, epochs, steps, lr, batch, lora, maxRows, threads, seed,
+            data, baseModel, outDir, epochs, steps, lr, batch, lora, maxRows, threads, seed, device,
         };
         command.SetAction(result =>
         {
@@ -35,6 +36,7 @@ static class QuickstartCommand
             BaseModel = result.GetValue(baseModel) ?? Bundled(Path.Combine("models", "facts-base"), "config.json", "--base"),
             Output = result.GetValue(outDir)!, Epochs = result.GetValue(epochs), MaxSteps = result.GetValue(steps), LearningRate = result.GetValue(lr),
             BatchSize = result.GetValue(batch), LoraRank = result.GetValue(lora), MaxHeldOutRows = result.GetValue(maxRows), Threads = result.GetValue(threads), Seed = result.GetValue(seed),
+            Device = result.GetValue(device)!,
             }, output, new CliLessonDisplay(output));
             return 0;
         });

@@ -52,6 +52,9 @@ static class TrainCommands
             return options;
         }
 
+        /// <summary>Says which device trains and why (auto picks CUDA when libtorch sees a GPU).</summary>
+        public void SayDevice(ParseResult r, TextWriter output) => output.WriteLine($"device: {TorchSharp.TorchRuntime.ChooseDevice(r.GetValue(Device)!).Description}");
+
         /// <summary>Draws the run's loss curve and says where the model and the plot are.</summary>
         public void Report(ParseResult r, TextWriter output, string title)
         {
@@ -83,6 +86,7 @@ static class TrainCommands
             if (result.GetValue(layers) > 0) shape = shape with { NumHiddenLayers = result.GetValue(layers) };
             if (result.GetValue(heads) > 0) shape = shape with { NumAttentionHeads = result.GetValue(heads) };
             if (result.GetValue(hidden) is > 0 and var width) shape = shape with { HiddenSize = width, IntermediateSize = (int)((long)shape.IntermediateSize * width / shape.HiddenSize) };
+            common.SayDevice(result, output);
             using var model = ProgressDisplay.Train(output, "pretrain", progress => ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
             {
                 Tokenizer = tok, Config = shape.Validated("the --layers/--hidden-size/--heads shape"), OutputDirectory = result.GetValue(common.Out)!,
@@ -128,6 +132,7 @@ static class TrainCommands
             }
             else (data, format) = Render(ml, frame, result.GetValue(template), recorded: null);
             int rank = result.GetValue(lora);
+            common.SayDevice(result, output);
             using var model = ProgressDisplay.Train(output, "finetune", progress => ml.CausalLM().Trainers.InstructionTune(common.Apply(new InstructionTuningOptions
             {
                 BaseModel = basePath, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText), Format = format,

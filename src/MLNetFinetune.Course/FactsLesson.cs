@@ -8,6 +8,7 @@ using MLNetFinetune.Evaluation;
 using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
 using MLNetFinetune.OnnxRuntime;
+using MLNetFinetune.TorchSharp;
 using MLNetFinetune.TorchSharp.Modeling;
 using MLNetFinetune.TorchSharp.Training;
 
@@ -51,6 +52,10 @@ public sealed class FactsLessonOptions
 
     /// <summary>libtorch threads (0: all cores).</summary>
     public int Threads { get; init; }
+
+    /// <summary>Where libtorch trains and scores: <c>auto</c> (default: CUDA when libtorch sees a GPU, else CPU), <c>cpu</c>, <c>cuda</c>, <c>cuda:N</c>.
+    /// ONNX Runtime picks its provider the same way (<c>auto</c>).</summary>
+    public string Device { get; init; } = "auto";
 
     /// <summary>Seed of weights order, data order and sampling. Default 0.</summary>
     public int Seed { get; init; }
@@ -143,7 +148,8 @@ public static class FactsLesson
 
         // 2. The base model: it stored facts (cloze) but was never taught to answer questions.
         Heading(output, $"2. Base model ({s.BaseModel})");
-        using var baseline = CausalLMTransformer.Load(s.BaseModel, scoring);
+        output.WriteLine($"device: {TorchRuntime.ChooseDevice(s.Device).Description}");
+        using var baseline = CausalLMTransformer.Load(s.BaseModel, scoring, s.Device);
         var cloze = recall.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).ToArray();
         var baseCloze = display.Timed("cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => baseline.Generate(prompts, cloze8)));
         output.WriteLine($"cloze recall (\"{cloze[0].Prompt} …\"): {baseCloze}");
@@ -162,7 +168,7 @@ public static class FactsLesson
             {
                 BaseModel = s.BaseModel, OutputDirectory = runDirectory, BlockSize = 128, MicroBatchSize = s.BatchSize,
                 Epochs = s.MaxSteps > 0 ? 0 : s.Epochs, MaxSteps = s.MaxSteps, LearningRate = s.LearningRate,
-                WarmupSteps = 10, EvalFraction = 0.05, EvalInterval = 100, GroupByLength = true, LogInterval = 10, Threads = s.Threads, Seed = s.Seed, Device = "cpu",
+                WarmupSteps = 10, EvalFraction = 0.05, EvalInterval = 100, GroupByLength = true, LogInterval = 10, Threads = s.Threads, Seed = s.Seed, Device = s.Device,
                 Generation = scoring.Generation, Progress = progress, Format = format,
                 Lora = s.LoraRank > 0 ? new LoraOptions { Rank = s.LoraRank, Alpha = 2 * s.LoraRank } : null,
             }));
@@ -201,7 +207,7 @@ public static class FactsLesson
         // 5. ONNX: the finetuned model with a KV cache, answering with ONNX Runtime.
         Heading(output, "5. ONNX export and ONNX Runtime");
         string onnx = OnnxExporter.Export(Path.Combine(runDirectory, "model"), new OnnxExportOptions { OutputDirectory = Path.Combine(s.Output, "onnx") });
-        using var runtime = OnnxCausalLM.Load(onnx, "cpu", s.Threads);
+        using var runtime = OnnxCausalLM.Load(onnx, "auto", s.Threads);
         var questions = recall.Rows.Take(4).Select(r => (string)r["question"]).Append((string)extraction.Rows[0]["question"]).ToArray();
         var answers = runtime.Generate(questions.Select(q => runtime.Format!.Prompt.Format(("question", q))).ToArray(),
             new GenerationOptions { MaxNewTokens = 12 });

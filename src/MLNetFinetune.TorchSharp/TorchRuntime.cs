@@ -9,11 +9,25 @@ public static class TorchRuntime
     /// Resolves a device name: <c>auto</c> picks CUDA when TorchSharp sees a GPU, else CPU; <c>cpu</c>, <c>cuda</c>
     /// and <c>cuda:N</c> are taken as given, and <c>cuda</c> without a usable GPU fails with the reason.
     /// </summary>
-    public static torch.Device ResolveDevice(string name)
+    public static torch.Device ResolveDevice(string name) => ChooseDevice(name).Device;
+
+    /// <summary>
+    /// Resolves a device name as <see cref="ResolveDevice"/> does and says why, for the line a verb prints:
+    /// <c>cuda (auto: libtorch sees 1 CUDA GPU)</c>, <c>cpu (auto: libtorch sees no CUDA GPU; this build's backend is cpu)</c>, <c>cpu (asked for)</c>.
+    /// </summary>
+    public static (torch.Device Device, string Description) ChooseDevice(string name)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         string n = name.Trim().ToLowerInvariant();
-        if (n == "auto") return torch.cuda.is_available() ? torch.CUDA : torch.CPU;
+        if (n == "auto")
+            return torch.cuda.is_available()
+                ? (torch.CUDA, $"cuda (auto: libtorch sees {torch.cuda.device_count()} CUDA GPU{(torch.cuda.device_count() == 1 ? "" : "s")})")
+                : (torch.CPU, $"cpu (auto: libtorch sees no CUDA GPU; this build's backend is {TorchBackend})");
+        return (Resolve(name, n), $"{n} (asked for)");
+    }
+
+    static torch.Device Resolve(string name, string n)
+    {
         if (n == "cpu") return torch.CPU;
         if (n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal))
         {

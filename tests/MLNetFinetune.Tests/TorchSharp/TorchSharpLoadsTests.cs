@@ -22,9 +22,11 @@ public class TorchSharpLoadsTests
     public void CpuDeviceResolvesAndUnknownDeviceIsRejected()
     {
         Assert.Equal(DeviceType.CPU, TorchRuntime.ResolveDevice("cpu").type);
+        Assert.Equal("cpu (asked for)", TorchRuntime.ChooseDevice(" CPU ").Description);
         if (!cuda.is_available())
         {
             Assert.Equal(DeviceType.CPU, TorchRuntime.ResolveDevice("auto").type);
+            Assert.Equal($"cpu (auto: libtorch sees no CUDA GPU; this build's backend is {TorchRuntime.TorchBackend})", TorchRuntime.ChooseDevice("auto").Description);
             var e = Assert.Throws<InvalidOperationException>(() => TorchRuntime.ResolveDevice("cuda"));
             Assert.Contains("no CUDA GPU", e.Message);
         }
