@@ -18,11 +18,12 @@ public static class TorchRuntime
     public static (torch.Device Device, string Description) ChooseDevice(string name)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        LibTorchLoader.EnsureLoaded();
         string n = name.Trim().ToLowerInvariant();
         if (n == "auto")
             return torch.cuda.is_available()
                 ? (torch.CUDA, $"cuda (auto: libtorch sees {torch.cuda.device_count()} CUDA GPU{(torch.cuda.device_count() == 1 ? "" : "s")})")
-                : (torch.CPU, $"cpu (auto: libtorch sees no CUDA GPU; this build's backend is {TorchBackend})");
+                : (torch.CPU, $"cpu (auto: libtorch sees no CUDA GPU; this build's backend is {TorchBackend}{(LibTorchLoader.Status is { } status ? $": {status}" : "")})");
         return (Resolve(name, n), $"{n} (asked for)");
     }
 
@@ -33,8 +34,10 @@ public static class TorchRuntime
         {
             if (!torch.cuda.is_available())
                 throw new InvalidOperationException(
-                    $"Device '{name}' was requested but TorchSharp sees no CUDA GPU. This build uses the '{TorchBackend}' " +
-                    "backend; build with -p:TorchBackend=cuda on a machine with an NVIDIA driver, or use device 'cpu'.");
+                    $"Device '{name}' was requested but TorchSharp sees no CUDA GPU. This build uses the '{TorchBackend}' backend" +
+                    (LibTorchLoader.Status is { } status ? $" ({status})" : "") +
+                    "; build with -p:TorchBackend=cuda (TorchSharp-cuda-linux) or -p:TorchBackend=libtorch with " + LibTorchLoader.Variable +
+                    " naming a CUDA libtorch, on a machine with an NVIDIA driver, or use device 'cpu'.");
             return new torch.Device(n);
         }
         throw new ArgumentException($"Unknown device '{name}': use auto, cpu, cuda or cuda:N.", nameof(name));
@@ -44,10 +47,11 @@ public static class TorchRuntime
     public static void SetThreads(int threads)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        LibTorchLoader.EnsureLoaded();
         if (threads > 0) torch.set_num_threads(threads);
     }
 
-    /// <summary>The TorchSharp backend this assembly was built with (cpu or cuda: the TorchBackend build property).</summary>
+    /// <summary>The TorchSharp backend this assembly was built with (cpu, cuda or libtorch: the TorchBackend build property).</summary>
     public static string TorchBackend { get; } =
         typeof(TorchRuntime).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
             .Cast<System.Reflection.AssemblyMetadataAttribute>()
