@@ -27,12 +27,24 @@ public static class LibTorchLoader
     /// <summary>Whether the libtorch folder has CUDA libraries that loaded.</summary>
     public static bool CudaLoaded { get; private set; }
 
-    static bool _loaded;
+    static bool _loaded, _bound;
 
     /// <summary>Fails with what is missing when this is a libtorch build whose libtorch did not load (before TorchSharp fails less clearly).</summary>
     public static void EnsureLoaded()
     {
-        if (TorchRuntime.TorchBackend == "libtorch" && !_loaded) throw new InvalidOperationException($"libtorch is not loaded: {Status}.");
+        if (TorchRuntime.TorchBackend != "libtorch" || _bound) return;
+        if (!_loaded) throw new InvalidOperationException($"libtorch is not loaded: {Status}.");
+        try
+        {
+            _ = global::TorchSharp.torch.cuda.is_available(); // TorchSharp's first call binds its native layer
+            _bound = true;
+        }
+        catch (TypeInitializationException e)
+        {
+            // Another libtorch version: LibTorchSharp's symbols do not resolve against it.
+            throw new InvalidOperationException($"TorchSharp's native layer (built for libtorch 2.10) did not bind to the libtorch in " +
+                $"{Environment.GetEnvironmentVariable(Variable)}: use a PyTorch 2.10 or 2.11 install's torch/lib ({e.InnerException?.Message.Split('\n')[0] ?? e.Message}).", e);
+        }
     }
 
 #pragma warning disable CA2255 // a module initializer is the one hook that runs before TorchSharp's first call
