@@ -13,7 +13,7 @@ namespace MLNetFinetune.Benchmarks;
 /// <summary>
 /// Training throughput of the model against the machine's matmul ceiling and against the PyTorch reference of its
 /// family (tests/reference, Debian's python3-torch; run setup.sh once), in one run. Default shape: GPT-NeoX, 4 layers,
-/// d_model 256, 4 heads, vocab 4096, block 128, batch 8, AdamW. Options: --shape pythia-160m or smollm2-135m (any preset), --steps N (40), --device cpu|cuda,
+/// d_model 256, 4 heads, vocab 4096, block 128, batch 8, AdamW. Options: --shape pythia-160m or smollm2-135m (any preset), --steps N (40), --block N (128), --batch N (8), --device cpu|cuda,
 /// --threads N (default: all cores), --dtype float32|bfloat16 (mixed precision; the PyTorch reference stays float32), --python PATH (the reference's interpreter; default Debian's /usr/bin/python3). Also checks that the reference reads our model.safetensors and gives the same logits.
 /// </summary>
 static class TrainBenchmark
@@ -24,7 +24,7 @@ static class TrainBenchmark
         int steps = BenchmarkArgs.Int(args, "--steps", 40);
         Python = BenchmarkArgs.Value(args, "--python") ?? Python;
         var (threads, device) = BenchmarkArgs.Torch(args);
-        const int block = 128, batch = 8;
+        int block = BenchmarkArgs.Int(args, "--block", 128), batch = BenchmarkArgs.Int(args, "--batch", 8);
         var config = shape == "small"
             ? new ModelConfig { VocabSize = 4096, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, IntermediateSize = 1024, MaxPositionEmbeddings = 2048 }
             : ModelConfig.Preset(shape);
@@ -71,6 +71,10 @@ static class TrainBenchmark
             benchmark = "train",
             shape,
             parameters,
+            layers = config.NumHiddenLayers,
+            hidden = config.HiddenSize,
+            block,
+            batch,
             device = device.type.ToString().ToLowerInvariant(),
             dtype,
             threads,
