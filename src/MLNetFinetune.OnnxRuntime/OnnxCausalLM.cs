@@ -9,17 +9,25 @@ namespace MLNetFinetune.OnnxRuntime;
 
 /// <summary>
 /// Generation with ONNX Runtime from an exported folder (<see cref="OnnxExporter"/>): no libtorch. The KV cache lives
-/// in ORT values that each step's outputs hand to the next step's inputs, so on CPU no step copies the cache. (With
-/// the CUDA provider the outputs come back through host memory; binding them to device memory is not done yet.)
+/// in ORT values that each step's outputs hand to the next step's inputs. With <see cref="IoBinding"/> (the default for
+/// CUDA) a step runs through an <see cref="OrtIoBinding"/> that leaves the cache where the provider computed it (device
+/// memory with CUDA) and brings only the logits to host memory, where sampling runs; without it every output, the whole
+/// cache included, comes back to host memory each step (no copy on CPU, a round-trip per step with CUDA).
 /// </summary>
 public sealed class OnnxCausalLM : IDecoderModel, IDisposable
 {
     readonly InferenceSession _session;
     readonly string[] _outputNames;
+    readonly OrtMemoryInfo _cacheMemory; // where bound steps leave the cache: the provider's device memory
 
-    OnnxCausalLM(InferenceSession session, ModelConfig config, TextTokenizer tokenizer, string provider, string folder)
+    OnnxCausalLM(InferenceSession session, ModelConfig config, TextTokenizer tokenizer, string provider, string folder, bool ioBinding)
     {
         _session = session;
+        IoBinding = ioBinding;
+        // CUDA's device allocator for device 0 (the provider is appended for device 0); the CPU provider's is the host's.
+        _cacheMemory = provider == "CUDA"
+            ? new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, 0, OrtMemType.Default)
+            : OrtMemoryInfo.DefaultInstance;
         Config = config;
         Tokenizer = tokenizer;
         Provider = provider;
@@ -39,6 +47,12 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     /// <summary>The execution provider in use, and for <c>auto</c> why: <c>CUDA</c>, or <c>CPU (CUDA unavailable: …)</c>.</summary>
     public string Provider { get; }
 
+    /// <summary>
+    /// Whether steps run through an <see cref="OrtIoBinding"/> that keeps the cache in the provider's memory (see the
+    /// class remarks); chosen at <see cref="Load"/>.
+    /// </summary>
+    public bool IoBinding { get; }
+
     /// <summary>The folder the model came from.</summary>
     public string Folder { get; }
 
@@ -48,9 +62,12 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     /// <summary>
     /// Loads an exported folder. <paramref name="provider"/>: <c>auto</c> uses CUDA when its provider loads, else CPU;
     /// <c>cuda</c> fails with the reason when it cannot; <c>cpu</c>. <paramref name="threads"/>: ONNX Runtime's intra-op
-    /// threads on CPU; 0 keeps its default (one per physical core).
+    /// threads on CPU; 0 keeps its default (one per physical core). <paramref name="ioBinding"/>: run steps through an
+    /// <see cref="OrtIoBinding"/> that keeps the cache in device memory; null chooses it with CUDA, where it saves a
+    /// round-trip of the whole cache through host memory per step, and not on CPU, where there is no copy to save and
+    /// the plain path measured no slower (docs/BENCHMARKS.md, Generate).
     /// </summary>
-    public static OnnxCausalLM Load(string folder, string provider = "auto", int threads = 0)
+    public static OnnxCausalLM Load(string folder, string provider = "auto", int threads = 0, bool? ioBinding = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         string modelPath = Path.Combine(folder, OnnxExporter.ModelFile);
@@ -105,20 +122,22 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
                 throw new ArgumentException($"Unknown execution provider '{provider}': use auto, cpu or cuda.", nameof(provider));
         }
         var session = new InferenceSession(modelPath, options);
-        return new OnnxCausalLM(session, config, tokenizer, chosen, folder) { Format = PromptFormats.Load(folder) };
+        return new OnnxCausalLM(session, config, tokenizer, chosen, folder, ioBinding ?? chosen == "CUDA") { Format = PromptFormats.Load(folder) };
     }
 
     /// <summary>
     /// One step over a batch: <paramref name="ids"/>, <paramref name="positions"/> [batch, seq] and <paramref name="mask"/>
     /// [batch, past + seq], with the cache of the previous step (null for the first). Returns the logits
-    /// [batch, seq, vocab] and the new cache, which the caller passes to the next step (and disposes).
+    /// [batch, seq, vocab] and the new cache, which the caller passes to the next step (and disposes). With
+    /// <see cref="IoBinding"/> and CUDA the cache values are in device memory: pass them on, do not read them.
     /// </summary>
     public (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past) =>
         Forward(ids, positions, mask, batch, past, lastOnly: false);
 
     // With lastOnly, copies only each row's last-position logits out of ONNX Runtime's buffer ([batch, vocab]): a prefill
-    // of a long batch would otherwise copy [batch, seq, vocab] floats that decoding never reads.
-    internal (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly)
+    // of a long batch would otherwise copy [batch, seq, vocab] floats that decoding never reads. With hostCache a bound
+    // step leaves the cache in host memory (the batcher's fallback when ORT cannot copy cache rows on the device).
+    internal (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly, bool hostCache = false)
     {
         int layers = Config.NumHiddenLayers;
         if (batch <= 0 || ids.Length == 0 || ids.Length % batch != 0 || positions.Length != ids.Length || mask.Length % batch != 0)
@@ -158,7 +177,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         try
         {
             using var runOptions = new RunOptions();
-            outputs = _session.Run(runOptions, names, values, _outputNames);
+            outputs = IoBinding ? RunBound(runOptions, names, values, hostCache ? OrtMemoryInfo.DefaultInstance : _cacheMemory) : _session.Run(runOptions, names, values, _outputNames);
         }
         finally
         {
@@ -178,6 +197,26 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         outputs[0].Dispose();
         return (logits, cache);
     }
+
+    // One step through a binding made for it (a binding per call keeps Forward safe to call from several threads, as
+    // Run is). Inputs are bound as they are: the ids, mask and positions from host memory, the past from the previous
+    // step's outputs wherever ORT left them. The logits are bound to host memory, the presents to cacheMemory; the
+    // outputs come back in the order bound, which is _outputNames' order, as Run returns them.
+    IDisposableReadOnlyCollection<OrtValue> RunBound(RunOptions runOptions, List<string> names, List<OrtValue> values, OrtMemoryInfo cacheMemory)
+    {
+        using var binding = _session.CreateIoBinding();
+        for (int i = 0; i < names.Count; i++) binding.BindInput(names[i], values[i]);
+        binding.BindOutputToDevice(_outputNames[0], OrtMemoryInfo.DefaultInstance);
+        for (int i = 1; i < _outputNames.Length; i++) binding.BindOutputToDevice(_outputNames[i], cacheMemory);
+        _session.RunWithBinding(runOptions, binding);
+        return binding.GetOutputValues();
+    }
+
+    /// <summary>Where the cache of a bound step lives: not host memory with <see cref="IoBinding"/> and CUDA.</summary>
+    internal OrtMemoryInfo CacheMemory => IoBinding ? _cacheMemory : OrtMemoryInfo.DefaultInstance;
+
+    /// <summary>An allocator of the session's for <paramref name="memory"/> (device memory for the batcher's merged caches).</summary>
+    internal OrtAllocator Allocator(OrtMemoryInfo memory) => new(_session, memory);
 
     /// <summary>Generates a continuation of one prompt.</summary>
     public string Generate(string prompt, GenerationOptions? options = null) => Generate([prompt], options)[0];
@@ -226,5 +265,9 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     }
 
     /// <inheritdoc />
-    public void Dispose() => _session.Dispose();
+    public void Dispose()
+    {
+        _session.Dispose();
+        if (!ReferenceEquals(_cacheMemory, OrtMemoryInfo.DefaultInstance)) _cacheMemory.Dispose();
+    }
 }

@@ -15,7 +15,8 @@ namespace MLNetFinetune.Benchmarks;
 /// Token generation on the pythia-70m shape (random weights), batch 1, CPU, 256 new tokens after a 16-token prompt, in
 /// one run: ONNX Runtime with the KV cache; ONNX Runtime GenAI on the same exported folder (a child process, since GenAI
 /// brings its own ONNX Runtime); TorchSharp with the KV cache (the decode loop's session) and without (the full sequence
-/// every step); and the cached per-token latency at position 512 against position 16. Options: --new N (256),
+/// every step); and the cached per-token latency at position 512 against position 16. ORT runs twice, side by side: the
+/// plain path and steps through an OrtIoBinding that keeps the cache in the provider's memory. Options: --new N (256),
 /// --threads N, --provider cpu|cuda|auto, --no-genai.
 /// </summary>
 static class GenerateBenchmark
@@ -48,35 +49,15 @@ static class GenerateBenchmark
         model.eval();
         SaveAndExport(model, dir);
 
-        using var ort = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider);
+        using var ort = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider, ioBinding: false);
+        using var bound = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider, ioBinding: true);
         Console.WriteLine($"pythia-70m shape, {config.ParameterCount():N0} parameters; ORT provider {ort.Provider}; {threads} threads");
         long[] prompt = Enumerable.Range(0, 16).Select(i => (long)(i * 37 % 300)).ToArray();
 
-        // ORT with the cache: prefill, then one token per step up to position 16 + max(newTokens, 512) + 8; the second of
-        // two passes is timed (GenAI's run below gets a warm-up generation too).
-        int last = Math.Max(16 + newTokens, 520);
-        var latency = new double[last + 1];
-        double firstNew = 0;
-        for (int pass = 0; pass < 2; pass++)
-        {
-            var (logits, cache) = ort.Forward(prompt, Enumerable.Range(0, 16).Select(i => (long)i).ToArray(), Enumerable.Repeat(1L, 16).ToArray(), 1, null);
-            var clock = new Stopwatch();
-            firstNew = 0;
-            for (int position = 16; position < last; position++)
-            {
-                long next = ArgMax(logits, logits.Length - config.VocabSize, config.VocabSize);
-                clock.Restart();
-                var (stepLogits, nextCache) = ort.Forward([next], [position], Enumerable.Repeat(1L, position + 1).ToArray(), 1, cache);
-                latency[position] = clock.Elapsed.TotalMilliseconds;
-                foreach (var v in cache) v.Dispose();
-                (logits, cache) = (stepLogits, nextCache);
-                if (position < 16 + newTokens) firstNew += latency[position];
-            }
-            foreach (var v in cache) v.Dispose();
-        }
-        double ortTokensPerSecond = newTokens / (firstNew / 1000);
-        double at16 = latency[16..24].Average(), at512 = latency[512..520].Average();
+        var (ortTokensPerSecond, at16, at512) = TimeOrt(ort, prompt, newTokens, config.VocabSize);
         Console.WriteLine($"ORT (KV cache): {ortTokensPerSecond:N1} tokens/s; per-token latency {at16:F2} ms at position 16, {at512:F2} ms at 512");
+        var (boundTokensPerSecond, bound16, bound512) = TimeOrt(bound, prompt, newTokens, config.VocabSize);
+        Console.WriteLine($"ORT (KV cache, IoBinding): {boundTokensPerSecond:N1} tokens/s; per-token latency {bound16:F2} ms at position 16, {bound512:F2} ms at 512");
 
         // TorchSharp with the cache, through the session the shared decode loop drives.
         IDecoderModel torch = new TorchCausalLM(model, ort.Tokenizer);
@@ -117,6 +98,10 @@ static class GenerateBenchmark
             threads,
             new_tokens = newTokens,
             ort_tokens_per_s = Math.Round(ortTokensPerSecond, 1),
+            ort_iobinding_tokens_per_s = Math.Round(boundTokensPerSecond, 1),
+            iobinding_vs_plain = Math.Round(boundTokensPerSecond / ortTokensPerSecond, 3),
+            iobinding_latency_ms_16 = Math.Round(bound16, 3),
+            iobinding_latency_ms_512 = Math.Round(bound512, 3),
             torchsharp_nocache_tokens_per_s = Math.Round(torchTokensPerSecond, 1),
             speedup = Math.Round(ortTokensPerSecond / torchTokensPerSecond, 2),
             torchsharp_cache_tokens_per_s = Math.Round(torchCachedTokensPerSecond, 1),
@@ -128,6 +113,34 @@ static class GenerateBenchmark
             latency_ratio_512_vs_16 = Math.Round(at512 / at16, 3),
         }));
         return Task.FromResult(0);
+    }
+
+    // ORT with the cache: prefill, then one token per step up to position 16 + max(newTokens, 512) + 8; the second of two
+    // passes is timed (GenAI's run gets a warm-up generation too). Returns tokens/s over the first newTokens and the mean
+    // per-token latency at positions 16–23 and 512–519.
+    static (double TokensPerSecond, double At16, double At512) TimeOrt(OnnxCausalLM ort, long[] prompt, int newTokens, int vocab)
+    {
+        int last = Math.Max(16 + newTokens, 520);
+        var latency = new double[last + 1];
+        double firstNew = 0;
+        for (int pass = 0; pass < 2; pass++)
+        {
+            var (logits, cache) = ort.Forward(prompt, Enumerable.Range(0, 16).Select(i => (long)i).ToArray(), Enumerable.Repeat(1L, 16).ToArray(), 1, null);
+            var clock = new Stopwatch();
+            firstNew = 0;
+            for (int position = 16; position < last; position++)
+            {
+                long next = ArgMax(logits, logits.Length - vocab, vocab);
+                clock.Restart();
+                var (stepLogits, nextCache) = ort.Forward([next], [position], Enumerable.Repeat(1L, position + 1).ToArray(), 1, cache);
+                latency[position] = clock.Elapsed.TotalMilliseconds;
+                foreach (var v in cache) v.Dispose();
+                (logits, cache) = (stepLogits, nextCache);
+                if (position < 16 + newTokens) firstNew += latency[position];
+            }
+            foreach (var v in cache) v.Dispose();
+        }
+        return (newTokens / (firstNew / 1000), latency[16..24].Average(), latency[512..520].Average());
     }
 
     // Runs tests/MLNetFinetune.GenAI.Benchmark on the folder with the same prompt and reads its JSON line.
