@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Microsoft.ML.OnnxRuntime;
 using MLNetFinetune.Generation;
@@ -76,9 +74,11 @@ public sealed class BatchedGeneration
 /// concurrent requests share each forward pass (vLLM's scheduling, without paged memory). Joining requests are
 /// prefilled together, then their caches are merged into the batch's; a finished or cancelled request leaves at the
 /// next step and the cache is compacted. Rows are right-aligned in the cache: each keeps its own positions and the
-/// mask hides the places before its first token. One thread runs the model; requests come from any thread. With a model
-/// that binds its cache (<see cref="OnnxCausalLM.IoBinding"/>) the caches are merged where they live, by ONNX Runtime's
-/// tensor copies (<see cref="OrtEnv.CopyTensors"/>), when ORT can copy in that memory; see <see cref="BindsCache"/>.
+/// mask hides the places before its first token. One thread runs the model; requests come from any thread. The batch's
+/// cache lives in host memory, where joins and leaves merge it, also when the model binds its cache to device memory
+/// (<see cref="OnnxCausalLM.IoBinding"/>): ONNX Runtime 1.31 copies between devices (<see cref="OrtEnv.CopyTensors"/>)
+/// only for execution-provider libraries registered with the environment, which a provider appended to session options
+/// is not, so on CUDA each batched step still takes the cache through host memory.
 /// </summary>
 public sealed class ContinuousBatcher : IDisposable
 {
@@ -86,7 +86,6 @@ public sealed class ContinuousBatcher : IDisposable
     readonly Channel<BatchedGeneration> _queue = Channel.CreateUnbounded<BatchedGeneration>(new UnboundedChannelOptions { SingleReader = true });
     readonly Thread _thread;
     readonly HashSet<long> _ends;
-    readonly OrtAllocator? _cacheAllocator; // allocates merged caches in the model's cache memory when they are merged there
     int _waiting, _running;
     long _steps;
 
@@ -102,7 +101,6 @@ public sealed class ContinuousBatcher : IDisposable
         MaxBatch = maxBatch;
         MaxPrefillTokens = maxPrefillTokens;
         _ends = ((IDecoderModel)model).EndIds.ToHashSet();
-        if (model.IoBinding) _cacheAllocator = CacheAllocatorIfCopiesWork(model);
         _thread = new Thread(Loop) { IsBackground = true, Name = "continuous-batching" };
         _thread.Start();
     }
@@ -118,16 +116,6 @@ public sealed class ContinuousBatcher : IDisposable
 
     /// <summary>Requests waiting to join the batch.</summary>
     public int Waiting => Volatile.Read(ref _waiting);
-
-    /// <summary>
-    /// Whether the batch's cache stays in the memory the model binds it to (device memory with CUDA) from step to step,
-    /// merged there when requests join and leave. False when the model does not bind its cache, or when ONNX Runtime
-    /// cannot copy tensors in that memory: <see cref="OrtEnv.CopyTensors"/> copies only between devices whose execution
-    /// provider library was registered with the environment (<see cref="OrtEnv.RegisterExecutionProviderLibrary"/>; the
-    /// CUDA provider's library can be), never on CPU. Then each step brings the cache to host memory, as without binding,
-    /// and the merges read and write it there.
-    /// </summary>
-    public bool BindsCache => _cacheAllocator != null;
 
     /// <summary>Decode steps run so far (each advances every running request by one token).</summary>
     public long DecodeSteps => Interlocked.Read(ref _steps);
@@ -155,31 +143,6 @@ public sealed class ContinuousBatcher : IDisposable
     {
         _queue.Writer.TryComplete();
         _thread.Join();
-        _cacheAllocator?.Dispose();
-    }
-
-    // An allocator for the model's cache memory, once a host-to-cache-memory copy through OrtEnv.CopyTensors has worked;
-    // null when it fails, so that the batch runs with its cache in host memory instead of failing at the first join.
-    // CopyTensors uses only the data transfers that execution provider libraries registered with the environment
-    // (OrtEnv.RegisterExecutionProviderLibrary): in ORT 1.31 it has none for CPU to CPU ("Data transfer implementation
-    // between source and destination device was not found"), and a provider appended to the session options alone
-    // (AppendExecutionProvider_CUDA, as Load does) registers none.
-    static OrtAllocator? CacheAllocatorIfCopiesWork(OnnxCausalLM model)
-    {
-        OrtAllocator? allocator = null;
-        try
-        {
-            allocator = model.Allocator(model.CacheMemory);
-            using var host = OrtValue.CreateTensorValueFromMemory(new float[1], [1]);
-            using var there = OrtValue.CreateAllocatedTensorValue(allocator, Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, [1]);
-            OrtEnv.Instance().CopyTensors([host], [there], null);
-            return allocator;
-        }
-        catch (OnnxRuntimeException)
-        {
-            allocator?.Dispose();
-            return null;
-        }
     }
 
     void Loop()
@@ -239,7 +202,7 @@ public sealed class ContinuousBatcher : IDisposable
             }
             joining[r].Cached = prompt.Length;
         }
-        var (logits, prefilled) = _model.Forward(ids, positions, mask, n, past: null, lastOnly: true, hostCache: !BindsCache);
+        var (logits, prefilled) = _model.Forward(ids, positions, mask, n, past: null, lastOnly: true, hostCache: true);
         try
         {
             var sources = rows.Select((row, i) => (cache!, i, length, row.Cached)).ToList();
@@ -275,7 +238,7 @@ public sealed class ContinuousBatcher : IDisposable
             mask.AsSpan(r * (length + 1) + length - rows[r].Cached, rows[r].Cached + 1).Fill(1);
             rows[r].Cached++;
         }
-        var (logits, next) = _model.Forward(ids, positions, mask, batch, cache, lastOnly: true, hostCache: !BindsCache);
+        var (logits, next) = _model.Forward(ids, positions, mask, batch, cache, lastOnly: true, hostCache: true);
         Release(cache);
         Interlocked.Increment(ref _steps);
         length++;
@@ -346,10 +309,7 @@ public sealed class ContinuousBatcher : IDisposable
     // A new cache holding the given rows (source cache, its row, its length, the row's token count), right-aligned in
     // as many positions as the longest row needs. The places before a row's tokens are zeroed: the mask hides them,
     // and a masked NaN would still poison attention (0 × NaN).
-    (OrtValue[] Cache, int Length) Gather(List<(OrtValue[] Cache, int Row, int Length, int Tokens)> rows) =>
-        _cacheAllocator != null ? GatherWithCopies(rows, _cacheAllocator) : GatherInHostMemory(rows);
-
-    static (OrtValue[] Cache, int Length) GatherInHostMemory(List<(OrtValue[] Cache, int Row, int Length, int Tokens)> rows)
+    static (OrtValue[] Cache, int Length) Gather(List<(OrtValue[] Cache, int Row, int Length, int Tokens)> rows)
     {
         int length = rows.Max(r => r.Tokens), values = rows[0].Cache.Length;
         var gathered = new OrtValue[values];
@@ -378,69 +338,6 @@ public sealed class ContinuousBatcher : IDisposable
         }
         return (gathered, length);
     }
-
-    // Gather for a cache in memory the host may not read (device memory): the same copies, each a tensor over a slice of
-    // the source and of the target, made by ONNX Runtime in one CopyTensors call per value, after a copy of zeros from
-    // host memory into the new cache.
-    static (OrtValue[] Cache, int Length) GatherWithCopies(List<(OrtValue[] Cache, int Row, int Length, int Tokens)> rows, OrtAllocator allocator)
-    {
-        int length = rows.Max(r => r.Tokens), values = rows[0].Cache.Length;
-        var gathered = new OrtValue[values];
-        try
-        {
-            for (int v = 0; v < values; v++)
-            {
-                var info = rows[0].Cache[v].GetTensorTypeAndShape();
-                var type = info.ElementDataType;
-                int heads = (int)info.Shape[1], headDim = (int)info.Shape[3];
-                long[] shape = [rows.Count, heads, length, headDim];
-                var target = gathered[v] = OrtValue.CreateAllocatedTensorValue(allocator, type, shape);
-                using (var zeros = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape))
-                {
-                    zeros.GetTensorMutableRawData().Clear();
-                    OrtEnv.Instance().CopyTensors([zeros], [target], null);
-                }
-                using var targetMemory = target.GetTensorMemoryInfo();
-                var raw = target.GetTensorMutableRawData();
-                nint into = Address(raw);
-                int element = (int)(raw.Length / ((long)rows.Count * heads * length * headDim));
-                var from = new List<OrtValue>();
-                var to = new List<OrtValue>();
-                try
-                {
-                    for (int i = 0; i < rows.Count; i++)
-                    {
-                        var (source, row, sourceLength, tokens) = rows[i];
-                        using var sourceMemory = source[v].GetTensorMemoryInfo();
-                        nint start = Address(source[v].GetTensorMutableRawData());
-                        long bytes = (long)tokens * headDim * element;
-                        for (int h = 0; h < heads; h++)
-                        {
-                            long src = (((long)row * heads + h) * sourceLength + sourceLength - tokens) * headDim * element;
-                            long dst = (((long)i * heads + h) * length + length - tokens) * headDim * element;
-                            from.Add(OrtValue.CreateTensorValueWithData(sourceMemory, type, [tokens * headDim], start + (nint)src, bytes));
-                            to.Add(OrtValue.CreateTensorValueWithData(targetMemory, type, [tokens * headDim], into + (nint)dst, bytes));
-                        }
-                    }
-                    OrtEnv.Instance().CopyTensors(from, to, null);
-                }
-                finally
-                {
-                    foreach (var view in from.Concat(to)) view.Dispose();
-                }
-            }
-            return (gathered, length);
-        }
-        catch
-        {
-            Release(gathered.Where(g => g != null).ToArray());
-            throw;
-        }
-    }
-
-    // The address of a tensor's buffer, which may be device memory: the span ORT hands out is only used for its start,
-    // never read, so taking its address is valid wherever the buffer lives.
-    static nint Address(Span<byte> buffer) => Unsafe.ByteOffset(ref Unsafe.NullRef<byte>(), ref MemoryMarshal.GetReference(buffer));
 
     static void Release(OrtValue[]? cache)
     {

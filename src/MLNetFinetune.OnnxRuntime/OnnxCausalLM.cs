@@ -212,12 +212,6 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         return binding.GetOutputValues();
     }
 
-    /// <summary>Where the cache of a bound step lives: not host memory with <see cref="IoBinding"/> and CUDA.</summary>
-    internal OrtMemoryInfo CacheMemory => IoBinding ? _cacheMemory : OrtMemoryInfo.DefaultInstance;
-
-    /// <summary>An allocator of the session's for <paramref name="memory"/> (device memory for the batcher's merged caches).</summary>
-    internal OrtAllocator Allocator(OrtMemoryInfo memory) => new(_session, memory);
-
     /// <summary>Generates a continuation of one prompt.</summary>
     public string Generate(string prompt, GenerationOptions? options = null) => Generate([prompt], options)[0];
 
