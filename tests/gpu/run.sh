@@ -11,18 +11,21 @@ cd "$(dirname "$0")/../.."
 device=${DEVICE:-cuda}
 results=${OUT:-.}/gpu.json
 log=${OUT:-.}/gpu.log
+# The archives pack.sh made, unpacked once into .gpu-unpacked/ (ignored: it stays on a warm machine between calls).
+for part in dotnet app; do
+  if [ -f ".gpu/$part.tar.xz" ]; then rm -rf ".gpu-unpacked/$part"; mkdir -p ".gpu-unpacked/$part"; tar -C ".gpu-unpacked/$part" -xJf ".gpu/$part.tar.xz" || exit 1; fi
+done
+[ "${1:-}" = --unpack-only ] && { ls .gpu-unpacked; exit 0; }
 : > "$log"
-if [ -f .gpu/app.tar.xz ]; then
-  mkdir -p /tmp/mlnetft-dotnet /tmp/mlnetft-app
-  tar -C /tmp/mlnetft-dotnet -xJf .gpu/dotnet.tar.xz && tar -C /tmp/mlnetft-app -xJf .gpu/app.tar.xz || exit 1
-  dotnet=/tmp/mlnetft-dotnet/dotnet; bench=/tmp/mlnetft-app/app/MLNetFinetune.Benchmarks.dll; cli=/tmp/mlnetft-app/app/mlnet-finetune.dll
+if [ -x .gpu-unpacked/dotnet/dotnet ] && [ -d .gpu-unpacked/app/app ]; then
+  dotnet=$PWD/.gpu-unpacked/dotnet/dotnet; bench=$PWD/.gpu-unpacked/app/app/MLNetFinetune.Benchmarks.dll; cli=$PWD/.gpu-unpacked/app/app/mlnet-finetune.dll
   # The libtorch backend runs on the machine's PyTorch (CUDA); ONNX Runtime's CUDA provider finds CUDA's libraries in
   # the same Python environment.
   torch_lib=$(python3 -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
-  export MLNETFT_LIBTORCH=$torch_lib
+  export MLNETFT_LIBTORCH=${MLNETFT_LIBTORCH:-$torch_lib}
   nvidia_libs=$(python3 -c "import glob, os, nvidia; print(':'.join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], '*', 'lib')))))" 2>/dev/null || true)
   export LD_LIBRARY_PATH=$torch_lib${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  python=python3
+  python=${PYTHON:-python3}
 else
   dotnet=dotnet; bench=tests/MLNetFinetune.Benchmarks/bin/Release/net10.0/MLNetFinetune.Benchmarks.dll; cli=src/MLNetFinetune.Cli/bin/Release/net10.0/mlnet-finetune.dll
   python=/usr/bin/python3
