@@ -183,6 +183,19 @@ public class FlatAdamWTests(ITestOutputHelper output) : IDisposable
         Assert.True(File.Exists(Path.Combine(result.LastCheckpoint, "adapter_model.safetensors")));
     }
 
+    [Fact]
+    public void PretrainTakesTheOptimizerFromTheCommandLine()
+    {
+        string corpus = _dir.File("corpus.jsonl", string.Concat(Enumerable.Range(0, 20).Select(i => $"{{\"text\": \"The capital of country {i} is city {i}.\"}}\n")));
+        string[] Args(string run, string optimizer) => ["pretrain", "--corpus", corpus, "--tokenizer", RepoPaths.Of("models", "facts-base"), "--preset", "tiny",
+            "--out", Path.Combine(_dir.Path, run), "--steps", "2", "--threads", "1", "--device", "cpu", "--block-size", "16", "--batch-size", "2", "--optimizer", optimizer];
+        Cli.CliRunner.Succeeds("", Args("cli-flat", "flat"));
+        Assert.True(File.Exists(Path.Combine(_dir.Path, "cli-flat", "checkpoints", "step-0000002", TrainingCheckpoint.OptimizerFile)));
+        var (code, _, error) = Cli.CliRunner.Run(Args("cli-adam", "adam"));
+        Assert.NotEqual(0, code);
+        Assert.Contains("adam", error);
+    }
+
     sealed class IdsRow
     {
         [Microsoft.ML.Data.VectorType] public int[] Ids { get; set; } = [];
