@@ -13,14 +13,16 @@ namespace MLNetFinetune.TorchSharp.Training;
 /// <para>Building it moves every parameter's data into the flat buffer (the parameter becomes a view of it, so the model,
 /// <c>parameters()</c>, <c>state_dict()</c> and saving work unchanged) and installs a view of the flat gradient as each
 /// parameter's <c>.grad</c>, so backward accumulates straight into it. Move the model to its device first: <c>.to()</c>
-/// after building replaces the parameters and cuts them loose from the buffers.</para>
+/// after building gives the parameters new storage, cut loose from the buffers.</para>
 /// <para>The math is TorchSharp's <c>AdamW.step</c> op for op (which is PyTorch's <c>_single_tensor_adamw</c> with
 /// <c>mul_</c>/<c>add_</c> in place of <c>lerp_</c>); elementwise kernels give each element the same result whether
-/// they run over one tensor or the flat buffer.</para>
+/// they run over one tensor or the flat buffer. Only the gradient norm is taken per parameter (see
+/// <see cref="ClipGradNorm"/>); the clipping multiply is one.</para>
 /// <para>TorchSharp's own <see cref="AdamW"/>, built over the same groups, keeps the groups' hyperparameters and the
 /// per-parameter state records, whose moment tensors are views of the flat moments: saving and loading go through it,
 /// so a checkpoint is byte for byte the per-parameter optimizer's <c>optimizer.bin</c>, and a run resumes with either
-/// optimizer from either's checkpoint. It is never stepped.</para>
+/// optimizer from either's checkpoint. It is never stepped. (Its constructor allocates per-parameter zero moments
+/// that are swapped for the views at once: building needs a second set of moments' memory for a moment.)</para>
 /// </remarks>
 public sealed class FlatAdamW : ITrainingOptimizer
 {
