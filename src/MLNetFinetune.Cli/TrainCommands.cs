@@ -28,11 +28,18 @@ static class TrainCommands
         public readonly Option<double> EvalFraction = new("--eval-fraction") { Description = "Held-out fraction.", DefaultValueFactory = _ => Defaults.EvalFraction };
         public readonly Option<string> Device = new("--device") { Description = "auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => Defaults.Device };
         public readonly Option<string> DType = new("--dtype") { Description = "float32 or bfloat16.", DefaultValueFactory = _ => Defaults.DType };
+        public readonly Option<string> Optimizer = new Option<string>("--optimizer")
+        {
+            Description = "AdamW kind: flat (flat buffers, a few kernels per step), per-parameter (a loop over parameters), or auto (flat on CUDA, per-parameter on CPU).",
+            DefaultValueFactory = _ => Kind(Defaults.Optimizer),
+        }.AcceptOnlyFromAmong("auto", "flat", "per-parameter");
         public readonly Option<int> Threads = new("--threads") { Description = "libtorch threads (0: default).", DefaultValueFactory = _ => Defaults.Threads };
         public readonly Option<int> Seed = new("--seed") { Description = "Random seed.", DefaultValueFactory = _ => Defaults.Seed };
         public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint or a run directory." };
 
-        public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Threads, Seed, Resume];
+        public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Optimizer, Threads, Seed, Resume];
+
+        static string Kind(AdamWKind kind) => kind switch { AdamWKind.Flat => "flat", AdamWKind.PerParameter => "per-parameter", _ => "auto" };
 
         /// <summary>Applies the shared settings to either trainer's options.</summary>
         public T Apply<T>(T options, ParseResult r, IProgress<TrainingProgress> progress) where T : CausalLMTrainingOptions
@@ -45,6 +52,7 @@ static class TrainCommands
             options.EvalFraction = r.GetValue(EvalFraction);
             options.Device = r.GetValue(Device)!;
             options.DType = r.GetValue(DType)!;
+            options.Optimizer = Enum.GetValues<AdamWKind>().First(k => Kind(k) == r.GetValue(Optimizer));
             options.Threads = r.GetValue(Threads);
             options.Seed = r.GetValue(Seed);
             options.ResumeFrom = r.GetValue(Resume);

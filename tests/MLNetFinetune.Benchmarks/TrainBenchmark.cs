@@ -4,6 +4,7 @@ using MLNetFinetune.ModelFiles;
 using MLNetFinetune.Tokenization;
 using MLNetFinetune.TorchSharp;
 using MLNetFinetune.TorchSharp.Modeling;
+using MLNetFinetune.TorchSharp.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -14,13 +15,16 @@ namespace MLNetFinetune.Benchmarks;
 /// Training throughput of the model against the machine's matmul ceiling and against the PyTorch reference of its
 /// family (tests/reference, Debian's python3-torch; run setup.sh once), in one run. Default shape: GPT-NeoX, 4 layers,
 /// d_model 256, 4 heads, vocab 4096, block 128, batch 8, AdamW. Options: --shape pythia-160m or smollm2-135m (any preset), --steps N (40), --block N (128), --batch N (8), --device cpu|cuda,
-/// --threads N (default: all cores), --dtype float32|bfloat16 (mixed precision; the PyTorch reference stays float32), --python PATH (the reference's interpreter; default Debian's /usr/bin/python3). Also checks that the reference reads our model.safetensors and gives the same logits.
+/// --threads N (default: all cores), --dtype float32|bfloat16 (mixed precision; the PyTorch reference stays float32),
+/// --optimizer per-parameter|flat (TorchSharp's AdamW, the default, or FlatAdamW), --python PATH (the reference's interpreter; default Debian's /usr/bin/python3). Also checks that the reference reads our model.safetensors and gives the same logits.
 /// </summary>
 static class TrainBenchmark
 {
     public static Task<int> RunAsync(string[] args)
     {
         string shape = BenchmarkArgs.Value(args, "--shape") ?? "small";
+        string optimizerKind = BenchmarkArgs.Value(args, "--optimizer") ?? "per-parameter";
+        if (optimizerKind is not ("per-parameter" or "flat")) throw new ArgumentException($"--optimizer must be per-parameter or flat (got {optimizerKind}).");
         int steps = BenchmarkArgs.Int(args, "--steps", 40);
         Python = BenchmarkArgs.Value(args, "--python") ?? Python;
         var (threads, device) = BenchmarkArgs.Torch(args);
@@ -43,27 +47,46 @@ static class TrainBenchmark
 
         var decay = model.parameters().Where(p => p.dim() >= 2).ToList();
         var noDecay = model.parameters().Where(p => p.dim() < 2).ToList();
-        var optimizer = optim.AdamW([new AdamW.ParamGroup(decay, 3e-4, 0.9, 0.95, 1e-8, 0.1, false, false), new AdamW.ParamGroup(noDecay, 3e-4, 0.9, 0.95, 1e-8, 0, false, false)]);
+        AdamW.ParamGroup[] groups = [new(decay, 3e-4, 0.9, 0.95, 1e-8, 0.1, false, false), new(noDecay, 3e-4, 0.9, 0.95, 1e-8, 0, false, false)];
+        // Built after model.to(device): FlatAdamW makes the parameters views of its buffers.
+        using var flat = optimizerKind == "flat" ? new FlatAdamW(groups, model.parameters()) : null;
+        using var optimizer = flat == null ? optim.AdamW(groups) : null;
         var data = randint(0, config.VocabSize, [steps + 5, batch, block], dtype: int64, device: device);
+        // Clipping, step and zero_grad alone: all of it on CPU; on CUDA only the host's dispatch (no synchronize), which is
+        // what the flat optimizer saves there.
+        var optimizerClock = new Stopwatch();
         void Step(int i)
         {
             using var scope = NewDisposeScope();
             var ids = data[i];
             model.Loss(ids, ids).backward();
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0);
-            optimizer.step();
-            optimizer.zero_grad();
+            optimizerClock.Start();
+            if (flat != null)
+            {
+                flat.ClipGradNorm(1.0);
+                flat.step();
+                flat.zero_grad();
+            }
+            else
+            {
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0);
+                optimizer!.step();
+                optimizer.zero_grad();
+            }
+            optimizerClock.Stop();
         }
         model.train();
         for (int i = 0; i < 5; i++) Step(i);
         Synchronize(device);
+        optimizerClock.Reset();
         var clock = Stopwatch.StartNew();
         for (int i = 5; i < steps + 5; i++) Step(i);
         Synchronize(device);
         double tokensPerSecond = (double)steps * batch * block / clock.Elapsed.TotalSeconds;
         long parameters = config.ParameterCount();
         double mfu = 6.0 * parameters * tokensPerSecond / (gflops * 1e9);
-        Console.WriteLine($"TorchSharp: {tokensPerSecond:N0} tokens/s, MFU {mfu:P1}");
+        double optimizerMs = optimizerClock.Elapsed.TotalMilliseconds / steps;
+        Console.WriteLine($"TorchSharp ({optimizerKind} AdamW): {tokensPerSecond:N0} tokens/s, MFU {mfu:P1}, optimizer {optimizerMs:F1} ms/step");
 
         double? pytorch = PyTorchTokensPerSecond(config, dir, block, batch, steps, device.type == DeviceType.CUDA ? "cuda" : "cpu");
         var result = new
@@ -77,8 +100,10 @@ static class TrainBenchmark
             batch,
             device = device.type.ToString().ToLowerInvariant(),
             dtype,
+            optimizer = optimizerKind,
             threads,
             tokens_per_s = Math.Round(tokensPerSecond, 1),
+            optimizer_ms_per_step = Math.Round(optimizerMs, 2),
             matmul_gflops = Math.Round(gflops, 1),
             mfu = Math.Round(mfu, 3),
             pytorch_tokens_per_s = pytorch is { } p ? Math.Round(p, 1) : (double?)null,

@@ -3,7 +3,7 @@
 # ($OUT/gpu.json on the device tool, else ./gpu.json). On the device tool: run tests/gpu/pack.sh here first, then
 #   run(command="bash tests/gpu/run.sh", carry=[".gpu"], timeout_s=540)
 # Steps: training throughput of the pythia-160m and smollm2-135m shapes at 16 × 1024 tokens per step in bfloat16 and
-# float32 with the PyTorch reference (tests/reference, eager, float32) on the same card in the same run, and MFU against
+# float32 (FlatAdamW, the CUDA default) with the PyTorch reference (tests/reference, eager, float32) on the same card in the same run, and MFU against
 # the card's bf16 peak; ONNX Runtime generation (pythia-70m shape here, batch 1) on CUDA against CPU; the quickstart on
 # the GPU end to end. SMOKE=1 DEVICE=cpu checks the plumbing on a CPU machine with tiny settings and the local build.
 set -uo pipefail
@@ -45,7 +45,7 @@ run() {
   printf '"gpu": "%s",\n' "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)"
   for shape in "${shapes[@]}"; do
     for dtype in bfloat16 float32; do
-      run "train_${shape}_${dtype}" "$bench" train --shape "$shape" --device "$device" --dtype "$dtype" --block $block --batch $batch --steps $steps --python "$python"
+      run "train_${shape}_${dtype}" "$bench" train --shape "$shape" --device "$device" --dtype "$dtype" --block $block --batch $batch --steps $steps --optimizer flat --python "$python"
     done
   done
   for provider in "$device" cpu; do

@@ -58,7 +58,8 @@ public static class CausalLMTrainer
         };
         if (trainable.Any(p => p.dim() < 2))
             groups.Add(new(trainable.Where(p => p.dim() < 2), options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, 0, false, false));
-        var optimizer = optim.AdamW(groups, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+        // Built after the model moved to its device: the flat optimizer makes the parameters views of its buffers.
+        using var optimizer = TrainingOptimizer.Create(options.Optimizer, trainable, groups, device);
 
         var history = new List<MetricRow>();
         int step = 0, epoch = 0;
@@ -136,7 +137,7 @@ public static class CausalLMTrainer
             foreach (var batch in batches) batch.Dispose();
             batches.Clear();
             // An infinite norm clips to NaN weights, so check it before the optimizer moves anything.
-            gradNorm = nn.utils.clip_grad_norm_(trainable, options.GradientClipNorm > 0 ? options.GradientClipNorm : double.PositiveInfinity);
+            gradNorm = optimizer.ClipGradNorm(options.GradientClipNorm > 0 ? options.GradientClipNorm : double.PositiveInfinity);
             if (!double.IsFinite(stepLoss) || !double.IsFinite(gradNorm))
                 throw new TrainingDivergedException($"The training {(double.IsFinite(stepLoss) ? $"gradient norm is {gradNorm}" : $"loss is {stepLoss}")} at step {step + 1}. " +
                     "The last good checkpoint is " + (lastCheckpoint ?? "none (no checkpoint was written yet)") + "; resume from it with a lower LearningRate or stronger clipping.");

@@ -115,6 +115,13 @@ public abstract class CausalLMTrainingOptions
         _ => throw new ArgumentException($"DType '{DType}' is not supported: use float32 or bfloat16."),
     };
 
+    /// <summary>
+    /// The AdamW implementation: <see cref="AdamWKind.Flat"/> (one set of kernels over flat buffers per step) or
+    /// <see cref="AdamWKind.PerParameter"/> (TorchSharp's loop over parameters); the two agree to ~1e-6 and write the
+    /// same checkpoints. Default <see cref="AdamWKind.Auto"/>: flat on CUDA, per-parameter on CPU.
+    /// </summary>
+    public AdamWKind Optimizer { get; set; } = AdamWKind.Auto;
+
     /// <summary>libtorch intra-op threads; 0 keeps libtorch's default.</summary>
     public int Threads { get; set; }
 

@@ -37,7 +37,7 @@ public sealed record TrainerState(
     [property: JsonPropertyName("length_group")] int LengthGroup = 0);
 
 /// <summary>
-/// Checkpoints: a model directory (HF layout) plus <c>optimizer.bin</c> (TorchSharp's AdamW state) and
+/// Checkpoints: a model directory (HF layout) plus <c>optimizer.bin</c> (TorchSharp's AdamW state, also for <see cref="FlatAdamW"/>) and
 /// <c>trainer_state.json</c>, written into a temporary folder that is renamed into place, so a killed run never
 /// leaves a half checkpoint.
 /// </summary>
@@ -52,7 +52,14 @@ public static class TrainingCheckpoint
     public static string Folder(string outputDirectory) => Path.Combine(outputDirectory, "checkpoints");
 
     /// <summary>Writes a checkpoint at <paramref name="directory"/> atomically (replacing one already there).</summary>
-    public static void Write(string directory, TransformerForCausalLM model, TextTokenizer tokenizer, global::TorchSharp.Modules.OptimizerHelper optimizer, TrainerState state)
+    public static void Write(string directory, TransformerForCausalLM model, TextTokenizer tokenizer, global::TorchSharp.Modules.OptimizerHelper optimizer, TrainerState state) =>
+        Write(directory, model, tokenizer, optimizer.save_state_dict, state);
+
+    // Both optimizer kinds write the same optimizer.bin (see FlatAdamW), so either resumes the other's checkpoint.
+    internal static void Write(string directory, TransformerForCausalLM model, TextTokenizer tokenizer, ITrainingOptimizer optimizer, TrainerState state) =>
+        Write(directory, model, tokenizer, optimizer.save_state_dict, state);
+
+    static void Write(string directory, TransformerForCausalLM model, TextTokenizer tokenizer, Action<string> saveOptimizer, TrainerState state)
     {
         string temp = $"{directory}.tmp-{Path.GetRandomFileName()}";
         try
@@ -60,7 +67,7 @@ public static class TrainingCheckpoint
             // A LoRA run's checkpoint holds only the adapters: the frozen base never changes.
             if (model.Lora is { } lora) lora.Save(temp, baseModel: "");
             else HfCheckpoint.Save(model, tokenizer, temp);
-            optimizer.save_state_dict(Path.Combine(temp, OptimizerFile));
+            saveOptimizer(Path.Combine(temp, OptimizerFile));
             DataFiles.WriteAtomically(Path.Combine(temp, StateFile), s => JsonSerializer.Serialize(s, state, Json));
             string? old = null;
             if (Directory.Exists(directory))
@@ -112,6 +119,9 @@ public static class TrainingCheckpoint
 
     /// <summary>Loads a checkpoint's optimizer state into <paramref name="optimizer"/> (made for the same parameters).</summary>
     public static void LoadOptimizer(string directory, global::TorchSharp.Modules.OptimizerHelper optimizer) =>
+        optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
+
+    internal static void LoadOptimizer(string directory, ITrainingOptimizer optimizer) =>
         optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
 
     /// <summary>
