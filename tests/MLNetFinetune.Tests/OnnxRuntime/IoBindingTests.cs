@@ -1,35 +1,9 @@
 using Microsoft.ML.OnnxRuntime;
-using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
-using MLNetFinetune.ModelFiles;
 using MLNetFinetune.OnnxRuntime;
-using MLNetFinetune.TorchSharp.Modeling;
-using static TorchSharp.torch;
+using MLNetFinetune.Tests.Server;
 
 namespace MLNetFinetune.Tests.OnnxRuntime;
-
-/// <summary>A tiny model (sharp logits) exported once in float32 and once in float16, for the IoBinding tests.</summary>
-public sealed class TinyExports : IDisposable
-{
-    readonly TempDirectory _dir = new();
-
-    public TinyExports()
-    {
-        manual_seed(13);
-        using var model = new TransformerForCausalLM(ModelConfig.Preset("tiny", 320));
-        using (no_grad()) foreach (var p in model.parameters()) if (p.dim() >= 2) p.mul_(5);
-        string dir = Path.Combine(_dir.Path, "tiny");
-        HfCheckpoint.Save(model, TestTokenizers.Small(), dir);
-        Float32 = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "fp32") });
-        Float16 = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "fp16"), Float16 = true });
-    }
-
-    public string Float32 { get; }
-
-    public string Float16 { get; }
-
-    public void Dispose() => _dir.Dispose();
-}
 
 /// <summary>
 /// Steps through <see cref="OrtIoBinding"/> (the path CUDA takes by default) against the plain Run path, on the CPU
@@ -37,7 +11,7 @@ public sealed class TinyExports : IDisposable
 /// allow 1e-5 so that they say how far apart the paths are if they ever differ.
 /// </summary>
 [Collection(TorchCollection.Name)]
-public class IoBindingTests(TinyExports exports) : IClassFixture<TinyExports>
+public class IoBindingTests(ExportedTinyModel exports) : IClassFixture<ExportedTinyModel>
 {
     static void Same(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what)
     {
@@ -94,11 +68,11 @@ public class IoBindingTests(TinyExports exports) : IClassFixture<TinyExports>
     [Fact]
     public void BoundStepsGiveThePlainPathsLogitsForPrefillAndCachedSteps()
     {
-        using var plain = OnnxCausalLM.Load(exports.Float32, "cpu", threads: 1, ioBinding: false);
-        using var bound = OnnxCausalLM.Load(exports.Float32, "cpu", threads: 1, ioBinding: true);
+        using var plain = OnnxCausalLM.Load(exports.Folder, "cpu", threads: 1, ioBinding: false);
+        using var bound = OnnxCausalLM.Load(exports.Folder, "cpu", threads: 1, ioBinding: true);
         Assert.False(plain.IoBinding);
         Assert.True(bound.IoBinding);
-        using (var chosen = OnnxCausalLM.Load(exports.Float32, "cpu", threads: 1))
+        using (var chosen = OnnxCausalLM.Load(exports.Folder, "cpu", threads: 1))
             Assert.False(chosen.IoBinding); // on CPU the plain path is the default: it measured no slower
 
         CompareSteps(plain, bound, [[5, 17, 42, 99, 7, 3]], steps: 5);
@@ -109,8 +83,8 @@ public class IoBindingTests(TinyExports exports) : IClassFixture<TinyExports>
     [Fact]
     public void TheDecodeLoopGeneratesTheSameTextThroughTheBinding()
     {
-        using var plain = OnnxCausalLM.Load(exports.Float32, "cpu", threads: 1, ioBinding: false);
-        using var bound = OnnxCausalLM.Load(exports.Float32, "cpu", threads: 1, ioBinding: true);
+        using var plain = OnnxCausalLM.Load(exports.Folder, "cpu", threads: 1, ioBinding: false);
+        using var bound = OnnxCausalLM.Load(exports.Folder, "cpu", threads: 1, ioBinding: true);
         string[] prompts = ["What is the", "How", "Export to ONNX with a KV cache"];
         var greedy = new GenerationOptions { MaxNewTokens = 16, IgnoreEos = true };
         var expected = plain.Generate(prompts, greedy);
@@ -124,8 +98,8 @@ public class IoBindingTests(TinyExports exports) : IClassFixture<TinyExports>
     [Fact]
     public async Task TheBatcherMergesBoundCachesAndGivesWhatItGivesWithout()
     {
-        using var plain = OnnxCausalLM.Load(exports.Float32, "cpu", threads: 1, ioBinding: false);
-        using var bound = OnnxCausalLM.Load(exports.Float32, "cpu", threads: 1, ioBinding: true);
+        using var plain = OnnxCausalLM.Load(exports.Folder, "cpu", threads: 1, ioBinding: false);
+        using var bound = OnnxCausalLM.Load(exports.Folder, "cpu", threads: 1, ioBinding: true);
         string[] prompts = ["What is the capital?", "a", "The model reads passages and answers", "Tokenizers split text", "b c d"];
         // Different lengths so that rows leave at different steps and the cache is compacted; later requests join a
         // running batch, so caches of different lengths are merged.
@@ -157,8 +131,8 @@ public class IoBindingTests(TinyExports exports) : IClassFixture<TinyExports>
     [Fact]
     public void AFloat16ExportRunsThroughTheBinding()
     {
-        using var plain = OnnxCausalLM.Load(exports.Float16, "cpu", threads: 1, ioBinding: false);
-        using var bound = OnnxCausalLM.Load(exports.Float16, "cpu", threads: 1, ioBinding: true);
+        using var plain = OnnxCausalLM.Load(exports.Float16Folder, "cpu", threads: 1, ioBinding: false);
+        using var bound = OnnxCausalLM.Load(exports.Float16Folder, "cpu", threads: 1, ioBinding: true);
         CompareSteps(plain, bound, [[5, 17, 42, 99, 7], [30, 31]], steps: 3);
         var (_, cache) = bound.Forward([5, 17], [0, 1], [1, 1], 1, null);
         Assert.Equal(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16, cache[0].GetTensorTypeAndShape().ElementDataType);

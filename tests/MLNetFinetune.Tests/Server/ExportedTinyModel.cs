@@ -7,7 +7,7 @@ namespace MLNetFinetune.Tests.Server;
 
 /// <summary>
 /// A tiny GPT-NeoX (random weights at a larger scale, so its logits are sharp and greedy choices stable) saved and
-/// exported to ONNX once for a test class: what the server and the batcher serve.
+/// exported to ONNX once for a test class, in float32 (what the server and the batcher serve) and float16.
 /// </summary>
 public sealed class ExportedTinyModel : IDisposable
 {
@@ -21,10 +21,14 @@ public sealed class ExportedTinyModel : IDisposable
         string dir = Path.Combine(_dir.Path, "tiny");
         HfCheckpoint.Save(model, TestTokenizers.Small(), dir);
         Folder = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "served") });
+        Float16Folder = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "served-fp16"), Float16 = true });
     }
 
     /// <summary>The exported folder; its name, <c>served</c>, is the model id the server answers to.</summary>
     public string Folder { get; }
+
+    /// <summary>The same model exported in float16 (its cache too).</summary>
+    public string Float16Folder { get; }
 
     public void Dispose() => _dir.Dispose();
 }
