@@ -186,22 +186,8 @@ public sealed class ContinuousBatcher : IDisposable
     (OrtValue[]? Cache, int Length) Join(List<BatchedGeneration> rows, OrtValue[]? cache, int length, List<BatchedGeneration> joining)
     {
         int n = joining.Count, longest = joining.Max(j => j.Prompt.Length);
-        var ids = new long[n * longest];
-        var positions = new long[n * longest];
-        var mask = new long[n * longest];
-        long pad = ((IDecoderModel)_model).PadId;
-        for (int r = 0; r < n; r++)
-        {
-            var prompt = joining[r].Prompt;
-            int offset = longest - prompt.Length;
-            for (int t = 0; t < longest; t++)
-            {
-                ids[r * longest + t] = t < offset ? pad : prompt[t - offset];
-                positions[r * longest + t] = Math.Max(0, t - offset);
-                mask[r * longest + t] = t < offset ? 0 : 1;
-            }
-            joining[r].Cached = prompt.Length;
-        }
+        var (ids, positions, mask) = DecodeLoop.LeftPadded([.. joining.Select(j => j.Prompt)], ((IDecoderModel)_model).PadId, longest);
+        foreach (var row in joining) row.Cached = row.Prompt.Length;
         var (logits, prefilled) = _model.Forward(ids, positions, mask, n, past: null, lastOnly: true, hostCache: true);
         try
         {
@@ -272,11 +258,7 @@ public sealed class ContinuousBatcher : IDisposable
             return false;
         }
         var options = row.Options;
-        int allowed = _model.Tokenizer.VocabSize;
-        // Greedy without a penalty needs no copy of the row's logits (a 50k-float copy per row per step adds up at batch 32).
-        long token = options.Temperature <= 0 && options.RepetitionPenalty == 1.0
-            ? ArgMax(logits[..Math.Min(allowed, logits.Length)])
-            : Sampling.Next(logits.ToArray(), options, row.Random, row.Prompt.Concat(row.Generated), allowed);
+        long token = Sampling.Next(logits, options, row.Random, row.Prompt.Concat(row.Generated), _model.Tokenizer.VocabSize);
         if (_ends.Contains(token) && !options.IgnoreEos)
         {
             row.Finish(Decode(row), "stop", row.Generated.Count + 1);
@@ -295,13 +277,6 @@ public sealed class ContinuousBatcher : IDisposable
         if (text != null) row.Send(text);
         row.Pending = token;
         return true;
-    }
-
-    static long ArgMax(ReadOnlySpan<float> logits)
-    {
-        int best = 0;
-        for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
-        return best;
     }
 
     string Decode(BatchedGeneration row) => _model.Tokenizer.Decode(row.Generated.Select(t => (int)t));

@@ -65,7 +65,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     /// threads on CPU; 0 keeps its default (one per physical core). <paramref name="ioBinding"/>: run steps through an
     /// <see cref="OrtIoBinding"/> that keeps the cache in device memory; null chooses it with CUDA, where it saves a
     /// round-trip of the whole cache through host memory per step, and not on CPU, where there is no copy to save and
-    /// the plain path measured no slower (docs/BENCHMARKS.md, Generate).
+    /// the bound path measured slower (docs/BENCHMARKS.md, Generate).
     /// </summary>
     public static OnnxCausalLM Load(string folder, string provider = "auto", int threads = 0, bool? ioBinding = null)
     {
@@ -136,7 +136,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
 
     // With lastOnly, copies only each row's last-position logits out of ONNX Runtime's buffer ([batch, vocab]): a prefill
     // of a long batch would otherwise copy [batch, seq, vocab] floats that decoding never reads. With hostCache a bound
-    // step leaves the cache in host memory (the batcher's fallback when ORT cannot copy cache rows on the device).
+    // step leaves the cache in host memory (the batcher, which merges caches there when requests join and leave).
     internal (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly, bool hostCache = false)
     {
         int layers = Config.NumHiddenLayers;

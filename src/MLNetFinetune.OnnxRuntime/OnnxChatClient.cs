@@ -64,10 +64,7 @@ public sealed class OnnxChatClient : IChatClient
     {
         var generation = Generation(options);
         generation.Validate();
-        long[] ids = [.. _model.Tokenizer.EncodeSequence(Prompt(messages)).Select(i => (long)i)];
-        int context = _model.Config.MaxPositionEmbeddings;
-        if (ids.Length + generation.MaxNewTokens > context)
-            throw new ArgumentException($"The conversation has {ids.Length} tokens; with {generation.MaxNewTokens} new ones that exceeds the model's context of {context}.", nameof(messages));
+        long[] ids = DecodeLoop.CheckPrompt(_model, [.. _model.Tokenizer.EncodeSequence(Prompt(messages)).Select(i => (long)i)], 0, generation.MaxNewTokens);
         lock (_batcherLock) _batcher ??= new ContinuousBatcher(_model);
         return _batcher.Submit(ids, generation, streaming, cancellationToken);
     }

@@ -94,8 +94,8 @@ public static class DecodeLoop
     static long[] EncodePrompt(IDecoderModel model, string prompt, int row, int maxNewTokens) =>
         CheckPrompt(model, model.Tokenizer.EncodeSequence(prompt).Select(i => (long)i).ToArray(), row, maxNewTokens);
 
-    // A prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.
-    static long[] CheckPrompt(IDecoderModel model, long[] ids, int row, int maxNewTokens)
+    /// <summary>A prompt's ids, or an error naming the row when it is empty or leaves no room for the new tokens.</summary>
+    public static long[] CheckPrompt(IDecoderModel model, long[] ids, int row, int maxNewTokens)
     {
         if (ids.Length == 0) throw new ArgumentException($"Prompt {row} is empty.");
         if (ids.Length + maxNewTokens > model.ContextLength)
@@ -150,22 +150,9 @@ public static class DecodeLoop
         int longest = encoded.Max(e => e.Length);
         long pad = model.PadId;
         var ends = model.EndIds.ToHashSet();
-        var ids = new long[batch * longest];
-        var positions = new long[batch * longest];
         int capacity = longest + options.MaxNewTokens;
-        var mask = new long[batch * capacity];
-        var realTokens = new int[batch];
-        for (int r = 0; r < batch; r++)
-        {
-            int offset = longest - encoded[r].Length;
-            for (int t = 0; t < longest; t++)
-            {
-                ids[r * longest + t] = t < offset ? pad : encoded[r][t - offset];
-                positions[r * longest + t] = Math.Max(0, t - offset);
-                mask[r * capacity + t] = t < offset ? 0 : 1;
-            }
-            realTokens[r] = encoded[r].Length;
-        }
+        var (ids, positions, mask) = LeftPadded(encoded, pad, capacity);
+        var realTokens = encoded.Select(e => e.Length).ToArray();
         var done = new bool[batch];
         var random = new Random(options.Seed);
         int allowed = model.Tokenizer.VocabSize, vocab = model.LogitsSize;
@@ -182,8 +169,7 @@ public static class DecodeLoop
                 long token = pad;
                 if (!done[r])
                 {
-                    var last = logits.AsSpan(r * vocab, vocab).ToArray();
-                    token = Sampling.Next(last, options, random, encoded[r].Concat(generated[r]), allowed);
+                    token = Sampling.Next(logits.AsSpan(r * vocab, vocab), options, random, encoded[r].Concat(generated[r]), allowed);
                     if (ends.Contains(token) && !options.IgnoreEos)
                     {
                         done[r] = true;
@@ -209,6 +195,31 @@ public static class DecodeLoop
         }
         for (int r = 0; r < batch; r++)
             if (!done[r]) yield return (r, generated[r], null);
+    }
+
+    /// <summary>
+    /// Prompts of different lengths as one left-padded batch: <c>ids</c> and <c>positions</c> <c>[batch, longest]</c>
+    /// (padding gets the pad id and position 0; positions count real tokens only) and <c>mask</c>
+    /// <c>[batch, maskWidth]</c> (≥ longest), 1 over each row's real tokens and 0 elsewhere.
+    /// </summary>
+    public static (long[] Ids, long[] Positions, long[] Mask) LeftPadded(IReadOnlyList<long[]> prompts, long pad, int maskWidth)
+    {
+        int batch = prompts.Count, longest = prompts.Max(p => p.Length);
+        if (maskWidth < longest) throw new ArgumentOutOfRangeException(nameof(maskWidth), $"The mask ({maskWidth}) must cover the longest prompt ({longest}).");
+        var ids = new long[batch * longest];
+        var positions = new long[batch * longest];
+        var mask = new long[batch * maskWidth];
+        for (int r = 0; r < batch; r++)
+        {
+            int offset = longest - prompts[r].Length;
+            for (int t = 0; t < longest; t++)
+            {
+                ids[r * longest + t] = t < offset ? pad : prompts[r][t - offset];
+                positions[r * longest + t] = Math.Max(0, t - offset);
+                mask[r * maskWidth + t] = t < offset ? 0 : 1;
+            }
+        }
+        return (ids, positions, mask);
     }
 
     static long[] MaskUpTo(long[] mask, int batch, int capacity, int length)

@@ -5,22 +5,27 @@ public static class Sampling
 {
     /// <summary>
     /// The next token: applies the repetition penalty to <paramref name="history"/>'s tokens, then takes the argmax
-    /// (temperature 0) or samples.
+    /// (temperature 0) or samples. Only sampling and the penalty need a copy of the logits; greedy decoding reads them.
     /// </summary>
-    public static long Next(float[] logits, GenerationOptions options, Random random, IEnumerable<long> history, int allowedVocab)
+    public static long Next(ReadOnlySpan<float> logits, GenerationOptions options, Random random, IEnumerable<long> history, int allowedVocab)
     {
+        if (options.Temperature <= 0 && options.RepetitionPenalty == 1.0) return Greedy(logits, allowedVocab);
+        var scores = logits.ToArray();
         // Rows past the tokenizer's last id pad the embedding table (Pythia: 50,277 tokens in 50,304 rows); never pick them.
-        if (allowedVocab < logits.Length) logits.AsSpan(allowedVocab).Fill(float.NegativeInfinity);
+        if (allowedVocab < scores.Length) scores.AsSpan(allowedVocab).Fill(float.NegativeInfinity);
         if (options.RepetitionPenalty != 1.0)
             foreach (long id in history.Distinct())
-                logits[id] = logits[id] > 0 ? (float)(logits[id] / options.RepetitionPenalty) : (float)(logits[id] * options.RepetitionPenalty);
-        if (options.Temperature <= 0)
-        {
-            int best = 0;
-            for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
-            return best;
-        }
-        return Sample(logits, options, random);
+                scores[id] = scores[id] > 0 ? (float)(scores[id] / options.RepetitionPenalty) : (float)(scores[id] * options.RepetitionPenalty);
+        return options.Temperature <= 0 ? Greedy(scores, allowedVocab) : Sample(scores, options, random);
+    }
+
+    /// <summary>The most likely token among the first <paramref name="allowedVocab"/> (the first of equals).</summary>
+    public static long Greedy(ReadOnlySpan<float> logits, int allowedVocab)
+    {
+        var allowed = logits[..Math.Min(allowedVocab, logits.Length)];
+        int best = 0;
+        for (int i = 1; i < allowed.Length; i++) if (allowed[i] > allowed[best]) best = i;
+        return best;
     }
 
     /// <summary>The text before the first stop sequence, and whether one was found.</summary>

@@ -196,6 +196,8 @@ public class OnnxExportTests : IDisposable
         Assert.Equal(expected, streamed);
         Assert.Same(ort, chat.GetService(typeof(OnnxCausalLM)));
         Assert.Contains("no user message to answer", (await Assert.ThrowsAsync<ArgumentException>(() => chat.GetResponseAsync([new ChatMessage(ChatRole.System, "no user")]))).Message);
+        var overLong = await Assert.ThrowsAsync<ArgumentException>(() => chat.GetResponseAsync([new ChatMessage(ChatRole.User, string.Join(' ', Enumerable.Repeat("What is the capital?", 80)))]));
+        Assert.Contains("exceeds the model's context of 256", overLong.Message);
     }
 
     [Fact]
