@@ -35,15 +35,26 @@ static class TrainCommands
         }.AcceptOnlyFromAmong("auto", "flat", "per-parameter");
         public readonly Option<int> Threads = new("--threads") { Description = "libtorch threads (0: default).", DefaultValueFactory = _ => Defaults.Threads };
         public readonly Option<int> Seed = new("--seed") { Description = "Random seed.", DefaultValueFactory = _ => Defaults.Seed };
+        public readonly Option<int> LogInterval = new("--log-interval") { Description = "Report progress and write metrics.csv every N steps.", DefaultValueFactory = _ => Defaults.LogInterval };
         public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint or a run directory." };
+        public readonly Option<int> CollectiveTimeout = new("--collective-timeout")
+        {
+            Description = "Launched as several ranks (mpirun -np N): seconds a rank waits in a collective before it gives the others up as dead.",
+            DefaultValueFactory = _ => (int)MLNetFinetune.Distributed.MpiProcessGroup.DefaultTimeout.TotalSeconds,
+        };
 
-        public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Optimizer, Threads, Seed, Resume];
+        public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Optimizer, Threads, Seed, LogInterval, Resume, CollectiveTimeout];
+
+        /// <summary>Runs a training verb alone, or as one rank of a data-parallel job when a launcher started several.</summary>
+        public int Ranked(ParseResult r, TextWriter output, Func<MLNetFinetune.Distributed.IProcessGroup?, TextWriter, int> verb) =>
+            RankedRun.Run(output, TimeSpan.FromSeconds(r.GetValue(CollectiveTimeout)), verb);
 
         static string Kind(AdamWKind kind) => kind switch { AdamWKind.Flat => "flat", AdamWKind.PerParameter => "per-parameter", _ => "auto" };
 
         /// <summary>Applies the shared settings to either trainer's options.</summary>
-        public T Apply<T>(T options, ParseResult r, IProgress<TrainingProgress> progress) where T : CausalLMTrainingOptions
+        public T Apply<T>(T options, ParseResult r, IProgress<TrainingProgress> progress, MLNetFinetune.Distributed.IProcessGroup? group) where T : CausalLMTrainingOptions
         {
+            options.ProcessGroup = group;
             options.MaxSteps = r.GetValue(Steps);
             options.Epochs = r.GetValue(Steps) > 0 ? 0 : r.GetValue(Epochs);
             options.BlockSize = r.GetValue(Block);
@@ -56,6 +67,7 @@ static class TrainCommands
             options.Threads = r.GetValue(Threads);
             options.Seed = r.GetValue(Seed);
             options.ResumeFrom = r.GetValue(Resume);
+            options.LogInterval = r.GetValue(LogInterval);
             options.Progress = progress;
             return options;
         }
@@ -85,7 +97,7 @@ static class TrainCommands
         var heads = new Option<int>("--heads") { Description = "Override the preset's attention heads." };
         var command = new Command("pretrain", "Pretrain a model from random weights on a corpus (a GPT-NeoX or Llama-family shape: --preset).") { corpus, textMode, tokenizer, vocab, preset, layers, hidden, heads };
         foreach (var o in common.All) command.Options.Add(o);
-        command.SetAction(result =>
+        command.SetAction(result => common.Ranked(result, output, (group, output) =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             var data = ml.Data.LoadCorpus(new CorpusOptions { Path = result.GetValue(corpus)!, TextMode = result.GetValue(textMode) });
@@ -98,10 +110,10 @@ static class TrainCommands
             using var model = ProgressDisplay.Train(output, "pretrain", progress => ml.CausalLM().Trainers.Pretrain(common.Apply(new PretrainingOptions
             {
                 Tokenizer = tok, Config = shape.Validated("the --layers/--hidden-size/--heads shape"), OutputDirectory = result.GetValue(common.Out)!,
-            }, result, progress)).Fit(data));
-            common.Report(result, output, "Pretraining loss");
+            }, result, progress, group)).Fit(data));
+            if (group?.Rank is null or 0) common.Report(result, output, "Pretraining loss");
             return 0;
-        });
+        }));
         return command;
     }
 
@@ -120,7 +132,7 @@ static class TrainCommands
             pairs, baseModel, lora, wholeText, template, chatTemplate, fieldMap,
         };
         foreach (var o in common.All) command.Options.Add(o);
-        command.SetAction(result =>
+        command.SetAction(result => common.Ranked(result, output, (group, output) =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             string basePath = result.GetValue(baseModel)!;
@@ -145,11 +157,11 @@ static class TrainCommands
             {
                 BaseModel = basePath, OutputDirectory = result.GetValue(common.Out)!, MaskPrompt = !result.GetValue(wholeText), Format = format,
                 ChatTemplate = chat, ChatTemplateTokens = chatTokens, Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
-            }, result, progress)).Fit(data));
+            }, result, progress, group)).Fit(data));
             output.WriteLine(format != null ? $"prompt format: {format.Name} (recorded in the model folder)" : $"chat template: {chat!.Origin} (recorded in the model folder)");
-            common.Report(result, output, "Finetuning loss");
+            if (group?.Rank is null or 0) common.Report(result, output, "Finetuning loss");
             return 0;
-        });
+        }));
         return command;
     }
 

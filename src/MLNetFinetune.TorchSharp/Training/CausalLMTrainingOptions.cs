@@ -1,3 +1,5 @@
+using MLNetFinetune.Distributed;
+
 namespace MLNetFinetune.TorchSharp.Training;
 
 /// <summary>
@@ -118,9 +120,21 @@ public abstract class CausalLMTrainingOptions
     /// <summary>
     /// The AdamW implementation: <see cref="AdamWKind.Flat"/> (one set of kernels over flat buffers per step) or
     /// <see cref="AdamWKind.PerParameter"/> (TorchSharp's loop over parameters); the two agree to ~1e-6 and write the
-    /// same checkpoints. Default <see cref="AdamWKind.Auto"/>: flat on CUDA, per-parameter on CPU.
+    /// same checkpoints. Default <see cref="AdamWKind.Auto"/>: flat on CUDA and with data parallelism, else per-parameter.
     /// </summary>
     public AdamWKind Optimizer { get; set; } = AdamWKind.Auto;
+
+    /// <summary>
+    /// The data-parallel job this process is a rank of (<see cref="MpiProcessGroup.Join"/> under <c>mpirun</c>/<c>srun</c>);
+    /// null trains alone. Every rank runs the same code with the same options: each takes its share of every step's
+    /// examples (<see cref="MicroBatchSize"/> per rank and micro-batch, so a step sees MicroBatchSize × GradientAccumulationSteps ×
+    /// world size examples), gradients are summed over the ranks, and only rank 0 writes checkpoints, metrics and progress.
+    /// A run resumes with the world size it was started with.
+    /// </summary>
+    public IProcessGroup? ProcessGroup { get; set; }
+
+    /// <summary>True on the process that writes the run's files: the only one, or rank 0.</summary>
+    internal bool WritesFiles => ProcessGroup?.Rank is null or 0;
 
     /// <summary>libtorch intra-op threads; 0 keeps libtorch's default.</summary>
     public int Threads { get; set; }

@@ -109,6 +109,9 @@ public sealed class FlatAdamW : ITrainingOptimizer
     /// <summary>The parameter groups; set a group's <c>LearningRate</c> to schedule it, as with TorchSharp's optimizers.</summary>
     public IReadOnlyList<AdamW.ParamGroup> ParamGroups => _segments.Select(s => s.Group).ToList();
 
+    /// <summary>The flat gradient: every parameter's <c>.grad</c> is a view of it, in group order.</summary>
+    public Tensor FlatGradients => _grads;
+
     /// <summary>Parameters updated, over all groups.</summary>
     public long ParameterCount => _params.numel();
 

@@ -102,12 +102,15 @@ public sealed class InstructionTuningEstimator : IEstimator<CausalLMTransformer>
         if (model.Lora is { } lora)
         {
             // PEFT-style adapters beside a merged plain model, which exports and serves like any other.
-            lora.Save(Path.Combine(o.OutputDirectory, "adapter"), Path.GetFullPath(o.BaseModel));
+            if (o.WritesFiles) lora.Save(Path.Combine(o.OutputDirectory, "adapter"), Path.GetFullPath(o.BaseModel));
             model.MergeLora();
         }
         var tuned = new CausalLMTransformer(model, tokenizer, result, Scoring(o), o.Format);
-        tuned.Save(Path.Combine(o.OutputDirectory, "model"));
-        o.ChatTemplate?.Save(Path.Combine(o.OutputDirectory, "model"), o.ChatTemplateTokens);
+        if (o.WritesFiles)
+        {
+            tuned.Save(Path.Combine(o.OutputDirectory, "model"));
+            o.ChatTemplate?.Save(Path.Combine(o.OutputDirectory, "model"), o.ChatTemplateTokens);
+        }
         return tuned;
     }
 

@@ -85,8 +85,7 @@ public sealed class PretrainingEstimator : IEstimator<CausalLMTransformer>
         manual_seed(o.Seed);
         var model = new TransformerForCausalLM(config);
         var result = CausalLMTrainer.Train(model, o.Tokenizer, data, o, _log);
-        string final = Path.Combine(o.OutputDirectory, "model");
-        HfCheckpoint.Save(model, o.Tokenizer, final);
+        if (o.WritesFiles) HfCheckpoint.Save(model, o.Tokenizer, Path.Combine(o.OutputDirectory, "model"));
         return new CausalLMTransformer(model, o.Tokenizer, result);
     }
 

@@ -34,7 +34,8 @@ public sealed record TrainerState(
     [property: JsonPropertyName("full_shuffle")] bool FullShuffle,
     [property: JsonPropertyName("torch_rng_state")] string TorchRngState,
     [property: JsonPropertyName("history")] IReadOnlyList<MetricRow> History,
-    [property: JsonPropertyName("length_group")] int LengthGroup = 0);
+    [property: JsonPropertyName("length_group")] int LengthGroup = 0,
+    [property: JsonPropertyName("world_size")] int WorldSize = 1);
 
 /// <summary>
 /// Checkpoints: a model directory (HF layout) plus <c>optimizer.bin</c> (TorchSharp's AdamW state, also for <see cref="FlatAdamW"/>) and

@@ -78,12 +78,19 @@ public sealed class TrainingExamples
     /// The training examples of <paramref name="epoch"/>: a full permutation when <see cref="Permutes"/>, else streamed
     /// through a shuffle window of <paramref name="window"/>; a window of 1 keeps data order.
     /// </summary>
-    public IEnumerable<TrainingExample> Epoch(int epoch, int seed, int window, int lengthGroupBatch = 0)
+    public IEnumerable<TrainingExample> Epoch(int epoch, int seed, int window, int lengthGroupBatch = 0) =>
+        Order(epoch, seed, window, lengthGroupBatch).Select(e => e.Read());
+
+    /// <summary>
+    /// <see cref="Epoch"/>'s order, each example read only when taken: data-parallel ranks all follow the one order and
+    /// each reads only its share.
+    /// </summary>
+    internal IEnumerable<PendingExample> Order(int epoch, int seed, int window, int lengthGroupBatch = 0)
     {
         // A fixed mix (HashCode.Combine is randomised per process), so a resumed run in a new process sees the same order.
         var random = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 0x5eed));
-        if (Permutes(window)) return lengthGroupBatch > 0 ? GroupedByLength(Permutation(_training!, random), lengthGroupBatch) : Permutation(_training!, random);
-        return _training != null ? _training.AsReadOnly() : Window(random, window);
+        if (Permutes(window)) return (lengthGroupBatch > 0 ? GroupedByLength(Permutation(_training!, random), lengthGroupBatch) : Permutation(_training!, random)).Select(e => new PendingExample(e));
+        return (_training != null ? _training.AsReadOnly() : Window(random, window)).Select(e => new PendingExample(e));
     }
 
     // Fisher–Yates over the indices, as a seeded RandomSampler: every example exactly once per epoch.
@@ -229,6 +236,12 @@ public sealed class TrainingExamples
         var mask = AttentionMasks.PerExample(tensor(exampleIds, shape, device: device)).MoveToOuterDisposeScope();
         return new TrainingBatch(ids, labels, tensor(positions, shape, device: device).MoveToOuterDisposeScope(), mask, tokens, targets);
     }
+}
+
+/// <summary>An example in an epoch's order, read when a rank takes it.</summary>
+internal readonly struct PendingExample(TrainingExample example)
+{
+    public TrainingExample Read() => example;
 }
 
 /// <summary>

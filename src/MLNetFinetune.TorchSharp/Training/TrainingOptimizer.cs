@@ -22,6 +22,9 @@ interface ITrainingOptimizer : IDisposable
 {
     IReadOnlyList<AdamW.ParamGroup> ParamGroups { get; }
 
+    /// <summary>One buffer holding every parameter's gradient, when the optimizer keeps them flat (data parallelism reduces it in buckets).</summary>
+    Tensor? FlatGradients { get; }
+
     /// <summary>Clips the global gradient norm to <paramref name="maxNorm"/> (∞: no clipping) and returns the norm before.</summary>
     double ClipGradNorm(double maxNorm);
 
@@ -40,18 +43,21 @@ static class TrainingOptimizer
     /// The optimizer <paramref name="kind"/> names, over <paramref name="groups"/>, for parameters on <paramref name="device"/>;
     /// the gradient norm sums over <paramref name="parameters"/> in their order (the groups' parameters, in the model's order).
     /// </summary>
-    public static ITrainingOptimizer Create(AdamWKind kind, IReadOnlyList<Parameter> parameters, IReadOnlyList<AdamW.ParamGroup> groups, Device device) =>
-        Resolve(kind, device) == AdamWKind.Flat ? new FlatAdamW(groups, parameters) : new PerParameterAdamW(parameters, groups);
+    public static ITrainingOptimizer Create(AdamWKind kind, IReadOnlyList<Parameter> parameters, IReadOnlyList<AdamW.ParamGroup> groups, Device device, bool dataParallel) =>
+        Resolve(kind, device, dataParallel) == AdamWKind.Flat ? new FlatAdamW(groups, parameters) : new PerParameterAdamW(parameters, groups);
 
     // CPU keeps the per-parameter optimizer by default: its runs (the quickstart's numbers) stay bit-identical to before.
-    public static AdamWKind Resolve(AdamWKind kind, Device device) =>
-        kind != AdamWKind.Auto ? kind : device.type == DeviceType.CUDA ? AdamWKind.Flat : AdamWKind.PerParameter;
+    // Data parallelism takes the flat one, whose gradient is reduced in a few large buckets rather than one call per parameter.
+    public static AdamWKind Resolve(AdamWKind kind, Device device, bool dataParallel) =>
+        kind != AdamWKind.Auto ? kind : device.type == DeviceType.CUDA || dataParallel ? AdamWKind.Flat : AdamWKind.PerParameter;
 
     sealed class PerParameterAdamW(IReadOnlyList<Parameter> parameters, IReadOnlyList<AdamW.ParamGroup> groups) : ITrainingOptimizer
     {
         readonly AdamW _adamw = optim.AdamW(groups);
 
         public IReadOnlyList<AdamW.ParamGroup> ParamGroups => groups;
+
+        public Tensor? FlatGradients => null;
 
         public double ClipGradNorm(double maxNorm) => nn.utils.clip_grad_norm_(parameters, maxNorm);
 

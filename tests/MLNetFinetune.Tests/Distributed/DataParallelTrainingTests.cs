@@ -1,0 +1,186 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace MLNetFinetune.Tests.Distributed;
+
+/// <summary>
+/// Data-parallel pretraining as a cluster runs it: <c>mpirun -np 2</c> over the CLI. Two ranks with half the micro-batch
+/// each must follow one process with the whole batch step by step, and a rank that dies or stalls must end the job.
+/// </summary>
+[Collection(TorchCollection.Name)]
+public class DataParallelTrainingTests : IDisposable
+{
+    readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    static readonly string Cli = Path.Combine(AppContext.BaseDirectory, "mlnet-finetune.dll");
+
+    static string[] Pretrain(string output, int steps, int batch) =>
+    [
+        "pretrain", "--corpus", RepoPaths.Of("examples", "data", "pretraining_sample.jsonl.zst"), "--tokenizer", RepoPaths.Of("models", "facts-base"),
+        "--preset", "tiny", "--steps", steps.ToString(CultureInfo.InvariantCulture), "--lr", "3e-3", "--threads", "1", "--device", "cpu",
+        "--block-size", "64", "--batch-size", batch.ToString(CultureInfo.InvariantCulture), "--eval-fraction", "0.1", "--seed", "1",
+        "--log-interval", "1", "--out", output,
+    ];
+
+    [MpiFact]
+    public void TwoRanksMatchOneProcessWithTheSameGlobalBatchStepByStep()
+    {
+        string alone = Path.Combine(_dir.Path, "alone"), ranks = Path.Combine(_dir.Path, "ranks");
+        var single = Launch.Run("dotnet", [Cli, .. Pretrain(alone, 20, batch: 4)], TimeSpan.FromMinutes(3));
+        Assert.True(single.ExitCode == 0, single.Output);
+        var parallel = Launch.Mpi(2, [Cli, .. Pretrain(ranks, 20, batch: 2)], TimeSpan.FromMinutes(3));
+        Assert.True(parallel.ExitCode == 0, parallel.Output);
+
+        Assert.Contains("2 ranks (Open MPI launch, MPI 3.1", parallel.Output, StringComparison.Ordinal);
+        Assert.Single(parallel.Output.Split('\n'), l => l.StartsWith("step 20/20", StringComparison.Ordinal)); // rank 0 alone reports
+        var expected = Losses(alone);
+        var actual = Losses(ranks);
+        Assert.Equal(20, expected.Count);
+        Assert.Equal(expected.Keys, actual.Keys);
+        foreach (var (step, loss) in expected)
+            Assert.True(Math.Abs(loss - actual[step]) <= 1e-5, $"step {step}: one process {loss}, two ranks {actual[step]}");
+        Assert.True(expected[20] < expected[1] - 0.5, "the loss falls, so the comparison is of a run that learns");
+
+        Assert.True(File.Exists(Path.Combine(ranks, "model", "model.safetensors")), "rank 0 writes the final model");
+    }
+
+    [MpiFact]
+    public void ResumingWithAnotherWorldSizeIsRefused()
+    {
+        string run = Path.Combine(_dir.Path, "run");
+        var first = Launch.Mpi(2, [Cli, .. Pretrain(run, 6, batch: 2)], TimeSpan.FromMinutes(3));
+        Assert.True(first.ExitCode == 0, first.Output);
+        var alone = Launch.Run("dotnet", [Cli, .. Pretrain(run, 6, batch: 4), "--resume", run], TimeSpan.FromMinutes(2));
+        Assert.NotEqual(0, alone.ExitCode);
+        Assert.Contains("written by a run of 2 processes; this one has 1", alone.Output, StringComparison.Ordinal);
+    }
+
+    [MpiFact]
+    public void AKilledRankEndsTheJobAndAStalledOneIsGivenUpAfterTheTimeout()
+    {
+        // SIGKILL: the launcher sees the process die and ends the job.
+        var killed = RunUntilRankOneIs("KILL", Path.Combine(_dir.Path, "killed"), timeoutSeconds: 300);
+        Assert.NotEqual(0, killed.ExitCode);
+        Assert.True(killed.Elapsed < TimeSpan.FromSeconds(60), $"the job took {killed.Elapsed} to end after rank 1 was killed");
+
+        // SIGSTOP: nothing dies, rank 0 waits in an all-reduce; its watchdog gives up after the collective timeout.
+        var stalled = RunUntilRankOneIs("STOP", Path.Combine(_dir.Path, "stalled"), timeoutSeconds: 5);
+        Assert.NotEqual(0, stalled.ExitCode);
+        Assert.Contains("error: rank 0: the all-reduce", stalled.Output, StringComparison.Ordinal);
+        Assert.Contains("did not complete within 5 s; another rank has probably died or stalled", stalled.Output, StringComparison.Ordinal);
+        Assert.True(stalled.Elapsed < TimeSpan.FromSeconds(60), $"the job took {stalled.Elapsed} to end after rank 1 stalled");
+    }
+
+    // Step → mean training loss, from the run's metrics.csv.
+    static SortedDictionary<int, double> Losses(string run)
+    {
+        var lines = File.ReadAllLines(Path.Combine(run, "metrics.csv"));
+        var header = lines[0].Split(',');
+        int step = Array.IndexOf(header, "step"), loss = Array.IndexOf(header, "loss");
+        return new(lines.Skip(1).Select(l => l.Split(',')).ToDictionary(f => int.Parse(f[step], CultureInfo.InvariantCulture), f => double.Parse(f[loss], CultureInfo.InvariantCulture)));
+    }
+
+    // Starts a long two-rank run, sends rank 1 the signal once rank 0 reports its first step, and waits for mpirun.
+    static (int ExitCode, string Output, TimeSpan Elapsed) RunUntilRankOneIs(string signal, string output, int timeoutSeconds)
+    {
+        using var job = Launch.StartMpi(2, [Cli, .. Pretrain(output, 100_000, batch: 2), "--collective-timeout", timeoutSeconds.ToString(CultureInfo.InvariantCulture)]);
+        var text = new StringBuilder();
+        var firstStep = new ManualResetEventSlim();
+        void Read(string? line)
+        {
+            if (line == null) return;
+            lock (text) text.AppendLine(line);
+            if (line.StartsWith("step ", StringComparison.Ordinal)) firstStep.Set();
+        }
+        job.OutputDataReceived += (_, e) => Read(e.Data);
+        job.ErrorDataReceived += (_, e) => Read(e.Data);
+        job.BeginOutputReadLine();
+        job.BeginErrorReadLine();
+        int rankOne = 0;
+        try
+        {
+            Assert.True(firstStep.Wait(TimeSpan.FromMinutes(2)), $"no step reported: {text}");
+            rankOne = Launch.RankPid(job.Id, 1);
+            Process.Start("kill", [$"-{signal}", rankOne.ToString(CultureInfo.InvariantCulture)])!.WaitForExit();
+            var clock = Stopwatch.StartNew();
+            Assert.True(job.WaitForExit(TimeSpan.FromSeconds(120)), $"the job still runs 120 s after rank 1 got SIG{signal}: {text}");
+            job.WaitForExit(); // drains the output
+            lock (text) return (job.ExitCode, text.ToString(), clock.Elapsed);
+        }
+        finally
+        {
+            if (!job.HasExited) job.Kill(entireProcessTree: true);
+            if (rankOne > 0) Process.Start("kill", ["-KILL", rankOne.ToString(CultureInfo.InvariantCulture)])!.WaitForExit();
+        }
+    }
+}
+
+/// <summary>Runs processes and MPI jobs for the distributed tests.</summary>
+static class Launch
+{
+    // As root (CI containers) Open MPI wants consent; --oversubscribe lets a machine that reports one slot run two ranks.
+    static ProcessStartInfo MpiStart(int ranks, IEnumerable<string> command)
+    {
+        var start = new ProcessStartInfo("mpirun", ["-np", ranks.ToString(CultureInfo.InvariantCulture), "--oversubscribe", "dotnet", .. command])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true,
+        };
+        start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
+        start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+        return start;
+    }
+
+    public static Process StartMpi(int ranks, IEnumerable<string> command) => Process.Start(MpiStart(ranks, command))!;
+
+    public static (int ExitCode, string Output) Mpi(int ranks, IEnumerable<string> command, TimeSpan timeout) => Wait(StartMpi(ranks, command), timeout);
+
+    public static (int ExitCode, string Output) Run(string file, IEnumerable<string> arguments, TimeSpan timeout) =>
+        Wait(Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!, timeout);
+
+    static (int ExitCode, string Output) Wait(Process process, TimeSpan timeout)
+    {
+        using (process)
+        {
+            var error = process.StandardError.ReadToEndAsync();
+            var output = process.StandardOutput.ReadToEndAsync();
+            if (!process.WaitForExit(timeout))
+            {
+                process.Kill(entireProcessTree: true);
+                throw new TimeoutException($"{process.StartInfo.FileName} {string.Join(' ', process.StartInfo.ArgumentList)} ran past {timeout}: {output.Result}{error.Result}");
+            }
+            return (process.ExitCode, output.Result + error.Result);
+        }
+    }
+
+    /// <summary>The process id of rank <paramref name="rank"/> among <paramref name="mpirun"/>'s children (its environment names the rank).</summary>
+    public static int RankPid(int mpirun, int rank)
+    {
+        foreach (string dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            try
+            {
+                string stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                int parent = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1], CultureInfo.InvariantCulture);
+                if (parent != mpirun) continue;
+                if (File.ReadAllText(Path.Combine(dir, "environ")).Split('\0').Contains($"OMPI_COMM_WORLD_RANK={rank}")) return pid;
+            }
+            catch (IOException) { } // a process that ended meanwhile
+            catch (UnauthorizedAccessException) { }
+        }
+        throw new InvalidOperationException($"mpirun {mpirun} has no child of rank {rank}.");
+    }
+}
+
+/// <summary>A fact that needs Open MPI's launcher: skipped, saying what to install, where <c>mpirun</c> is missing.</summary>
+public sealed class MpiFactAttribute : FactAttribute
+{
+    public MpiFactAttribute()
+    {
+        bool found = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => File.Exists(Path.Combine(d, "mpirun")));
+        if (!found) Skip = "needs Open MPI's mpirun (apt-get install -y openmpi-bin libopenmpi-dev; .ci/run installs it)";
+    }
+}
