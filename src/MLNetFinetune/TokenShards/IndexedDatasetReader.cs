@@ -152,21 +152,40 @@ public sealed class IndexedDatasetReader : IDisposable
         : throw new ArgumentOutOfRangeException(nameof(index), $"Sequence {index} is outside {IdxPath}'s {SequenceCount:N0} sequences.");
 
     // The tokens must lie back to back from offset 0 and fill .bin exactly: a pointer past the end, a gap or a short
-    // .bin is a damaged or half-copied shard. Returns the token count.
+    // .bin is a damaged or half-copied shard. Read in chunks, as the index of a large corpus holds hundreds of millions
+    // of entries. Returns the token count.
     long CheckLayout(long binBytes)
     {
+        const int chunk = 1 << 14;
         int size = DType.Size();
         long offset = 0;
-        for (long i = 0; i < SequenceCount; i++)
+        int[] lengths = ArrayPool<int>.Shared.Rent(chunk);
+        long[] pointers = ArrayPool<long>.Shared.Rent(chunk);
+        try
         {
-            int length = _index.ReadInt32(_lengthsAt + 4 * i);
-            long pointer = _index.ReadInt64(_pointersAt + 8 * i);
-            if (length < 0) throw Bad(IdxPath, $"sequence {i} has negative length {length}");
-            if (pointer + (long)length * size > binBytes)
-                throw Bad(IdxPath, $"sequence {i} ends at byte {pointer + (long)length * size:N0}, past the end of {BinPath} ({binBytes:N0} bytes): the .bin is truncated or belongs to another index");
-            if (pointer != offset)
-                throw Bad(IdxPath, $"sequence {i} starts at byte {pointer:N0}, expected {offset:N0} (sequences must lie back to back in {BinPath})");
-            offset += (long)length * size;
+            var handle = _index.SafeMemoryMappedViewHandle;
+            for (long first = 0; first < SequenceCount; first += chunk)
+            {
+                int count = (int)Math.Min(chunk, SequenceCount - first);
+                handle.ReadSpan((ulong)(_lengthsAt + 4 * first), lengths.AsSpan(0, count));
+                handle.ReadSpan((ulong)(_pointersAt + 8 * first), pointers.AsSpan(0, count));
+                for (int k = 0; k < count; k++)
+                {
+                    long i = first + k, pointer = pointers[k];
+                    int length = lengths[k];
+                    if (length < 0) throw Bad(IdxPath, $"sequence {i} has negative length {length}");
+                    if (pointer < 0 || pointer + (long)length * size > binBytes)
+                        throw Bad(IdxPath, $"sequence {i} ends at byte {pointer + (long)length * size:N0}, past the end of {BinPath} ({binBytes:N0} bytes): the .bin is truncated or belongs to another index");
+                    if (pointer != offset)
+                        throw Bad(IdxPath, $"sequence {i} starts at byte {pointer:N0}, expected {offset:N0} (sequences must lie back to back in {BinPath})");
+                    offset += (long)length * size;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<int>.Shared.Return(lengths);
+            ArrayPool<long>.Shared.Return(pointers);
         }
         if (offset != binBytes)
             throw Bad(BinPath, $"{binBytes:N0} bytes, but its index {IdxPath} describes {offset:N0}: the .bin does not belong to this index");
@@ -175,14 +194,27 @@ public sealed class IndexedDatasetReader : IDisposable
 
     void CheckDocumentIndices()
     {
-        long previous = -1;
-        long documents = DocumentCount + 1;
-        for (long i = 0; i < documents; i++)
+        const int chunk = 1 << 14;
+        long previous = -1, count = DocumentCount + 1;
+        long[] values = ArrayPool<long>.Shared.Rent(chunk);
+        try
         {
-            long value = _index.ReadInt64(_documentsAt + 8 * i);
-            if ((i == 0 && value != 0) || value < previous || value > SequenceCount)
-                throw Bad(IdxPath, $"document_indices[{i}] = {value} is out of order (it must start at 0 and rise to the sequence count {SequenceCount:N0})");
-            previous = value;
+            for (long first = 0; first < count; first += chunk)
+            {
+                int n = (int)Math.Min(chunk, count - first);
+                _index.SafeMemoryMappedViewHandle.ReadSpan((ulong)(_documentsAt + 8 * first), values.AsSpan(0, n));
+                for (int k = 0; k < n; k++)
+                {
+                    long value = values[k];
+                    if ((first + k == 0 && value != 0) || value < previous || value > SequenceCount)
+                        throw Bad(IdxPath, $"document_indices[{first + k}] = {value} is out of order (it must start at 0 and rise to the sequence count {SequenceCount:N0})");
+                    previous = value;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<long>.Shared.Return(values);
         }
         if (previous != SequenceCount)
             throw Bad(IdxPath, $"document_indices ends at {previous}, not at the sequence count {SequenceCount:N0}");

@@ -74,7 +74,10 @@ public sealed class TokenShardDataset : IDisposable
     /// <summary>The shards, in concatenation order.</summary>
     public IReadOnlyList<IndexedDatasetReader> Shards => _shards;
 
-    /// <summary>Copies block <paramref name="index"/> (tokens index·BlockSize … (index+1)·BlockSize − 1) into <paramref name="destination"/>.</summary>
+    /// <summary>
+    /// Copies block <paramref name="index"/> (tokens index·BlockSize … (index+1)·BlockSize − 1) into <paramref name="destination"/>.
+    /// Safe to call from several threads at once (a trainer's prefetching loader).
+    /// </summary>
     public void ReadBlock(long index, Span<int> destination)
     {
         if (index < 0 || index >= BlockCount) throw new ArgumentOutOfRangeException(nameof(index), $"Block {index} is outside 0..{BlockCount - 1}.");

@@ -54,6 +54,7 @@ public static class TokenShardWriter
         var clock = Stopwatch.StartNew();
         var inputs = DataFiles.Resolve(options.Corpus.Path, CorpusOptions.SupportedExtensions);
         CheckNames(inputs);
+        CheckOutsideCorpus(inputs, options.OutputDirectory);
         foreach (string input in inputs) CorpusReader.CheckFileType(input); // fail on every rank alike, before any work
         Directory.CreateDirectory(options.OutputDirectory);
 
@@ -89,6 +90,16 @@ public static class TokenShardWriter
         if (clash != null)
             throw new ArgumentException($"Inputs {string.Join(" and ", clash.Select(f => $"'{f}'"))} would both become shard '{clash.Key}': " +
                 "give each input file a distinct name (without its extension), or tokenize them into separate folders.");
+    }
+
+    // Sidecars and the manifest end in .json, which a corpus folder is searched for: written among the inputs, they would
+    // be read as corpus files by the next run.
+    static void CheckOutsideCorpus(IReadOnlyList<string> inputs, string output)
+    {
+        string folder = Path.GetFullPath(output).TrimEnd(Path.DirectorySeparatorChar);
+        string? inside = inputs.FirstOrDefault(i => Path.GetDirectoryName(Path.GetFullPath(i)) == folder);
+        if (inside != null)
+            throw new ArgumentException($"The output folder '{output}' holds corpus input '{inside}': write shards to a folder outside the corpus.");
     }
 
     static bool IsIntact(TokenShardInfo info, string folder, string inputSha, TokenDType dtype, TokenShardTokenizer tokenizer)

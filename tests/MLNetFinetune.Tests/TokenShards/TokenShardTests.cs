@@ -175,7 +175,7 @@ public class TokenShardTests(ShardCorpus corpus) : IClassFixture<ShardCorpus>
     }
 
     [Fact]
-    public void DamagedFilesFailNamingTheFile()
+    public void DamagedFilesAndMisplacedOutputFailNamingTheFile()
     {
         string output = corpus.NewFolder("damaged");
         Tokenize(output);
@@ -199,6 +199,9 @@ public class TokenShardTests(ShardCorpus corpus) : IClassFixture<ShardCorpus>
         var shortBin = Assert.Throws<DataFileException>(() => IndexedDatasetReader.Open(bin));
         Assert.Contains("past the end of " + bin, shortBin.Message);
         Assert.Contains(Path.Combine(output, "c.idx"), shortBin.Message);
+
+        var inside = Assert.Throws<ArgumentException>(() => Tokenize(corpus.Folder));
+        Assert.Contains($"The output folder '{corpus.Folder}' holds corpus input", inside.Message);
 
         File.Delete(Path.Combine(output, "d.bin"));
         Assert.Contains(Path.Combine(output, "d.bin"), Assert.Throws<FileNotFoundException>(() => IndexedDatasetReader.Open(Path.Combine(output, "d"))).Message);
