@@ -208,6 +208,35 @@ public class TokenShardTests(ShardCorpus corpus) : IClassFixture<ShardCorpus>
         Assert.Contains("has no manifest.json", Assert.Throws<FileNotFoundException>(() => TokenShardDataset.Open(output, 16)).Message);
     }
 
+    [Fact]
+    public void RandomDamageToAnIndexIsRejectedWithTheFileNamedOrReadsInBounds()
+    {
+        string output = corpus.NewFolder("fuzz");
+        Tokenize(output);
+        string idx = Path.Combine(output, "a.idx");
+        byte[] original = File.ReadAllBytes(idx);
+        var random = new Random(0);
+        int rejected = 0;
+        for (int trial = 0; trial < 300; trial++)
+        {
+            byte[] bytes = trial % 4 == 0 ? original[..random.Next(original.Length)] : (byte[])original.Clone();
+            if (trial % 4 != 0)
+                for (int flips = random.Next(1, 4); flips > 0; flips--) bytes[random.Next(bytes.Length)] = (byte)random.Next(256);
+            File.WriteAllBytes(idx, bytes);
+            try
+            {
+                using var reader = IndexedDatasetReader.Open(idx);
+                for (long i = 0; i < reader.SequenceCount; i++) reader.ReadSequence(i);
+            }
+            catch (DataFileException e)
+            {
+                Assert.Contains(Path.Combine(output, "a."), e.Message);
+                rejected++;
+            }
+        }
+        Assert.InRange(rejected, 150, 300);
+    }
+
     [Theory]
     [InlineData(64)]
     [InlineData(1000)]
