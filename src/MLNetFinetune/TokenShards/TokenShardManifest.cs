@@ -98,7 +98,8 @@ public sealed record TokenShardManifest(string Format, [property: JsonPropertyNa
             if (missing.Count == 0) return Write(folder, expectedInputs);
             if (clock.Elapsed >= timeout) throw MissingShards(folder, expectedInputs.Count, missing, timeout);
             var wait = pollInterval ?? TimeSpan.FromSeconds(2);
-            Task.Delay(wait < timeout - clock.Elapsed ? wait : timeout - clock.Elapsed, cancellationToken).GetAwaiter().GetResult();
+            cancellationToken.WaitHandle.WaitOne(wait < timeout - clock.Elapsed ? wait : timeout - clock.Elapsed);
+            cancellationToken.ThrowIfCancellationRequested();
         }
     }
 
@@ -121,6 +122,8 @@ public sealed record TokenShardManifest(string Format, [property: JsonPropertyNa
 
     static (TokenShardManifest? Manifest, List<string> Missing) Collect(string folder, IReadOnlyList<string> inputs)
     {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        if (inputs is not { Count: > 0 }) throw new ArgumentException("A manifest needs the run's inputs (TokenShardRunReport.Inputs).", nameof(inputs));
         var shards = new List<TokenShardInfo>();
         var missing = new List<string>();
         foreach (string input in inputs)
@@ -131,7 +134,7 @@ public sealed record TokenShardManifest(string Format, [property: JsonPropertyNa
             else if (!SizesMatch(folder, info, input)) missing.Add($"{name} (from {input}; stale: its files or input changed since it was written)");
             else shards.Add(info);
         }
-        if (missing.Count > 0 || shards.Count == 0) return (null, missing);
+        if (missing.Count > 0) return (null, missing);
         var first = shards[0];
         foreach (var shard in shards)
         {

@@ -54,7 +54,7 @@ public static class TokenShardWriter
         var clock = Stopwatch.StartNew();
         var inputs = DataFiles.Resolve(options.Corpus.Path, CorpusOptions.SupportedExtensions);
         CheckNames(inputs);
-        CheckOutsideCorpus(inputs, options.OutputDirectory);
+        CheckOutsideCorpus(options.Corpus.Path, inputs, options.OutputDirectory);
         foreach (string input in inputs) CorpusReader.CheckFileType(input); // fail on every rank alike, before any work
         Directory.CreateDirectory(options.OutputDirectory);
 
@@ -92,14 +92,19 @@ public static class TokenShardWriter
                 "give each input file a distinct name (without its extension), or tokenize them into separate folders.");
     }
 
-    // Sidecars and the manifest end in .json, which a corpus folder is searched for: written among the inputs, they would
+    // Sidecars and the manifest end in .json, which a corpus folder is searched for: written inside the corpus, they would
     // be read as corpus files by the next run.
-    static void CheckOutsideCorpus(IReadOnlyList<string> inputs, string output)
+    static void CheckOutsideCorpus(string corpus, IReadOnlyList<string> inputs, string output)
     {
         string folder = Path.GetFullPath(output).TrimEnd(Path.DirectorySeparatorChar);
         string? inside = inputs.FirstOrDefault(i => Path.GetDirectoryName(Path.GetFullPath(i)) == folder);
+        if (inside == null && Directory.Exists(corpus))
+        {
+            string root = Path.GetFullPath(corpus).TrimEnd(Path.DirectorySeparatorChar);
+            if (folder == root || folder.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal)) inside = corpus;
+        }
         if (inside != null)
-            throw new ArgumentException($"The output folder '{output}' holds corpus input '{inside}': write shards to a folder outside the corpus.");
+            throw new ArgumentException($"The output folder '{output}' is inside the corpus ('{inside}'): write shards to a folder outside it.");
     }
 
     static bool IsIntact(TokenShardInfo info, string folder, string inputSha, TokenDType dtype, TokenShardTokenizer tokenizer)
@@ -128,7 +133,7 @@ public static class TokenShardWriter
             files.Tokens, dtype.Name(), files.BinBytes, files.BinSha256, files.IdxBytes, files.IdxSha256, tokenizer);
     }
 
-    // Reads a batch of documents, encodes it on all cores, hands the ids on in input order: the output is the same
+    // Reads a batch of documents, encodes it on the cores, hands the ids on in input order: the output is the same
     // whatever the batch size or thread count. While one batch is encoded the next is read and decompressed.
     static IEnumerable<ReadOnlyMemory<int>> Documents(CorpusReader reader, TokenShardOptions options, int eod, RunCounters run,
         string input, int shard, int shards)

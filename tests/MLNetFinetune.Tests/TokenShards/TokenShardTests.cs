@@ -200,8 +200,9 @@ public class TokenShardTests(ShardCorpus corpus) : IClassFixture<ShardCorpus>
         Assert.Contains("past the end of " + bin, shortBin.Message);
         Assert.Contains(Path.Combine(output, "c.idx"), shortBin.Message);
 
-        var inside = Assert.Throws<ArgumentException>(() => Tokenize(corpus.Folder));
-        Assert.Contains($"The output folder '{corpus.Folder}' holds corpus input", inside.Message);
+        var inside = Assert.Throws<ArgumentException>(() => Tokenize(Path.Combine(corpus.Folder, "shards")));
+        Assert.Contains($"The output folder '{Path.Combine(corpus.Folder, "shards")}' is inside the corpus ('{corpus.Folder}')", inside.Message);
+        Assert.False(Directory.Exists(Path.Combine(corpus.Folder, "shards")));
 
         File.Delete(Path.Combine(output, "d.bin"));
         Assert.Contains(Path.Combine(output, "d.bin"), Assert.Throws<FileNotFoundException>(() => IndexedDatasetReader.Open(Path.Combine(output, "d"))).Message);
