@@ -19,6 +19,20 @@ public sealed record TokenShardTokenizer(string Source, int VocabSize, int EndOf
 /// the input's size and SHA-256 (to tell whether a rerun may skip it) and the outputs' sizes and SHA-256 (to tell whether they
 /// are intact), plus counts the manifest sums without opening the shards.
 /// </summary>
+/// <param name="Name">The shard's prefix in its folder (<c>00</c> for <c>00.bin</c>/<c>00.idx</c>).</param>
+/// <param name="Input">The input file, full path, as the writing rank saw it.</param>
+/// <param name="InputBytes">The input file's size (compressed, as stored).</param>
+/// <param name="InputSha256">The input file's SHA-256, lower-case hex.</param>
+/// <param name="TextBytes">Decompressed text bytes read from it.</param>
+/// <param name="Documents">Documents (= sequences) in the shard.</param>
+/// <param name="SkippedRecords">Bad records skipped under <see cref="BadRecordPolicy.SkipAndCount"/>.</param>
+/// <param name="Tokens">Tokens in the shard, end-of-document ids included.</param>
+/// <param name="DType">The numpy name of the token type (<c>uint16</c>, <c>int32</c>).</param>
+/// <param name="BinBytes">Size of <c>.bin</c>.</param>
+/// <param name="BinSha256">SHA-256 of <c>.bin</c>.</param>
+/// <param name="IdxBytes">Size of <c>.idx</c>.</param>
+/// <param name="IdxSha256">SHA-256 of <c>.idx</c>.</param>
+/// <param name="Tokenizer">The tokenizer the ids come from.</param>
 public sealed record TokenShardInfo(
     string Name, string Input, long InputBytes, string InputSha256, long TextBytes, long Documents, long SkippedRecords, long Tokens,
     [property: JsonPropertyName("dtype")] string DType, long BinBytes, string BinSha256, long IdxBytes, string IdxSha256, TokenShardTokenizer Tokenizer)
@@ -62,6 +76,13 @@ public sealed record TokenShardInfo(
 /// dtype and the tokenizer. Written once, after every rank finished, from the sidecars; it is what
 /// <see cref="TokenShardDataset"/> opens, so a training run sees a complete, consistent set of shards or none.
 /// </summary>
+/// <param name="Format">What the shards are: <see cref="MegatronFormat"/>.</param>
+/// <param name="DType">The token type of every shard.</param>
+/// <param name="Tokenizer">The tokenizer of every shard.</param>
+/// <param name="Documents">Documents in all shards.</param>
+/// <param name="Tokens">Tokens in all shards.</param>
+/// <param name="TextBytes">Decompressed text bytes the shards were made from.</param>
+/// <param name="Shards">The shards in input order, the order training concatenates them in.</param>
 public sealed record TokenShardManifest(string Format, [property: JsonPropertyName("dtype")] string DType, TokenShardTokenizer Tokenizer, long Documents, long Tokens, long TextBytes,
     IReadOnlyList<TokenShardInfo> Shards)
 {
