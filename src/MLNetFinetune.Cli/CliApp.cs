@@ -18,6 +18,7 @@ public static class CliApp
             ExploreCommand.Create(output),
             FactsCommand.Create(output),
             TokenizerCommand.Create(output),
+            TokenizeCommand.Create(output),
             TrainCommands.Pretrain(output),
             TrainCommands.Finetune(output),
             TrainCommands.Evaluate(output),

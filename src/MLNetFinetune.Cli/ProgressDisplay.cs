@@ -57,7 +57,8 @@ static class ProgressDisplay
         return result;
     }
 
-    sealed class Lines<TProgress>(TextWriter output) : IProgress<TProgress>
+    /// <summary>Progress as plain lines, one per report.</summary>
+    internal sealed class Lines<TProgress>(TextWriter output) : IProgress<TProgress>
     {
         public void Report(TProgress value) => output.WriteLine(value);
     }

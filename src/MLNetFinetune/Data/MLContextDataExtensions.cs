@@ -69,7 +69,7 @@ public static class MLContextDataExtensions
 
     // A catalog exposes its MLContext's environment (what ML.NET components log through) only via the internal
     // IInternalCatalog interface; without it, loaders still work and report through IProgress alone.
-    static IChannelProvider? GetEnvironment(object catalog) =>
+    internal static IChannelProvider? GetEnvironment(object catalog) =>
         catalog.GetType().GetInterfaces().FirstOrDefault(i => i.Name == "IInternalCatalog")
             ?.GetProperty("Environment")?.GetValue(catalog) as IChannelProvider;
 }

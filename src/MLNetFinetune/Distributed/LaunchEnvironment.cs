@@ -10,7 +10,6 @@ namespace MLNetFinetune.Distributed;
 /// </summary>
 public static class LaunchEnvironment
 {
-    // Launcher, rank, size, local rank.
     static readonly (string Launcher, string Rank, string Size, string LocalRank)[] Launchers =
     [
         ("Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
