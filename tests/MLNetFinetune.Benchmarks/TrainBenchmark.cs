@@ -16,12 +16,14 @@ namespace MLNetFinetune.Benchmarks;
 /// family (tests/reference, Debian's python3-torch; run setup.sh once), in one run. Default shape: GPT-NeoX, 4 layers,
 /// d_model 256, 4 heads, vocab 4096, block 128, batch 8, AdamW. Options: --shape pythia-160m or smollm2-135m (any preset), --steps N (40), --block N (128), --batch N (8), --device cpu|cuda,
 /// --threads N (default: all cores), --dtype float32|bfloat16 (mixed precision; the PyTorch reference stays float32),
-/// --optimizer per-parameter|flat (TorchSharp's AdamW, the default, or FlatAdamW), --python PATH (the reference's interpreter; default Debian's /usr/bin/python3). Also checks that the reference reads our model.safetensors and gives the same logits.
+/// --optimizer per-parameter|flat (TorchSharp's AdamW, the default, or FlatAdamW), --world N (data parallel over mpirun
+/// instead: <see cref="DataParallelBenchmark"/>), --python PATH (the reference's interpreter; default Debian's /usr/bin/python3). Also checks that the reference reads our model.safetensors and gives the same logits.
 /// </summary>
 static class TrainBenchmark
 {
     public static Task<int> RunAsync(string[] args)
     {
+        if (BenchmarkArgs.Value(args, "--world") != null) return DataParallelBenchmark.RunAsync(args);
         string shape = BenchmarkArgs.Value(args, "--shape") ?? "small";
         string optimizerKind = BenchmarkArgs.Value(args, "--optimizer") ?? "per-parameter";
         if (optimizerKind is not ("per-parameter" or "flat")) throw new ArgumentException($"--optimizer must be per-parameter or flat (got {optimizerKind}).");

@@ -4,6 +4,7 @@ using Microsoft.ML.Runtime;
 using MLNetFinetune.DataViews;
 using MLNetFinetune.ModelFiles;
 using MLNetFinetune.Tokenization;
+using MLNetFinetune.TokenShards;
 using MLNetFinetune.TorchSharp.Modeling;
 using static TorchSharp.torch;
 
@@ -49,7 +50,10 @@ public sealed class PretrainingOptions : CausalLMTrainingOptions
     }
 }
 
-/// <summary>Pretrains a causal language model on an <see cref="IDataView"/> of text (or token ids) and returns it as a transformer.</summary>
+/// <summary>
+/// Pretrains a causal language model on an <see cref="IDataView"/> of text, of token ids, or of token shards
+/// (<c>ml.Data.LoadTokenShards</c>, read in place) and returns it as a transformer.
+/// </summary>
 public sealed class PretrainingEstimator : IEstimator<CausalLMTransformer>
 {
     readonly PretrainingOptions _options;
@@ -68,8 +72,20 @@ public sealed class PretrainingEstimator : IEstimator<CausalLMTransformer>
     public CausalLMTransformer Fit(IDataView input)
     {
         var o = _options;
-        CheckInput(input.Schema);
         var config = o.ResolveConfig();
+        var data = input is TokenShardDataView shards ? FromShards(shards, config) : Pack(input, config);
+        manual_seed(o.Seed);
+        var model = new TransformerForCausalLM(config);
+        var result = CausalLMTrainer.Train(model, o.Tokenizer, data, o, _log);
+        if (o.WritesFiles) HfCheckpoint.Save(model, o.Tokenizer, Path.Combine(o.OutputDirectory, "model"));
+        return new CausalLMTransformer(model, o.Tokenizer, result);
+    }
+
+    // Text (or variable-length ids) tokenized and packed into blocks, end of text between documents.
+    TrainingExamples Pack(IDataView input, ModelConfig config)
+    {
+        var o = _options;
+        CheckInput(input.Schema);
         IDataView ids = o.TokenIdsColumnName != null
             ? input
             : new TokenizeTransformer(new TokenizeOptions { Tokenizer = o.Tokenizer, InputColumnName = o.TextColumnName, OutputColumnName = "InputIds__", AttentionMaskColumnName = null }).Transform(input);
@@ -79,19 +95,28 @@ public sealed class PretrainingEstimator : IEstimator<CausalLMTransformer>
             InputColumnName = o.TokenIdsColumnName ?? "InputIds__",
             SeparatorId = o.TokenIdsColumnName == null ? o.Tokenizer.EosId : null,
         });
-        var data = new TrainingExamples(blocks, "InputIds", labelsColumn: null, o.EvalFraction, o.MaxEvalBlocks, config.VocabSize,
+        return new TrainingExamples(blocks, "InputIds", labelsColumn: null, o.EvalFraction, o.MaxEvalBlocks, config.VocabSize,
             inMemoryRows: o.InMemoryShuffleRows);
+    }
 
-        manual_seed(o.Seed);
-        var model = new TransformerForCausalLM(config);
-        var result = CausalLMTrainer.Train(model, o.Tokenizer, data, o, _log);
-        if (o.WritesFiles) HfCheckpoint.Save(model, o.Tokenizer, Path.Combine(o.OutputDirectory, "model"));
-        return new CausalLMTransformer(model, o.Tokenizer, result);
+    // Token shards already hold packed ids: their blocks are read in place, memory-mapped, each rank reading only its own.
+    TrainingExamples FromShards(TokenShardDataView shards, ModelConfig config)
+    {
+        var o = _options;
+        if (shards.Dataset.BlockSize != o.BlockSize)
+            throw new ArgumentException($"The token shards were opened in blocks of {shards.Dataset.BlockSize} tokens but BlockSize is {o.BlockSize}: open them with ml.Data.LoadTokenShards(path, {o.BlockSize}).");
+        var written = shards.Dataset.Manifest?.Tokenizer;
+        if (written != null && (written.VocabSize > config.VocabSize || written.EndOfDocumentId != o.Tokenizer.EosId))
+            throw new ArgumentException($"The token shards were written by tokenizer '{written.Source}' ({written.VocabSize} tokens, end of document {written.EndOfDocumentId}); " +
+                $"this run's tokenizer '{o.Tokenizer.Source}' has {o.Tokenizer.VocabSize} tokens, end of text {o.Tokenizer.EosId}. Tokenize the corpus again with this tokenizer.");
+        return new TrainingExamples(shards, TokenShardDataView.ColumnName, labelsColumn: null, o.EvalFraction, o.MaxEvalBlocks, config.VocabSize);
     }
 
     /// <inheritdoc />
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
+        if (inputSchema.Any(c => c.Name == TokenShardDataView.ColumnName) && _options.TokenIdsColumnName == null && !inputSchema.Any(c => c.Name == _options.TextColumnName))
+            return CausalLMTransformer.OutputShape(inputSchema, new CausalLMScoringOptions { TextColumnName = null });
         if (_options.TokenIdsColumnName == null) SchemaShapes.RequireText(inputSchema, _options.TextColumnName, "Pretraining");
         else if (!inputSchema.Any(c => c.Name == _options.TokenIdsColumnName))
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Pretraining reads column '{_options.TokenIdsColumnName}', which the input does not have. Input columns: {SchemaShapes.Names(inputSchema)}.");

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNetFinetune.Tokenization;
+using MLNetFinetune.TokenShards;
 using MLNetFinetune.TorchSharp.Modeling;
 using static TorchSharp.torch;
 
@@ -17,8 +18,10 @@ public readonly record struct TrainingExample(int[] Ids, int[] Labels, int[]? Po
 /// Training and held-out examples from a view with an ids column (and optionally a labels column): every
 /// 1/EvalFraction-th row is held out (at most MaxEvalBlocks of them, kept in memory). When the view knows its row count
 /// and it is at most the in-memory limit, the training examples are kept in memory and each epoch is a full seeded
-/// permutation of them; otherwise they stream once per epoch through a seeded shuffle window. Either way an epoch's
-/// order depends only on the seed and the epoch, so a resumed run can skip exactly the examples it already used.
+/// permutation of them; otherwise they stream once per epoch through a seeded shuffle window. Token shards
+/// (<see cref="TokenShardDataView"/>) are read in place instead: each epoch permutes block indices and a block is read from
+/// its memory map only when taken, so data-parallel ranks each read only their own blocks. Either way an epoch's order
+/// depends only on the seed and the epoch, so a resumed run can skip exactly the examples it already used.
 /// </summary>
 public sealed class TrainingExamples
 {
@@ -27,6 +30,7 @@ public sealed class TrainingExamples
     readonly string? _labelsColumn;
     readonly int _evalEvery, _maxEval, _vocabSize, _packInto;
     readonly List<TrainingExample>? _training;
+    readonly TokenShardDataset? _blocks;
 
     /// <summary>
     /// Makes one counting pass over <paramref name="data"/> and collects the held-out examples, and the training examples
@@ -44,6 +48,19 @@ public sealed class TrainingExamples
         _vocabSize = vocabSize;
         _evalEvery = evalFraction > 0 ? Math.Max(2, (int)Math.Round(1 / evalFraction)) : 0;
         _maxEval = maxEvalExamples;
+        if (data is TokenShardDataView shards)
+        {
+            _blocks = shards.Dataset;
+            long blocks = _blocks.BlockCount, held = 0;
+            var evalBlocks = new List<TrainingExample>();
+            for (long i = _evalEvery - 1; _evalEvery > 0 && i < blocks && IsEval(i); i += _evalEvery, held++) evalBlocks.Add(ReadBlock(i));
+            if (blocks - held <= 0) throw new InvalidDataException($"The token shards hold {blocks} block(s) of {_blocks.BlockSize} tokens" +
+                (held > 0 ? ", all held out for evaluation; lower EvalFraction or add data." : ": fewer tokens than one block."));
+            if (blocks - held > int.MaxValue) throw new InvalidDataException($"The token shards hold {blocks:N0} blocks; an epoch's permutation holds at most {int.MaxValue:N0}. Use larger blocks.");
+            EvalExamples = evalBlocks;
+            ExamplesPerEpoch = blocks - held;
+            return;
+        }
         var eval = new List<TrainingExample>();
         var training = data.GetRowCount() is { } rows && rows <= inMemoryRows ? new List<TrainingExample>() : null;
         long count = 0;
@@ -68,8 +85,8 @@ public sealed class TrainingExamples
     /// <summary>True when the training examples are held in memory (the epochs do not read the view again).</summary>
     public bool InMemory => _training != null;
 
-    /// <summary>True when <see cref="Epoch"/> with this window draws a full permutation (in memory, window above 1).</summary>
-    public bool Permutes(int window) => InMemory && window > 1;
+    /// <summary>True when <see cref="Epoch"/> with this window draws a full permutation (in memory or token shards, window above 1).</summary>
+    public bool Permutes(int window) => (InMemory || _blocks != null) && window > 1;
 
     // Every _evalEvery-th example, until _maxEval are held out; later ones train.
     bool IsEval(long index) => _evalEvery > 0 && index % _evalEvery == _evalEvery - 1 && index / _evalEvery < _maxEval;
@@ -89,21 +106,45 @@ public sealed class TrainingExamples
     {
         // A fixed mix (HashCode.Combine is randomised per process), so a resumed run in a new process sees the same order.
         var random = new Random(unchecked(seed * 1_000_003 + epoch * 7_919 + 0x5eed));
+        if (_blocks != null) // blocks are all one length: nothing to group
+            return (window > 1 ? PermutedIndices((int)ExamplesPerEpoch, random) : Enumerable.Range(0, (int)ExamplesPerEpoch)).Select(t => new PendingExample(this, TrainingBlock(t)));
         if (Permutes(window)) return (lengthGroupBatch > 0 ? GroupedByLength(Permutation(_training!, random), lengthGroupBatch) : Permutation(_training!, random)).Select(e => new PendingExample(e));
         return (_training != null ? _training.AsReadOnly() : Window(random, window)).Select(e => new PendingExample(e));
     }
 
     // Fisher–Yates over the indices, as a seeded RandomSampler: every example exactly once per epoch.
-    static IEnumerable<TrainingExample> Permutation(List<TrainingExample> examples, Random random)
+    static IEnumerable<TrainingExample> Permutation(List<TrainingExample> examples, Random random) =>
+        PermutedIndices(examples.Count, random).Select(i => examples[i]);
+
+    static int[] PermutedIndices(int count, Random random)
     {
-        var order = new int[examples.Count];
+        var order = new int[count];
         for (int i = 0; i < order.Length; i++) order[i] = i;
         for (int i = order.Length - 1; i > 0; i--)
         {
             int j = random.Next(i + 1);
             (order[i], order[j]) = (order[j], order[i]);
         }
-        foreach (int i in order) yield return examples[i];
+        return order;
+    }
+
+    // The block of the t-th training example: held-out blocks (every _evalEvery-th of the first _maxEval·_evalEvery) are skipped.
+    long TrainingBlock(long t)
+    {
+        if (_evalEvery == 0) return t;
+        long inGroups = (long)_maxEval * (_evalEvery - 1);
+        return t < inGroups ? t / (_evalEvery - 1) * _evalEvery + t % (_evalEvery - 1) : (long)_maxEval * _evalEvery + (t - inGroups);
+    }
+
+    /// <summary>Reads block <paramref name="index"/> of the token shards as a training example (labels are the ids).</summary>
+    internal TrainingExample ReadBlock(long index)
+    {
+        var ids = new int[_blocks!.BlockSize];
+        _blocks.ReadBlock(index, ids);
+        foreach (int id in ids)
+            if ((uint)id >= (uint)_vocabSize)
+                throw new InvalidDataException($"Block {index} of the token shards holds token id {id}, outside the model's vocabulary of {_vocabSize}: were the shards written with this model's tokenizer?");
+        return new TrainingExample(ids, ids);
     }
 
     /// <summary>Micro-batches per length-sorted group of <see cref="Epoch"/>.</summary>
@@ -238,10 +279,18 @@ public sealed class TrainingExamples
     }
 }
 
-/// <summary>An example in an epoch's order, read when a rank takes it.</summary>
-internal readonly struct PendingExample(TrainingExample example)
+/// <summary>An example in an epoch's order, read when a rank takes it: in memory already, or a block of token shards.</summary>
+internal readonly struct PendingExample
 {
-    public TrainingExample Read() => example;
+    readonly TrainingExample _example;
+    readonly TrainingExamples? _shards;
+    readonly long _block;
+
+    public PendingExample(TrainingExample example) => _example = example;
+
+    public PendingExample(TrainingExamples shards, long block) => (_shards, _block) = (shards, block);
+
+    public TrainingExample Read() => _shards?.ReadBlock(_block) ?? _example;
 }
 
 /// <summary>

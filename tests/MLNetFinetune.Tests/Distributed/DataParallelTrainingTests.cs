@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using System.Text.Json.Nodes;
+using MLNetFinetune.Tests.TokenShards;
 
 namespace MLNetFinetune.Tests.Distributed;
 
@@ -9,7 +11,7 @@ namespace MLNetFinetune.Tests.Distributed;
 /// each must follow one process with the whole batch step by step, and a rank that dies or stalls must end the job.
 /// </summary>
 [Collection(TorchCollection.Name)]
-public class DataParallelTrainingTests : IDisposable
+public class DataParallelTrainingTests(ShardCorpus corpus) : IClassFixture<ShardCorpus>, IDisposable
 {
     readonly TempDirectory _dir = new();
 
@@ -17,9 +19,10 @@ public class DataParallelTrainingTests : IDisposable
 
     static readonly string Cli = Path.Combine(AppContext.BaseDirectory, "mlnet-finetune.dll");
 
-    static string[] Pretrain(string output, int steps, int batch) =>
+    static string[] Pretrain(string output, int steps, int batch, string? shards = null) =>
     [
-        "pretrain", "--corpus", RepoPaths.Of("examples", "data", "pretraining_sample.jsonl.zst"), "--tokenizer", RepoPaths.Of("models", "facts-base"),
+        "pretrain", .. shards == null ? ["--corpus", RepoPaths.Of("examples", "data", "pretraining_sample.jsonl.zst")] : new[] { "--shards", shards },
+        "--tokenizer", RepoPaths.Of("models", "facts-base"),
         "--preset", "tiny", "--steps", steps.ToString(CultureInfo.InvariantCulture), "--lr", "3e-3", "--threads", "1", "--device", "cpu",
         "--block-size", "64", "--batch-size", batch.ToString(CultureInfo.InvariantCulture), "--eval-fraction", "0.1", "--seed", "1",
         "--log-interval", "1", "--out", output,
@@ -45,6 +48,34 @@ public class DataParallelTrainingTests : IDisposable
         Assert.True(expected[20] < expected[1] - 0.5, "the loss falls, so the comparison is of a run that learns");
 
         Assert.True(File.Exists(Path.Combine(ranks, "model", "model.safetensors")), "rank 0 writes the final model");
+    }
+
+    [MpiFact]
+    public void TokenizeUnderMpirunSplitsTheFilesAndTwoRanksPretrainOnTheShardsAsOneProcess()
+    {
+        string[] Tokenize(string output) => [Cli, "tokenize", "--corpus", corpus.Folder, "--tokenizer", RepoPaths.Of("models", "facts-base"), "--out", output];
+        string alone = Path.Combine(_dir.Path, "shards-alone"), ranks = Path.Combine(_dir.Path, "shards-ranks");
+        var single = Launch.Run("dotnet", Tokenize(alone), TimeSpan.FromMinutes(2));
+        Assert.True(single.ExitCode == 0, single.Output);
+        var mapped = Launch.Mpi(2, Tokenize(ranks), TimeSpan.FromMinutes(2));
+        Assert.True(mapped.ExitCode == 0, mapped.Output);
+        // Map-only: input i to rank i mod 2, each rank writing its own; the shards are the one-process run's, byte for byte.
+        Assert.Contains("rank 0/2 (Open MPI): 2 shards written", mapped.Output, StringComparison.Ordinal);
+        Assert.Contains("rank 1/2 (Open MPI): 2 shards written", mapped.Output, StringComparison.Ordinal);
+        static IEnumerable<string> Checksums(string folder) =>
+            JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "manifest.json")))!["shards"]!.AsArray().Select(x => $"{x!["name"]} {x["bin_sha256"]} {x["idx_sha256"]}");
+        Assert.Equal(Checksums(alone), Checksums(ranks));
+        Assert.Equal(4, Checksums(ranks).Count());
+
+        string one = Path.Combine(_dir.Path, "one"), two = Path.Combine(_dir.Path, "two");
+        var trainedAlone = Launch.Run("dotnet", [Cli, .. Pretrain(one, 12, batch: 4, shards: ranks)], TimeSpan.FromMinutes(3));
+        Assert.True(trainedAlone.ExitCode == 0, trainedAlone.Output);
+        var trainedRanks = Launch.Mpi(2, [Cli, .. Pretrain(two, 12, batch: 2, shards: ranks)], TimeSpan.FromMinutes(3));
+        Assert.True(trainedRanks.ExitCode == 0, trainedRanks.Output);
+        var expected = Losses(one);
+        Assert.Equal(12, expected.Count);
+        foreach (var (step, loss) in Losses(two))
+            Assert.True(Math.Abs(loss - expected[step]) <= 1e-5, $"step {step}: one process {loss}, two ranks {expected[step]}");
     }
 
     [MpiFact]

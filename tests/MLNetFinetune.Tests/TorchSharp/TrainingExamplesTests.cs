@@ -1,5 +1,8 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MLNetFinetune.Data;
+using MLNetFinetune.Tests.TokenShards;
+using MLNetFinetune.TokenShards;
 using MLNetFinetune.TorchSharp.Training;
 
 namespace MLNetFinetune.Tests.TorchSharp;
@@ -13,6 +16,46 @@ public class TrainingExamplesTests
 
     static int[] Order(TrainingExamples examples, int epoch, int seed, int window = 256) =>
         examples.Epoch(epoch, seed, window).Select(e => e.Ids[0] * 64 + e.Ids[1]).ToArray();
+
+    [Fact]
+    public void TokenShardBlocksAreHeldOutAndPermutedByIndexAndReadOnlyWhenTaken()
+    {
+        using var dir = new TempDirectory();
+        string shards = Path.Combine(dir.Path, "shards");
+        var report = TokenShardWriter.Write(new TokenShardOptions
+        {
+            Corpus = new CorpusOptions { Path = RepoPaths.Of("examples", "data", "pretraining_sample.jsonl.zst") }, Tokenizer = ShardCorpus.Tokenizer, OutputDirectory = shards,
+        });
+        TokenShardManifest.Write(shards, report.Inputs);
+        using var view = _ml.Data.LoadTokenShards(shards, blockSize: 16);
+        var blocks = Enumerable.Range(0, (int)view.Dataset.BlockCount).Select(i =>
+        {
+            var ids = new int[16];
+            view.Dataset.ReadBlock(i, ids);
+            return ids;
+        }).ToArray();
+        Assert.True(blocks.Length > 60, $"{blocks.Length} blocks");
+
+        var examples = new TrainingExamples(view, TokenShardDataView.ColumnName, null, evalFraction: 0.1, maxEvalExamples: 4, vocabSize: 2048);
+        Assert.False(examples.InMemory);
+        Assert.True(examples.Permutes(256));
+        // Blocks 9, 19, 29, 39 are held out, as rows are from any view; every other block trains once per epoch.
+        Assert.Equal([blocks[9], blocks[19], blocks[29], blocks[39]], examples.EvalExamples.Select(e => e.Ids));
+        Assert.Equal(blocks.Length - 4, examples.ExamplesPerEpoch);
+        string Key(int[] ids) => string.Join(",", ids);
+        var training = blocks.Where((_, i) => i is not (9 or 19 or 29 or 39)).Select(Key).Order().ToArray();
+        var first = examples.Epoch(0, seed: 0, window: 256).Select(e => Key(e.Ids)).ToArray();
+        Assert.Equal(training, first.Order());
+        Assert.NotEqual(first, examples.Epoch(1, seed: 0, window: 256).Select(e => Key(e.Ids)));
+        Assert.Equal(first, examples.Epoch(0, seed: 0, window: 256).Select(e => Key(e.Ids)));
+        Assert.All(examples.Epoch(0, seed: 0, window: 256), e => Assert.Same(e.Ids, e.Labels));
+        // A window of 1 keeps data order.
+        Assert.Equal(blocks.Where((_, i) => i is not (9 or 19 or 29 or 39)).Select(Key), examples.Epoch(0, seed: 0, window: 1).Select(e => Key(e.Ids)));
+
+        // A model whose vocabulary the shards' ids overflow is refused, naming the block.
+        var small = new TrainingExamples(view, TokenShardDataView.ColumnName, null, evalFraction: 0, maxEvalExamples: 0, vocabSize: 8);
+        Assert.Contains("outside the model's vocabulary of 8", Assert.Throws<InvalidDataException>(() => small.Epoch(0, 0, 256).ToList()).Message);
+    }
 
     [Fact]
     public void InMemoryDataIsFullyPermutedEveryEpoch()
