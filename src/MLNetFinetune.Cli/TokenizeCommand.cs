@@ -22,10 +22,11 @@ static class TokenizeCommand
             .AcceptOnlyFromAmong("auto", "uint16", "int32");
         var textField = new Option<string>("--text-field") { Description = "JSON field holding the text.", DefaultValueFactory = _ => "text" };
         var textMode = new Option<TextDocumentMode>("--text-mode") { Description = "How .txt files are cut into documents.", DefaultValueFactory = _ => TextDocumentMode.File };
+        var threads = new Option<int>("--threads") { Description = "Threads encoding this process's shards (0: all cores).", DefaultValueFactory = _ => 0 };
         var wait = new Option<double>("--manifest-wait") { Description = "With several ranks: minutes rank 0 waits for the others' shards before failing.", DefaultValueFactory = _ => 360 };
         var command = new Command("tokenize", "Tokenize a corpus into Megatron-LM indexed-dataset shards (.bin/.idx), resumably; ranks from mpirun/srun/torchrun split the files.")
         {
-            corpus, tokenizer, outDir, dtype, textField, textMode, wait,
+            corpus, tokenizer, outDir, dtype, textField, textMode, threads, wait,
         };
         command.SetAction(result =>
         {
@@ -39,6 +40,7 @@ static class TokenizeCommand
                 DType = TokenDTypes.Parse(result.GetValue(dtype)!),
                 Rank = LaunchEnvironment.Rank,
                 WorldSize = LaunchEnvironment.WorldSize,
+                Threads = result.GetValue(threads),
                 Progress = new ProgressDisplay.Lines<TokenShardProgress>(output),
             });
             string rank = LaunchEnvironment.WorldSize > 1 ? $"rank {LaunchEnvironment.Rank}/{LaunchEnvironment.WorldSize} ({LaunchEnvironment.Launcher}): " : "";

@@ -77,9 +77,11 @@ static class TrainCommands
         public void SayDevice(ParseResult r, TextWriter output) => output.WriteLine($"device: {TorchSharp.TorchRuntime.ChooseDevice(r.GetValue(Device)!).Description}");
 
         /// <summary>Draws the run's loss curve and says where the model and the plot are.</summary>
-        public void Report(ParseResult r, TextWriter output, string title)
+        public void Report(ParseResult r, TextWriter output, string title, TrainingResult? training)
         {
             string run = r.GetValue(Out)!;
+            if (training is { GradientReductionTime: { } reducing, TrainingTime: var total } && total > TimeSpan.Zero)
+                output.WriteLine($"gradient all-reduce: {reducing.TotalSeconds:F2} s of {total.TotalSeconds:F2} s training ({reducing / total:P1})");
             output.WriteLine($"model written to {Path.Combine(run, "model")}");
             if (LossPlot.Write(run, title) is { } plot) output.WriteLine($"loss curve: {plot}");
         }
@@ -116,7 +118,7 @@ static class TrainCommands
             {
                 Tokenizer = tok, Config = shape.Validated("the --layers/--hidden-size/--heads shape"), OutputDirectory = result.GetValue(common.Out)!,
             }, result, progress, group)).Fit(data));
-            if (group?.Rank is null or 0) common.Report(result, output, "Pretraining loss");
+            if (group?.Rank is null or 0) common.Report(result, output, "Pretraining loss", model.Training);
             return 0;
         }));
         return command;
@@ -164,7 +166,7 @@ static class TrainCommands
                 ChatTemplate = chat, ChatTemplateTokens = chatTokens, Lora = rank > 0 ? new LoraOptions { Rank = rank, Alpha = 2 * rank } : null,
             }, result, progress, group)).Fit(data));
             output.WriteLine(format != null ? $"prompt format: {format.Name} (recorded in the model folder)" : $"chat template: {chat!.Origin} (recorded in the model folder)");
-            if (group?.Rank is null or 0) common.Report(result, output, "Finetuning loss");
+            if (group?.Rank is null or 0) common.Report(result, output, "Finetuning loss", model.Training);
             return 0;
         }));
         return command;

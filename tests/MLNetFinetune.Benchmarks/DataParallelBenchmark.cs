@@ -6,8 +6,8 @@ namespace MLNetFinetune.Benchmarks;
 
 /// <summary>
 /// <c>train --world N</c>: data-parallel pretraining as users launch it, the CLI's <c>pretrain</c> alone (one process,
-/// all cores) against <c>mpirun -np N</c> (the cores split between the ranks), same shape, same global batch, same
-/// steps, on the bundled corpus. Reports tokens/s of each (the mean of the log intervals after the first, so start-up
+/// all cores) against <c>mpirun -np N</c> (the cores split between the ranks) and one process on one thread (the unit
+/// of scaling), same shape, same global batch, same steps, on the bundled corpus. Reports tokens/s of each (the mean of the log intervals after the first, so start-up
 /// is left out), the scaling, and the last losses (equal up to rounding). Options: --world N (2), --steps N (40),
 /// --block N (128), --batch N (global, 8), --preset NAME (pythia-14m), --corpus PATH (a corpus or a token-shards folder).
 /// </summary>
@@ -33,10 +33,12 @@ static class DataParallelBenchmark
         ];
 
         Console.WriteLine($"{preset}, block {block}, global batch {batch}, {steps} steps, {cores} cores");
+        var single = Run("dotnet", Args(Path.Combine(dir, "single"), batch, 1));
+        Console.WriteLine($"1 process × 1 thread: {single.TokensPerSecond:N0} tokens/s");
         var alone = Run("dotnet", Args(Path.Combine(dir, "alone"), batch, cores));
         Console.WriteLine($"1 process × {cores} threads: {alone.TokensPerSecond:N0} tokens/s");
         var ranks = Run("mpirun", ["-np", $"{world}", "--oversubscribe", "--bind-to", "none", "dotnet", .. Args(Path.Combine(dir, "ranks"), batch / world, Math.Max(1, cores / world))]);
-        Console.WriteLine($"{world} ranks × {Math.Max(1, cores / world)} threads: {ranks.TokensPerSecond:N0} tokens/s");
+        Console.WriteLine($"{world} ranks × {Math.Max(1, cores / world)} threads: {ranks.TokensPerSecond:N0} tokens/s, gradient all-reduce {ranks.Reduction}");
 
         Console.WriteLine(JsonSerializer.Serialize(new
         {
@@ -47,16 +49,19 @@ static class DataParallelBenchmark
             global_batch = batch,
             steps,
             cores,
+            tokens_per_s_one_thread = Math.Round(single.TokensPerSecond, 1),
             tokens_per_s_alone = Math.Round(alone.TokensPerSecond, 1),
             tokens_per_s_ranks = Math.Round(ranks.TokensPerSecond, 1),
             scaling = Math.Round(ranks.TokensPerSecond / alone.TokensPerSecond, 3),
+            efficiency_vs_one_thread = Math.Round(ranks.TokensPerSecond / (world * single.TokensPerSecond), 3),
+            gradient_all_reduce = ranks.Reduction,
             last_loss_alone = Math.Round(alone.LastLoss, 6),
             last_loss_ranks = Math.Round(ranks.LastLoss, 6),
         }));
         return Task.FromResult(0);
     }
 
-    static (double TokensPerSecond, double LastLoss) Run(string file, string[] arguments)
+    static (double TokensPerSecond, double LastLoss, string? Reduction) Run(string file, string[] arguments)
     {
         var start = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; // CI containers run as root
@@ -72,6 +77,7 @@ static class DataParallelBenchmark
         int rate = Array.IndexOf(header, "tokens_per_s"), loss = Array.IndexOf(header, "loss");
         var rows = lines.Skip(1).Select(l => l.Split(',')).ToList();
         double Number(string s) => double.Parse(s, CultureInfo.InvariantCulture);
-        return (rows.Skip(1).Average(r => Number(r[rate])), Number(rows[^1][loss]));
+        string? reduction = output.Split('\n').FirstOrDefault(l => l.StartsWith("gradient all-reduce: ", StringComparison.Ordinal))?["gradient all-reduce: ".Length..].Trim();
+        return (rows.Skip(1).Average(r => Number(r[rate])), Number(rows[^1][loss]), reduction);
     }
 }

@@ -12,7 +12,7 @@ var benchmarks = new Dictionary<string, Func<string[], Task<int>>>
     ["load"] = LoadBenchmark.RunAsync,
     ["serve"] = ServeBenchmark.RunAsync,
     ["fuzz"] = FuzzBenchmark.RunAsync,
-    ["shards"] = ShardsBenchmark.RunAsync,
+    ["tokenize"] = TokenizeBenchmark.RunAsync,
 };
 
 string? name = args.FirstOrDefault();

@@ -16,7 +16,10 @@ namespace MLNetFinetune.TorchSharp.Training;
 /// <param name="LastCheckpoint">The newest checkpoint folder.</param>
 /// <param name="BestCheckpoint">The checkpoint with the lowest eval loss, when evaluation was on.</param>
 /// <param name="StoppedEarly">True when early stopping ended the run before its last step.</param>
-public sealed record TrainingResult(int Steps, IReadOnlyList<MetricRow> History, double? BestEvalLoss, string LastCheckpoint, string? BestCheckpoint, bool StoppedEarly);
+/// <param name="TrainingTime">Wall time of this run's steps (evaluation and checkpoints included).</param>
+/// <param name="GradientReductionTime">Data parallel: of that, the time spent all-reducing gradients; null for one process.</param>
+public sealed record TrainingResult(int Steps, IReadOnlyList<MetricRow> History, double? BestEvalLoss, string LastCheckpoint, string? BestCheckpoint, bool StoppedEarly,
+    TimeSpan TrainingTime = default, TimeSpan? GradientReductionTime = null);
 
 /// <summary>
 /// The training loop every stage shares (pretraining now, instruction finetuning on the same loop): micro-batches
@@ -213,7 +216,7 @@ public static class CausalLMTrainer
         }
         // Ranks that read a checkpoint next (the best one, restored) wait until rank 0 has written it.
         parallel?.Group.Barrier("the barrier after the last checkpoint");
-        return new TrainingResult(step, history, bestEval, lastCheckpoint!, bestCheckpoint, stoppedEarly);
+        return new TrainingResult(step, history, bestEval, lastCheckpoint!, bestCheckpoint, stoppedEarly, clock.Elapsed, parallel?.ReductionTime);
     }
 
     /// <summary>Mean token loss over held-out examples (every labelled target counted once).</summary>

@@ -46,8 +46,26 @@ sealed class DataParallel(IProcessGroup group)
         return sha.GetHashAndReset();
     }
 
+    readonly System.Diagnostics.Stopwatch _reducing = new();
+
+    /// <summary>Time spent in <see cref="AllReduceGradients"/> so far (waiting for slower ranks included).</summary>
+    public TimeSpan ReductionTime => _reducing.Elapsed;
+
     /// <summary>Sums the gradients over the ranks: the flat gradient in buckets, or each parameter's gradient in turn.</summary>
     public void AllReduceGradients(ITrainingOptimizer optimizer, IReadOnlyList<Parameter> parameters, int step)
+    {
+        _reducing.Start();
+        try
+        {
+            Reduce(optimizer, parameters, step);
+        }
+        finally
+        {
+            _reducing.Stop();
+        }
+    }
+
+    void Reduce(ITrainingOptimizer optimizer, IReadOnlyList<Parameter> parameters, int step)
     {
         using var _ = no_grad();
         if (optimizer.FlatGradients is { } flat)

@@ -10,10 +10,11 @@ namespace MLNetFinetune.Benchmarks;
 /// Tokenizes copies of the bundled facts corpus (examples/data/facts/corpus.jsonl.zst, the largest bundled one) into
 /// Megatron shards with the bundled model's tokenizer, side by side in one run: reading the corpus alone, encoding it on
 /// one thread without writing, the stage on one thread and on all cores, a rerun that skips every shard (the checksum
-/// cost of resuming), then random block reads from the result. MB/s counts decompressed text. Options: --copies N
-/// (default 4, one shard each), --block N (default 512), --dir PATH.
+/// cost of resuming), then random block reads from the result; then the CLI's <c>tokenize</c> as users run it, start-up
+/// included: one process on one thread, one process on all cores, and <c>mpirun -np 2</c> (map-only, a thread each).
+/// MB/s counts decompressed text. Options: --copies N (default 4, one shard each), --block N (default 512), --dir PATH.
 /// </summary>
-static class ShardsBenchmark
+static class TokenizeBenchmark
 {
     public static Task<int> RunAsync(string[] args)
     {
@@ -71,9 +72,28 @@ static class ShardsBenchmark
         double blockSeconds = clock.Elapsed.TotalSeconds;
 
         double Mb(double seconds) => Math.Round(textBytes / 1e6 / seconds, 2);
+        string cli = Path.Combine(AppContext.BaseDirectory, "mlnet-finetune.dll");
+        double Processes(string name, int ranks, int threads)
+        {
+            string[] verb = [cli, "tokenize", "--corpus", corpus, "--tokenizer", Path.Combine(root, "models", "facts-base"), "--out", Path.Combine(dir, name), "--threads", $"{threads}"];
+            var start = ranks == 1 ? new ProcessStartInfo("dotnet", verb) : new ProcessStartInfo("mpirun", ["-np", $"{ranks}", "--oversubscribe", "--bind-to", "none", "dotnet", .. verb]);
+            start.RedirectStandardOutput = start.RedirectStandardError = true;
+            start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; // CI containers run as root
+            start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+            var wall = Stopwatch.StartNew();
+            using var process = Process.Start(start)!;
+            var error = process.StandardError.ReadToEndAsync();
+            string output = process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+            if (process.ExitCode != 0) throw new InvalidOperationException($"tokenize ({ranks} process(es)) exited with {process.ExitCode}: {output}{error.Result}");
+            double mb = Mb(wall.Elapsed.TotalSeconds);
+            Console.WriteLine($"CLI tokenize, {ranks} process(es) × {(threads == 0 ? "all cores" : $"{threads} thread(s)")}: {mb} MB/s (start-up included)");
+            return mb;
+        }
+        double cliOne = Processes("cli-one", 1, 1), cliAll = Processes("cli-all", 1, 0), cliTwo = Processes("cli-two", 2, 1);
         var result = new
         {
-            benchmark = "shards",
+            benchmark = "tokenize",
             shards = copies,
             text_mb = Math.Round(textBytes / 1e6, 1),
             tokens,
@@ -87,6 +107,9 @@ static class ShardsBenchmark
             rerun_seconds = Math.Round(rerun.Elapsed.TotalSeconds, 2),
             block_size = blockSize,
             random_blocks_per_s = Math.Round(reads / blockSeconds),
+            cli_one_process_one_thread_mb_per_s = cliOne,
+            cli_one_process_all_cores_mb_per_s = cliAll,
+            cli_two_processes_mb_per_s = cliTwo,
             cores = Environment.ProcessorCount,
         };
         Console.WriteLine(JsonSerializer.Serialize(result));
