@@ -51,6 +51,29 @@ public class DataParallelTrainingTests(ShardCorpus corpus) : IClassFixture<Shard
     }
 
     [MpiFact]
+    public void TwoRanksFinetuneAsOneProcessOnPairsOfMixedLengths()
+    {
+        // Pairs pad to different lengths per micro-batch and rank: the loss must still weigh every answer token the same.
+        string[] Finetune(string output, int batch) =>
+        [
+            Cli, "finetune", "--pairs", RepoPaths.Of("examples", "data", "facts", "train.jsonl"), "--base", RepoPaths.Of("models", "facts-base"),
+            "--steps", "8", "--lr", "5e-4", "--threads", "1", "--device", "cpu", "--batch-size", batch.ToString(CultureInfo.InvariantCulture),
+            "--log-interval", "1", "--eval-fraction", "0", "--out", output,
+        ];
+        string alone = Path.Combine(_dir.Path, "finetune-alone"), ranks = Path.Combine(_dir.Path, "finetune-ranks");
+        var single = Launch.Run("dotnet", Finetune(alone, 8), TimeSpan.FromMinutes(3));
+        Assert.True(single.ExitCode == 0, single.Output);
+        var parallel = Launch.Mpi(2, Finetune(ranks, 4), TimeSpan.FromMinutes(3));
+        Assert.True(parallel.ExitCode == 0, parallel.Output);
+        Assert.Contains("gradient all-reduce: ", parallel.Output, StringComparison.Ordinal);
+        var expected = Losses(alone);
+        Assert.Equal(8, expected.Count);
+        foreach (var (step, loss) in Losses(ranks))
+            Assert.True(Math.Abs(loss - expected[step]) <= 1e-5, $"step {step}: one process {expected[step]}, two ranks {loss}");
+        Assert.True(File.Exists(Path.Combine(ranks, "model", "model.safetensors")), "rank 0 writes the finetuned model");
+    }
+
+    [MpiFact]
     public void TokenizeUnderMpirunSplitsTheFilesAndTwoRanksPretrainOnTheShardsAsOneProcess()
     {
         string[] Tokenize(string output) => [Cli, "tokenize", "--corpus", corpus.Folder, "--tokenizer", RepoPaths.Of("models", "facts-base"), "--out", output];
