@@ -27,6 +27,7 @@ public static class CliApp
             ServeCommands.Serve(output),
             ChatCommand.Create(input, output),
             QuickstartCommand.Create(output),
+            LessonCommand.Create(output),
             PairsCommand.Create(output),
         };
         var parsed = root.Parse(args);

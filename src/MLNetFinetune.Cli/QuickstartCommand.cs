@@ -44,7 +44,7 @@ static class QuickstartCommand
     }
 
     // The bundled folder, found from the working directory or the program's folder upwards (the repository root).
-    static string Bundled(string folder, string file, string option)
+    internal static string Bundled(string folder, string file, string option)
     {
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)

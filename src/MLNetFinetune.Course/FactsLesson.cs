@@ -107,7 +107,7 @@ public static class FactsLesson
     /// <summary>Runs the lesson, writing its steps and tables to <paramref name="output"/>.</summary>
     public static FactsLessonResult Run(FactsLessonOptions s, TextWriter output, ILessonDisplay? display = null)
     {
-        display ??= new PlainDisplay(output);
+        display ??= new LessonLines(output);
         var clock = Stopwatch.StartNew();
         var ml = new MLContext(seed: s.Seed);
         if (s.Threads > 0) global::TorchSharp.torch.set_num_threads(s.Threads);
@@ -244,25 +244,4 @@ public static class FactsLesson
     }
 
     static void Heading(TextWriter output, string title) => output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\n=== {title} ==="));
-
-    // Plain lines, for callers without a display of their own (tests, programs).
-    sealed class PlainDisplay(TextWriter output) : ILessonDisplay
-    {
-        public T Train<T>(string title, Func<IProgress<TrainingProgress>, T> train) => train(new Progress(output));
-
-        public T Timed<T>(string title, Func<T> work)
-        {
-            var clock = Stopwatch.StartNew();
-            T result = work();
-            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{title}: {clock.Elapsed.TotalSeconds:F1} s"));
-            return result;
-        }
-
-        public string? PlotLoss(string runDirectory, string title) => null;
-
-        sealed class Progress(TextWriter output) : IProgress<TrainingProgress>
-        {
-            public void Report(TrainingProgress value) => output.WriteLine(value);
-        }
-    }
 }
