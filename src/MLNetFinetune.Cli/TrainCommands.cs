@@ -37,6 +37,7 @@ static class TrainCommands
         public readonly Option<int> Threads = new("--threads") { Description = "libtorch threads (0: default).", DefaultValueFactory = _ => Defaults.Threads };
         public readonly Option<int> Seed = new("--seed") { Description = "Random seed.", DefaultValueFactory = _ => Defaults.Seed };
         public readonly Option<int> LogInterval = new("--log-interval") { Description = "Report progress and write metrics.csv every N steps.", DefaultValueFactory = _ => Defaults.LogInterval };
+        public readonly Option<int> CheckpointInterval = new("--checkpoint-interval") { Description = "Write a checkpoint every N steps (0: only at the end).", DefaultValueFactory = _ => Defaults.CheckpointInterval };
         public readonly Option<string?> Resume = new("--resume") { Description = "Continue from a checkpoint or a run directory." };
         public readonly Option<int> CollectiveTimeout = new("--collective-timeout")
         {
@@ -44,7 +45,7 @@ static class TrainCommands
             DefaultValueFactory = _ => (int)MLNetFinetune.Distributed.MpiProcessGroup.DefaultTimeout.TotalSeconds,
         };
 
-        public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Optimizer, Threads, Seed, LogInterval, Resume, CollectiveTimeout];
+        public IEnumerable<Option> All => [Out, Steps, Epochs, Block, Batch, Lr, EvalFraction, Device, DType, Optimizer, Threads, Seed, LogInterval, CheckpointInterval, Resume, CollectiveTimeout];
 
         /// <summary>Runs a training verb alone, or as one rank of a data-parallel job when a launcher started several.</summary>
         public int Ranked(ParseResult r, TextWriter output, Func<MLNetFinetune.Distributed.IProcessGroup?, TextWriter, int> verb) =>
@@ -69,6 +70,7 @@ static class TrainCommands
             options.Seed = r.GetValue(Seed);
             options.ResumeFrom = r.GetValue(Resume);
             options.LogInterval = r.GetValue(LogInterval);
+            options.CheckpointInterval = r.GetValue(CheckpointInterval);
             options.Progress = progress;
             return options;
         }

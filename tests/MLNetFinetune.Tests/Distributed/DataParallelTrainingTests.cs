@@ -102,6 +102,33 @@ public class DataParallelTrainingTests(ShardCorpus corpus) : IClassFixture<Shard
     }
 
     [MpiFact]
+    public void ATwoRankRunResumedFromItsMiddleCheckpointEndsAsTheUninterruptedRun()
+    {
+        string whole = Path.Combine(_dir.Path, "whole"), resumed = Path.Combine(_dir.Path, "resumed");
+        var uninterrupted = Launch.Mpi(2, [Cli, .. Pretrain(whole, 12, batch: 2), "--checkpoint-interval", "6"], TimeSpan.FromMinutes(3));
+        Assert.True(uninterrupted.ExitCode == 0, uninterrupted.Output);
+        // A run stopped after step 6: only that checkpoint is left, in a run directory of its own.
+        string middle = Path.Combine(resumed, "checkpoints", "step-0000006");
+        CopyDirectory(Path.Combine(whole, "checkpoints", "step-0000006"), middle);
+        var second = Launch.Mpi(2, [Cli, .. Pretrain(resumed, 12, batch: 2), "--checkpoint-interval", "6", "--resume", middle], TimeSpan.FromMinutes(3));
+        Assert.True(second.ExitCode == 0, second.Output);
+        Assert.DoesNotContain("step 6/12", second.Output, StringComparison.Ordinal); // it continued, rather than trained again
+        Assert.Contains("step 7/12", second.Output, StringComparison.Ordinal);
+        var expected = Losses(whole);
+        var actual = Losses(resumed);
+        Assert.Equal(expected.Keys, actual.Keys); // the history travels in the checkpoint
+        foreach (var (step, loss) in expected) Assert.Equal(loss, actual[step]);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(whole, "model", "model.safetensors")), File.ReadAllBytes(Path.Combine(resumed, "model", "model.safetensors")));
+    }
+
+    static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+        foreach (string dir in Directory.GetDirectories(from)) CopyDirectory(dir, Path.Combine(to, Path.GetFileName(dir)));
+    }
+
+    [MpiFact]
     public void ResumingWithAnotherWorldSizeIsRefused()
     {
         string run = Path.Combine(_dir.Path, "run");
