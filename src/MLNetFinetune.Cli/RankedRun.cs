@@ -16,17 +16,15 @@ static class RankedRun
         if (group.WorldSize != LaunchEnvironment.WorldSize)
             throw new InvalidOperationException($"The {LaunchEnvironment.Launcher} launch says {LaunchEnvironment.WorldSize} processes but MPI sees {group.WorldSize}: " +
                 "on CPU, start the ranks with an MPI launcher (mpirun -np N, or srun with PMIx), which connects them.");
-        int code;
         if (group.Rank == 0) output.WriteLine($"{group.WorldSize} ranks ({LaunchEnvironment.Launcher} launch, {group.Backend})");
         try
         {
-            code = verb(group, group.Rank == 0 ? output : TextWriter.Null);
+            return verb(group, group.Rank == 0 ? output : TextWriter.Null);
         }
         catch (Exception e)
         {
-            group.Abort(e.Message);
+            group.Abort(e.Message); // does not return: every rank stops now
             throw;
         }
-        return code;
     }
 }

@@ -113,20 +113,13 @@ public static class FactsLesson
         if (s.Threads > 0) global::TorchSharp.torch.set_num_threads(s.Threads);
 
         // 1. The pairs, in DataFrames: extraction (the passage states the answer) and recall (only pretraining knew it).
-        Heading(output, "1. Question/answer pairs about the bundled facts");
-        var load = new InstructionDataOptions { ExtraFields = ["kind", "domain", "entity", "attribute", "cloze"] };
-        DataFrame train = ml.Data.LoadInstructionData(Path.Combine(s.Data, "train.jsonl"), load);
-        DataFrame heldOut = ml.Data.LoadInstructionData(Path.Combine(s.Data, "heldout.jsonl"), load);
-        DataFrame HeldOut(string kind)
-        {
-            var rows = heldOut.Filter(((StringDataFrameColumn)heldOut["kind"]).ElementwiseEquals(kind));
-            return s.MaxHeldOutRows > 0 ? rows.Head(Math.Min(s.MaxHeldOutRows, (int)rows.Rows.Count)) : rows;
-        }
-        var extraction = HeldOut("extraction");
-        var recall = HeldOut("recall");
+        FactPairs.Heading(output, "1. Question/answer pairs about the bundled facts");
+        var (train, heldOut) = FactPairs.Load(ml, s.Data);
+        var extraction = FactPairs.OfKind(heldOut, "extraction", s.MaxHeldOutRows);
+        var recall = FactPairs.OfKind(heldOut, "recall", s.MaxHeldOutRows);
         if (extraction.Rows.Count == 0 || recall.Rows.Count == 0)
             throw new InvalidDataException($"{Path.Combine(s.Data, "heldout.jsonl")}: needs pairs of both kinds (kind \"extraction\" and \"recall\"); it has {extraction.Rows.Count} and {recall.Rows.Count}");
-        var trainRecall = train.Filter(((StringDataFrameColumn)train["kind"]).ElementwiseEquals("recall"));
+        var trainRecall = FactPairs.OfKind(train, "recall");
         output.WriteLine($"finetuning: {train.Rows.Count:N0} pairs (recall about {Distinct(trainRecall, "entity")} entities, extraction about " +
             $"{Distinct(train, "entity") - Distinct(trainRecall, "entity"):N0} made-up ones); evaluation: {extraction.Rows.Count + recall.Rows.Count:N0} pairs " +
             $"about {Distinct(recall, "entity")} held-out entities the finetuning never sees");
@@ -147,7 +140,7 @@ public static class FactsLesson
         var cloze8 = new GenerationOptions { MaxNewTokens = 8 };
 
         // 2. The base model: it stored facts (cloze) but was never taught to answer questions.
-        Heading(output, $"2. Base model ({s.BaseModel})");
+        FactPairs.Heading(output, $"2. Base model ({s.BaseModel})");
         output.WriteLine($"device: {TorchRuntime.ChooseDevice(s.Device).Description}");
         using var baseline = CausalLMTransformer.Load(s.BaseModel, scoring, s.Device);
         var cloze = recall.Rows.Select(r => new ClozeItem((string)r["cloze"], (string)r["answer"])).ToArray();
@@ -159,7 +152,7 @@ public static class FactsLesson
         output.WriteLine($"recall exact match:     {baseRecall.Metrics.ExactMatch}");
 
         // 3. Instruction finetuning through the ML.NET pipeline: prompt template → finetuning estimator.
-        Heading(output, "3. Instruction finetuning");
+        FactPairs.Heading(output, "3. Instruction finetuning");
         string runDirectory = Path.Combine(s.Output, "finetune");
         if (Directory.Exists(runDirectory)) Directory.Delete(runDirectory, recursive: true);
         using var tuned = display.Train("finetune", progress =>
@@ -177,7 +170,7 @@ public static class FactsLesson
         output.WriteLine($"model: {Path.Combine(runDirectory, "model")}; loss curve: {display.PlotLoss(runDirectory, "Instruction finetuning on the bundled facts") ?? "(not drawn)"}");
 
         // 4. The finetuned model on the same held-out rows.
-        Heading(output, "4. Base against finetuned, held-out entities");
+        FactPairs.Heading(output, "4. Base against finetuned, held-out entities");
         var tunedExtraction = display.Timed("extraction pairs", () => Score(tuned, render, extraction));
         var tunedRecall = display.Timed("recall pairs", () => Score(tuned, render, recall));
         var tunedCloze = display.Timed("cloze prompts", () => ClozeEvaluator.Evaluate(cloze, prompts => tuned.Generate(prompts, cloze8)));
@@ -205,7 +198,7 @@ public static class FactsLesson
             }
 
         // 5. ONNX: the finetuned model with a KV cache, answering with ONNX Runtime.
-        Heading(output, "5. ONNX export and ONNX Runtime");
+        FactPairs.Heading(output, "5. ONNX export and ONNX Runtime");
         string onnx = OnnxExporter.Export(Path.Combine(runDirectory, "model"), new OnnxExportOptions { OutputDirectory = Path.Combine(s.Output, "onnx") });
         using var runtime = OnnxCausalLM.Load(onnx, "auto", s.Threads);
         var questions = recall.Rows.Take(4).Select(r => (string)r["question"]).Append((string)extraction.Rows[0]["question"]).ToArray();
@@ -242,6 +235,4 @@ public static class FactsLesson
         string flat = text.ReplaceLineEndings(" ").Replace("|", "\\|").Trim();
         return flat.Length > 90 ? flat[..87] + "…" : flat;
     }
-
-    static void Heading(TextWriter output, string title) => output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\n=== {title} ==="));
 }

@@ -145,13 +145,11 @@ public static class KnowledgeLesson
         var ml = new MLContext(seed: s.Seed);
         if (s.Threads > 0) global::TorchSharp.torch.set_num_threads(s.Threads);
         var table = FactTable.Load(Path.Combine(s.Data, "facts.csv"));
-        var load = new InstructionDataOptions { ExtraFields = ["kind", "domain", "entity", "attribute", "cloze"] };
-        DataFrame train = ml.Data.LoadInstructionData(Path.Combine(s.Data, "train.jsonl"), load);
-        DataFrame heldOut = ml.Data.LoadInstructionData(Path.Combine(s.Data, "heldout.jsonl"), load);
+        var (train, heldOut) = FactPairs.Load(ml, s.Data);
         var scoring = new CausalLMScoringOptions { TextColumnName = null, Generation = new GenerationOptions { MaxNewTokens = 12 }, BatchSize = 32 };
 
         // 1. The model before: which facts of the first lesson's finetuning entities it answers, by question and by cloze.
-        Heading(output, $"1. The first lesson's finetuned model ({s.TunedModel})");
+        FactPairs.Heading(output, $"1. The first lesson's finetuned model ({s.TunedModel})");
         output.WriteLine($"device: {TorchRuntime.ChooseDevice(s.Device).Description}");
         using var before = CausalLMTransformer.Load(s.TunedModel, scoring, s.Device);
         var trainEntities = ((StringDataFrameColumn)train["entity"]).Distinct().ToHashSet();
@@ -162,7 +160,7 @@ public static class KnowledgeLesson
         output.WriteLine($"{stored.Length} of {candidates.Length} capitals and currencies of {countries.Length} finetuning countries answered by question and by cloze");
 
         // 2. The edits and the probes.
-        Heading(output, "2. Edits");
+        FactPairs.Heading(output, "2. Edits");
         var edits = KnowledgeEdits.Draw(table, stored, s.ChangedFacts, s.NewEntities, s.Seed);
         var changed = edits.Where(e => e.Changed).ToArray();
         var added = edits.Where(e => !e.Changed).ToArray();
@@ -178,9 +176,9 @@ public static class KnowledgeLesson
         var others = table.Entities.Where(e => !editedEntities.Contains(e.Name)).SelectMany(e => e.Facts).ToArray();
         random.Shuffle(others);
         others = others.Take(s.Probes).ToArray();
-        var extraction = Rows(heldOut, "extraction", s.Probes);
-        var recall = Rows(heldOut, "recall", s.Probes);
-        var beforeScores = display.Timed("scoring before", () => Score(before, changed, added, sameEntity, others, null, extraction, recall, ml));
+        var extraction = FactPairs.OfKind(heldOut, "extraction", s.Probes);
+        var recall = FactPairs.OfKind(heldOut, "recall", s.Probes);
+        var beforeScores = display.Timed("scoring before", () => Score(before, changed, added, sameEntity, others, null, extraction, recall));
         var knewSame = beforeScores.Knew.Same;
         var knewOther = beforeScores.Knew.Other;
 
@@ -188,7 +186,7 @@ public static class KnowledgeLesson
         var after = new List<(KnowledgeLever, KnowledgeScores)>();
         foreach (var lever in s.Levers)
         {
-            Heading(output, $"3. Lever: {KnowledgeLessonResult.Name(lever)}");
+            FactPairs.Heading(output, $"3. Lever: {KnowledgeLessonResult.Name(lever)}");
             var rows = TrainingRows(lever, edits, train, s.ReplayRatio, table, s.Seed);
             output.WriteLine($"{rows.Rows.Count} training rows");
             string run = RunDirectory(s.Output, lever);
@@ -201,12 +199,12 @@ public static class KnowledgeLesson
                 Seed = s.Seed, Device = s.Device, Format = Format, Progress = progress, CheckpointInterval = 0, KeepLastCheckpoints = 1,
                 Lora = lora ? new LoraOptions { Rank = s.LoraRank, Alpha = 2 * s.LoraRank } : null,
             }).Fit(rows).WithScoring(scoring));
-            var scores = display.Timed("scoring", () => Score(tuned, changed, added, sameEntity, others, (knewSame, knewOther), extraction, recall, ml)).Scores;
+            var scores = display.Timed("scoring", () => Score(tuned, changed, added, sameEntity, others, (knewSame, knewOther), extraction, recall)).Scores;
             after.Add((lever, scores));
         }
 
         // 4. One table.
-        Heading(output, "4. What each lever buys");
+        FactPairs.Heading(output, "4. What each lever buys");
         output.WriteLine("| | before | " + string.Join(" | ", after.Select(a => KnowledgeLessonResult.Name(a.Item1))) + " |");
         output.WriteLine("| --- | --- |" + string.Concat(after.Select(_ => " --- |")));
         var rowsShown = new List<(string Name, Func<KnowledgeScores, Rate> Pick)>();
@@ -244,12 +242,6 @@ public static class KnowledgeLesson
 
     static string Percent(Rate rate) => rate.Count == 0 ? "–" : string.Create(CultureInfo.InvariantCulture, $"{100 * rate.Value:F0}% ({rate.Hits}/{rate.Count})");
 
-    static DataFrame Rows(DataFrame frame, string kind, int count)
-    {
-        var rows = frame.Filter(((StringDataFrameColumn)frame["kind"]).ElementwiseEquals(kind));
-        return rows.Head(Math.Min(count, (int)rows.Rows.Count));
-    }
-
     // Per fact: answered by its trained question and by its cloze.
     static bool[] Knows(CausalLMTransformer model, IReadOnlyList<Fact> facts)
     {
@@ -268,7 +260,7 @@ public static class KnowledgeLesson
     // Every probe in one batched pass per kind. `knew` (the model before's hits on untouched facts) turns those probes
     // into locality: of what was known before, the share still known; null scores the model before itself.
     static Scored Score(CausalLMTransformer model, IReadOnlyList<EditedFact> changed, IReadOnlyList<EditedFact> added, IReadOnlyList<Fact> sameEntity,
-        IReadOnlyList<Fact> others, (bool[] Same, bool[] Other)? knew, DataFrame extraction, DataFrame recall, MLContext ml)
+        IReadOnlyList<Fact> others, (bool[] Same, bool[] Other)? knew, DataFrame extraction, DataFrame recall)
     {
         Rate Trained(IReadOnlyList<EditedFact> edits, Func<EditedFact, string> value)
         {
@@ -345,6 +337,4 @@ public static class KnowledgeLesson
         }
         return new DataFrame(new StringDataFrameColumn("Prompt", prompts), new StringDataFrameColumn("Response", responses));
     }
-
-    static void Heading(TextWriter output, string title) => output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\n=== {title} ==="));
 }

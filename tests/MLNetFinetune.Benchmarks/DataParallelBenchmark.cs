@@ -24,20 +24,19 @@ static class DataParallelBenchmark
         string corpus = BenchmarkArgs.Value(args, "--corpus") ?? Path.Combine(root, "examples", "data", "pretraining_sample.jsonl.zst");
         string dir = Path.Combine(BenchmarkArgs.TempDir(args), "train-world");
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-        string cli = Path.Combine(AppContext.BaseDirectory, "mlnet-finetune.dll");
         string[] Args(string output, int microBatch, int threads) =>
         [
-            cli, "pretrain", Directory.Exists(corpus) && File.Exists(Path.Combine(corpus, "manifest.json")) ? "--shards" : "--corpus", corpus,
+            "pretrain", Directory.Exists(corpus) && File.Exists(Path.Combine(corpus, "manifest.json")) ? "--shards" : "--corpus", corpus,
             "--tokenizer", Path.Combine(root, "models", "facts-base"), "--preset", preset, "--steps", $"{steps}", "--block-size", $"{block}",
             "--batch-size", $"{microBatch}", "--threads", $"{threads}", "--device", "cpu", "--eval-fraction", "0", "--log-interval", "10", "--out", output,
         ];
 
         Console.WriteLine($"{preset}, block {block}, global batch {batch}, {steps} steps, {cores} cores");
-        var single = Run("dotnet", Args(Path.Combine(dir, "single"), batch, 1));
+        var single = Run(1, Args(Path.Combine(dir, "single"), batch, 1));
         Console.WriteLine($"1 process × 1 thread: {single.TokensPerSecond:N0} tokens/s");
-        var alone = Run("dotnet", Args(Path.Combine(dir, "alone"), batch, cores));
+        var alone = Run(1, Args(Path.Combine(dir, "alone"), batch, cores));
         Console.WriteLine($"1 process × {cores} threads: {alone.TokensPerSecond:N0} tokens/s");
-        var ranks = Run("mpirun", ["-np", $"{world}", "--oversubscribe", "--bind-to", "none", "dotnet", .. Args(Path.Combine(dir, "ranks"), batch / world, Math.Max(1, cores / world))]);
+        var ranks = Run(world, Args(Path.Combine(dir, "ranks"), batch / world, Math.Max(1, cores / world)));
         Console.WriteLine($"{world} ranks × {Math.Max(1, cores / world)} threads: {ranks.TokensPerSecond:N0} tokens/s, gradient all-reduce {ranks.Reduction}");
 
         Console.WriteLine(JsonSerializer.Serialize(new
@@ -61,16 +60,9 @@ static class DataParallelBenchmark
         return Task.FromResult(0);
     }
 
-    static (double TokensPerSecond, double LastLoss, string? Reduction) Run(string file, string[] arguments)
+    static (double TokensPerSecond, double LastLoss, string? Reduction) Run(int ranks, string[] arguments)
     {
-        var start = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; // CI containers run as root
-        start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0) throw new InvalidOperationException($"{file} exited with {process.ExitCode}: {output}{error.Result}");
+        string output = CliProcess.Run(ranks, arguments);
         string run = arguments[Array.IndexOf(arguments, "--out") + 1];
         var lines = File.ReadAllLines(Path.Combine(run, "metrics.csv"));
         var header = lines[0].Split(',');

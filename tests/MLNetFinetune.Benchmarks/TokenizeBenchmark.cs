@@ -72,20 +72,10 @@ static class TokenizeBenchmark
         double blockSeconds = clock.Elapsed.TotalSeconds;
 
         double Mb(double seconds) => Math.Round(textBytes / 1e6 / seconds, 2);
-        string cli = Path.Combine(AppContext.BaseDirectory, "mlnet-finetune.dll");
         double Processes(string name, int ranks, int threads)
         {
-            string[] verb = [cli, "tokenize", "--corpus", corpus, "--tokenizer", Path.Combine(root, "models", "facts-base"), "--out", Path.Combine(dir, name), "--threads", $"{threads}"];
-            var start = ranks == 1 ? new ProcessStartInfo("dotnet", verb) : new ProcessStartInfo("mpirun", ["-np", $"{ranks}", "--oversubscribe", "--bind-to", "none", "dotnet", .. verb]);
-            start.RedirectStandardOutput = start.RedirectStandardError = true;
-            start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; // CI containers run as root
-            start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
             var wall = Stopwatch.StartNew();
-            using var process = Process.Start(start)!;
-            var error = process.StandardError.ReadToEndAsync();
-            string output = process.StandardOutput.ReadToEnd();
-            process.WaitForExit();
-            if (process.ExitCode != 0) throw new InvalidOperationException($"tokenize ({ranks} process(es)) exited with {process.ExitCode}: {output}{error.Result}");
+            CliProcess.Run(ranks, ["tokenize", "--corpus", corpus, "--tokenizer", Path.Combine(root, "models", "facts-base"), "--out", Path.Combine(dir, name), "--threads", $"{threads}"]);
             double mb = Mb(wall.Elapsed.TotalSeconds);
             Console.WriteLine($"CLI tokenize, {ranks} process(es) × {(threads == 0 ? "all cores" : $"{threads} thread(s)")}: {mb} MB/s (start-up included)");
             return mb;

@@ -71,7 +71,6 @@ public static class ProcessGroupExtensions
         // Each rank writes its digest into its own slot of a zeroed table; a sum then gives every rank the whole table.
         var table = new long[group.WorldSize * ((digest.Length + 7) / 8)];
         int width = table.Length / group.WorldSize;
-        MemoryMarshal.AsBytes(table.AsSpan(group.Rank * width, width)).Clear();
         digest.CopyTo(MemoryMarshal.AsBytes(table.AsSpan(group.Rank * width, width)));
         group.AllReduceSum(table, $"comparing {what}");
         var differing = Enumerable.Range(0, group.WorldSize).Where(r => !table.AsSpan(r * width, width).SequenceEqual(table.AsSpan(0, width))).ToList();
