@@ -57,6 +57,9 @@ static unsafe class Mpi
         nint handle;
         try
         {
+            // Called once first: binding the dlerror stub makes the runtime call dlerror itself, which would consume the
+            // message of a failed dlopen before we read it.
+            DlError();
             handle = DlOpen(name, RtldNow | RtldGlobal);
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)

@@ -34,6 +34,24 @@ public class CliFailureTests : IDisposable
     }
 
     [Fact]
+    public void PretrainNeedsCorpusOrShardsAndShardsNeedTheirTokenizer()
+    {
+        const string oneOfThem = "error: Give the training data as --corpus (text) or --shards (token shards), one of them.";
+        Assert.Equal(oneOfThem, Fails("pretrain", "--out", Missing("run"), "--steps", "1"));
+        Assert.Equal(oneOfThem, Fails("pretrain", "--corpus", Missing("c.jsonl"), "--shards", Missing("shards"), "--out", Missing("run"), "--steps", "1"));
+        Assert.Equal("error: --shards needs --tokenizer: the tokenizer the shards were written with.",
+            Fails("pretrain", "--shards", Missing("shards"), "--out", Missing("run"), "--steps", "1"));
+    }
+
+    [Fact]
+    public void TheKnowledgeLessonWithoutTheFirstLessonsModel()
+    {
+        string tuned = Missing("quickstart-model");
+        Assert.Equal($"error: '{tuned}' holds no model. Run `mlnet-finetune quickstart` first (it writes runs/quickstart/finetune/model), or pass --tuned FOLDER.",
+            Fails("lesson", "knowledge", "--tuned", tuned));
+    }
+
+    [Fact]
     public void PretrainResumingFromAMalformedTrainerState()
     {
         string corpus = _dir.File("corpus.jsonl", string.Concat(Enumerable.Range(0, 20).Select(i => $"{{\"text\": \"The capital of country {i} is city {i}.\"}}\n")));

@@ -128,6 +128,30 @@ public class DataParallelTrainingTests(ShardCorpus corpus) : IClassFixture<Shard
         foreach (string dir in Directory.GetDirectories(from)) CopyDirectory(dir, Path.Combine(to, Path.GetFileName(dir)));
     }
 
+    [Fact]
+    public void ARankThatCannotReachOpenMpiSaysWhatIsMissing()
+    {
+        string[] pretrain = [Cli, .. Pretrain(Path.Combine(_dir.Path, "run"), 2, batch: 2)];
+        var missing = Launch.Run("dotnet", pretrain, TimeSpan.FromMinutes(1), new() { ["RANK"] = "0", ["WORLD_SIZE"] = "2", ["MLNETFT_MPI_LIBRARY"] = "/nonexistent/libmpi.so.40" });
+        Assert.NotEqual(0, missing.ExitCode);
+        Assert.Contains("error: Open MPI's library '/nonexistent/libmpi.so.40' could not be loaded (/nonexistent/libmpi.so.40: cannot open shared object file", missing.Output, StringComparison.Ordinal);
+        Assert.Contains("apt-get install openmpi-bin libopenmpi-dev", missing.Output, StringComparison.Ordinal);
+
+        var notOpenMpi = Launch.Run("dotnet", pretrain, TimeSpan.FromMinutes(1), new() { ["RANK"] = "0", ["WORLD_SIZE"] = "2", ["MLNETFT_MPI_LIBRARY"] = "libc.so.6" });
+        Assert.NotEqual(0, notOpenMpi.ExitCode);
+        Assert.Contains("error: 'libc.so.6' does not export ompi_mpi_comm_world: it is not Open MPI", notOpenMpi.Output, StringComparison.Ordinal);
+    }
+
+    [MpiFact]
+    public void ATorchrunStyleLaunchWithoutAnMpiLauncherIsRefused()
+    {
+        // RANK/WORLD_SIZE say 2, but nothing connects the processes: MPI starts this one alone (a singleton of 1).
+        var alone = Launch.Run("dotnet", [Cli, .. Pretrain(Path.Combine(_dir.Path, "run"), 2, batch: 2)], TimeSpan.FromMinutes(1),
+            new() { ["RANK"] = "0", ["WORLD_SIZE"] = "2", ["OMPI_ALLOW_RUN_AS_ROOT"] = "1", ["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1" });
+        Assert.NotEqual(0, alone.ExitCode);
+        Assert.Contains("error: The torchrun launch says 2 processes but MPI sees 1: on CPU, start the ranks with an MPI launcher", alone.Output, StringComparison.Ordinal);
+    }
+
     [MpiFact]
     public void ResumingWithAnotherWorldSizeIsRefused()
     {
@@ -218,8 +242,12 @@ static class Launch
 
     public static (int ExitCode, string Output) Mpi(int ranks, IEnumerable<string> command, TimeSpan timeout) => Wait(StartMpi(ranks, command), timeout);
 
-    public static (int ExitCode, string Output) Run(string file, IEnumerable<string> arguments, TimeSpan timeout) =>
-        Wait(Process.Start(new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true })!, timeout);
+    public static (int ExitCode, string Output) Run(string file, IEnumerable<string> arguments, TimeSpan timeout, Dictionary<string, string>? environment = null)
+    {
+        var start = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var (name, value) in environment ?? []) start.Environment[name] = value;
+        return Wait(Process.Start(start)!, timeout);
+    }
 
     static (int ExitCode, string Output) Wait(Process process, TimeSpan timeout)
     {

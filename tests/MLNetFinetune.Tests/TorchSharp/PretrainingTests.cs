@@ -4,6 +4,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNetFinetune.Data;
 using MLNetFinetune.Tokenization;
+using MLNetFinetune.TokenShards;
 using MLNetFinetune.TorchSharp.Training;
 
 namespace MLNetFinetune.Tests.TorchSharp;
@@ -36,6 +37,29 @@ public class PretrainingTests : IDisposable
             Device = "cpu", LogInterval = b.LogInterval, EvalInterval = b.EvalInterval, EvalFraction = b.EvalFraction, CheckpointInterval = b.CheckpointInterval,
             KeepLastCheckpoints = b.Keep, GradientClipNorm = b.Clip, ResumeFrom = b.ResumeFrom, WeightDecay = b.WeightDecay, Progress = b.Progress, Seed = b.Seed,
         };
+    }
+
+    [Fact]
+    public void TokenShardsOfAnotherBlockSizeOrTokenizerAreRefusedNamingBoth()
+    {
+        string shards = Path.Combine(_dir.Path, "shards");
+        var report = TokenShardWriter.Write(new TokenShardOptions
+        {
+            Corpus = new CorpusOptions { Path = RepoPaths.Of("examples", "data", "pretraining_sample.jsonl.zst") },
+            Tokenizer = TextTokenizer.Load(RepoPaths.Of("models", "facts-base")), OutputDirectory = shards,
+        });
+        TokenShardManifest.Write(shards, report.Inputs);
+
+        using (var wrongBlocks = _ml.Data.LoadTokenShards(shards, blockSize: 64))
+        {
+            var e = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(Options("blocks")).Fit(wrongBlocks));
+            Assert.Equal("The token shards were opened in blocks of 64 tokens but BlockSize is 32: open them with ml.Data.LoadTokenShards(path, 32).", e.Message);
+        }
+        using var blocks = _ml.Data.LoadTokenShards(shards, blockSize: 32);
+        var other = Assert.Throws<ArgumentException>(() => new PretrainingEstimator(Options("tokenizer")).Fit(blocks));
+        Assert.StartsWith("The token shards were written by tokenizer '", other.Message);
+        Assert.Contains("(2048 tokens, end of document 0); this run's tokenizer", other.Message);
+        Assert.EndsWith("Tokenize the corpus again with this tokenizer.", other.Message);
     }
 
     sealed class PretrainingOptionsBuilder
