@@ -21,6 +21,12 @@ public sealed class OnnxExportOptions
     /// </summary>
     public bool Float16 { get; init; }
 
+    /// <summary>
+    /// Weight-only quantization (<see cref="WeightQuantization.Int4"/>, <see cref="WeightQuantization.Int8"/>): linear
+    /// layers become MatMulNBits, the embedding a GatherBlockQuantized. Null (default): float weights.
+    /// </summary>
+    public WeightQuantization? Quantization { get; init; }
+
     /// <summary>Write weights to <c>model.onnx.data</c> beside the graph above this many bytes (protobuf's limit is 2 GB).</summary>
     public long ExternalDataThreshold { get; init; } = 1_800_000_000;
 }
@@ -46,6 +52,7 @@ public static class OnnxExporter
     public static string Export(string modelDirectory, OnnxExportOptions? options = null)
     {
         options ??= new OnnxExportOptions();
+        options.Quantization?.Validate();
         var (config, tokenizer) = ModelDirectory.ReadConfigAndTokenizer(modelDirectory);
         string output = options.OutputDirectory ?? Path.Combine(modelDirectory, "onnx");
         using var weights = SafeTensorsCheckpoint.Open(modelDirectory);
@@ -58,11 +65,12 @@ public static class OnnxExporter
         try
         {
             long bytes = weights.Tensors.Values.Sum(t => t.ElementCount * (options.Float16 ? 2 : 4));
+            if (options.Quantization is { } quantization) bytes = bytes * quantization.Bits / (options.Float16 ? 16 : 32) * 5 / 4; // scales and zero points included
             string modelPath = Path.Combine(staging, ModelFile);
             bool useExternal = bytes > options.ExternalDataThreshold;
             using (var external = useExternal ? new ExternalData(modelPath + ".data", ModelFile + ".data") : null)
             {
-                var model = Build(config, weights, external, options.Float16 ? DataType.Float16 : DataType.Float);
+                var model = Build(config, weights, external, options.Float16 ? DataType.Float16 : DataType.Float, options.Quantization);
                 DataFiles.WriteAtomically(modelPath, s => model.WriteTo(s));
             }
             ModelDirectory.WriteConfigAndTokenizer(staging, config, tokenizer);
@@ -103,7 +111,7 @@ public static class OnnxExporter
         return missing;
     }
 
-    static ModelProto Build(ModelConfig c, SafeTensorsCheckpoint weights, ExternalData? external, DataType floatType)
+    static ModelProto Build(ModelConfig c, SafeTensorsCheckpoint weights, ExternalData? external, DataType floatType, WeightQuantization? quantization)
     {
         var g = new OnnxGraphBuilder { FloatType = floatType };
         g.Graph.Name = c.ModelType;
@@ -128,8 +136,23 @@ public static class OnnxExporter
                 for (long k = 0; k < cols; k++) t[k * rows + r] = w[r * cols + k];
             return g.Weight(name + ".T", [cols, rows], t, external);
         }
-        string Linear(string x, string prefix, bool bias = true)
+        // A quantized weight as MatMulNBits and GatherBlockQuantized read it: the packed blocks [rows, blocks, blob] (rows
+        // are PyTorch's output features, so no transpose), the scales in the graph's float type, the packed zero points.
+        (string Data, string Scales, string ZeroPoints, BlockQuantizedMatrix Matrix) Quantize(string name, WeightQuantization q, bool flatRows = false)
         {
+            var shape = weights.Tensors[name].Shape;
+            var m = BlockQuantizedMatrix.Quantize(weights.ReadFloat32(name), (int)shape[0], (int)shape[1], q.Bits, q.BlockSize);
+            long[] dataShape = flatRows ? [m.Rows, (long)m.Blocks * m.BlobBytes] : [m.Rows, m.Blocks, m.BlobBytes];
+            return (g.Bytes(name + ".quant", dataShape, m.Data, external), g.Weight(name + ".scales", [m.Rows, m.Blocks], m.Scales, external),
+                g.Bytes(name + ".zero_points", [m.Rows, m.ZeroPointBytesPerRow], m.ZeroPoints, external), m);
+        }
+        string MatMulNBits(string x, (string Data, string Scales, string ZeroPoints, BlockQuantizedMatrix Matrix) q, string? bias, WeightQuantization options) =>
+            g.MicrosoftNode("MatMulNBits", bias == null ? [x, q.Data, q.Scales, q.ZeroPoints] : [x, q.Data, q.Scales, q.ZeroPoints, "", bias],
+                Int("K", q.Matrix.Columns), Int("N", q.Matrix.Rows), Int("bits", options.Bits), Int("block_size", options.BlockSize), Int("accuracy_level", options.AccuracyLevel));
+        string Linear(string x, string prefix, bool bias = true, bool quantize = true)
+        {
+            if (quantization != null && quantize)
+                return MatMulNBits(x, Quantize(prefix + ".weight", quantization), bias ? W(prefix + ".bias") : null, quantization);
             string y = g.Node("MatMul", [x, WT(prefix + ".weight")]);
             return bias ? g.Node("Add", [y, W(prefix + ".bias")]) : y;
         }
@@ -191,8 +214,25 @@ public static class OnnxExporter
             return rot == headDim ? applied : g.Node("Concat", [applied, Slice(x, rot, headDim)], Int("axis", 3));
         }
 
-        string embedding = W(c.IsGptNeoX ? "gpt_neox.embed_in.weight" : "model.embed_tokens.weight");
-        string hidden = g.Node("Gather", [embedding, OnnxContract.InputIds], Int("axis", 0));
+        string embeddingName = c.IsGptNeoX ? "gpt_neox.embed_in.weight" : "model.embed_tokens.weight";
+        string embedding = "", hidden;
+        // GatherBlockQuantized reads rows of [vocab, hidden · bits / 8] bytes: the blocks must tile the row exactly, else
+        // the embedding stays float. A tied head reads the same bytes as MatMulNBits' [vocab, blocks, blob] (one copy in
+        // the file, reshaped for the gather).
+        (string Data, string Scales, string ZeroPoints, BlockQuantizedMatrix Matrix)? quantizedEmbedding = null;
+        if (quantization is { Embedding: true } && c.HiddenSize % quantization.BlockSize == 0)
+        {
+            var q = Quantize(embeddingName, quantization, flatRows: !c.TieWordEmbeddings);
+            string rows = c.TieWordEmbeddings ? g.Node("Reshape", [q.Data, g.Constant([q.Matrix.Rows, (long)q.Matrix.Blocks * q.Matrix.BlobBytes])]) : q.Data;
+            hidden = g.MicrosoftNode("GatherBlockQuantized", [rows, OnnxContract.InputIds, q.Scales, q.ZeroPoints],
+                Int("gather_axis", 0), Int("quantize_axis", 1), Int("block_size", quantization.BlockSize), Int("bits", quantization.Bits));
+            quantizedEmbedding = q;
+        }
+        else
+        {
+            embedding = W(embeddingName);
+            hidden = g.Node("Gather", [embedding, OnnxContract.InputIds], Int("axis", 0));
+        }
         string scale = g.Scalar((float)(1 / Math.Sqrt(headDim)));
         string sqrtHalf = "", half = "", unit = "", groups = "", groupAxis = "";
         if (c.IsGptNeoX) (sqrtHalf, half, unit) = (g.Scalar((float)(1 / Math.Sqrt(2))), g.Scalar(0.5f), g.Scalar(1f));
@@ -258,16 +298,18 @@ public static class OnnxExporter
             hidden = parallel ? g.Node("Add", [g.Node("Add", [hidden, attention]), mlp]) : g.Node("Add", [mlpInput, mlp]);
         }
         string final = Norm(hidden, c.IsGptNeoX ? "gpt_neox.final_layer_norm" : "model.norm");
-        // A tied head multiplies by the transposed input embedding: a Transpose of the one stored initializer, so the
-        // file does not hold the vocabulary table twice.
-        string logits = c.TieWordEmbeddings
-            ? g.Node("MatMul", [final, g.Node("Transpose", [embedding], Ints("perm", 1, 0))])
-            : Linear(final, c.IsGptNeoX ? "embed_out" : "lm_head", bias: false);
+        // A tied head multiplies by the transposed input embedding: a Transpose of the one stored initializer (or
+        // MatMulNBits over its quantized rows, whose layout is already [vocab, hidden]), so the file does not hold the
+        // vocabulary table twice. A tied head is quantized when the embedding is.
+        string logits = !c.TieWordEmbeddings ? Linear(final, c.IsGptNeoX ? "embed_out" : "lm_head", bias: false, quantize: quantization?.Head == true)
+            : quantizedEmbedding is { } tied ? MatMulNBits(final, tied, null, quantization!)
+            : g.Node("MatMul", [final, g.Node("Transpose", [embedding], Ints("perm", 1, 0))]);
         if (floatType != DataType.Float) logits = g.Node("Cast", [logits], Int("to", (long)DataType.Float));
         g.Output(logits, OnnxContract.Logits, DataType.Float, "batch", "sequence", c.VocabSize.ToString());
 
         var model = new ModelProto { IrVersion = 8, ProducerName = "MLNetFinetune", ProducerVersion = "1", Graph = g.Graph };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        if (quantization != null) model.OpsetImport.Add(new OperatorSetIdProto { Domain = OnnxGraphBuilder.MicrosoftDomain, Version = 1 });
         return model;
     }
 

@@ -13,6 +13,17 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Adds a node and returns the name of its (first) output.</summary>
     public string Node(string op, IEnumerable<string> inputs, params AttributeProto[] attributes) => Nodes(op, inputs, 1, attributes)[0];
 
+    /// <summary>Adds a node of ONNX Runtime's contrib operators (domain <c>com.microsoft</c>) and returns its output.</summary>
+    public string MicrosoftNode(string op, IEnumerable<string> inputs, params AttributeProto[] attributes)
+    {
+        string output = Node(op, inputs, attributes);
+        Graph.Node[^1].Domain = MicrosoftDomain;
+        return output;
+    }
+
+    /// <summary>The domain of ONNX Runtime's contrib operators (MatMulNBits, GatherBlockQuantized).</summary>
+    public const string MicrosoftDomain = "com.microsoft";
+
     /// <summary>Adds a node with several outputs.</summary>
     public string[] Nodes(string op, IEnumerable<string> inputs, int outputs, params AttributeProto[] attributes)
     {
@@ -73,11 +84,19 @@ internal sealed class OnnxGraphBuilder
     /// <summary>A weight in the given float type.</summary>
     public string Weight(string name, long[] dims, float[] values, ExternalData? external, TensorProto.Types.DataType type)
     {
-        var t = new TensorProto { Name = name, DataType = (int)type };
-        t.Dims.AddRange(dims);
         byte[] bytes = type == TensorProto.Types.DataType.Float16
             ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.Select(v => (Half)v).ToArray().AsSpan()).ToArray()
             : System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+        return Initializer(name, dims, type, bytes, external);
+    }
+
+    /// <summary>A uint8 initializer (quantized weights, packed zero points).</summary>
+    public string Bytes(string name, long[] dims, byte[] values, ExternalData? external) => Initializer(name, dims, TensorProto.Types.DataType.Uint8, values, external);
+
+    string Initializer(string name, long[] dims, TensorProto.Types.DataType type, byte[] bytes, ExternalData? external)
+    {
+        var t = new TensorProto { Name = name, DataType = (int)type };
+        t.Dims.AddRange(dims);
         if (external == null) t.RawData = ByteString.CopyFrom(bytes);
         else
         {
