@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MLNetFinetune.Course;
+using MLNetFinetune.Export;
 using MLNetFinetune.TorchSharp.Training;
 
 namespace MLNetFinetune.Cli;
@@ -22,11 +23,13 @@ static class QuickstartCommand
         var threads = new Option<int>("--threads") { Description = "libtorch threads (0: all cores).", DefaultValueFactory = _ => 0 };
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
         var device = new Option<string>("--device") { Description = "auto (CUDA when libtorch sees a GPU), cpu, cuda or cuda:N; ONNX Runtime follows with its auto provider.", DefaultValueFactory = _ => defaults.Device };
+        var quantize = new Option<string>("--quantize") { Description = "Also export the finetuned model with int4 or int8 weights and score it (ONNX Runtime) against float32 on the held-out pairs.", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int4", "int8");
         var command = new Command("quickstart",
             "The course's lesson on the bundled facts: score the pretrained base model on held-out entities, finetune it on question/answer pairs, " +
             "score again, export to ONNX and answer with ONNX Runtime. The last line is a JSON summary.")
         {
-            data, baseModel, outDir, epochs, steps, lr, batch, lora, maxRows, threads, seed, device,
+            data, baseModel, outDir, epochs, steps, lr, batch, lora, maxRows, threads, seed, device, quantize,
         };
         command.SetAction(result =>
         {
@@ -36,7 +39,7 @@ static class QuickstartCommand
             BaseModel = result.GetValue(baseModel) ?? Bundled(Path.Combine("models", "facts-base"), "config.json", "--base"),
             Output = result.GetValue(outDir)!, Epochs = result.GetValue(epochs), MaxSteps = result.GetValue(steps), LearningRate = result.GetValue(lr),
             BatchSize = result.GetValue(batch), LoraRank = result.GetValue(lora), MaxHeldOutRows = result.GetValue(maxRows), Threads = result.GetValue(threads), Seed = result.GetValue(seed),
-            Device = result.GetValue(device)!,
+            Device = result.GetValue(device)!, Quantization = WeightQuantization.Parse(result.GetValue(quantize)),
             }, output, new CliLessonDisplay(output));
             return 0;
         });

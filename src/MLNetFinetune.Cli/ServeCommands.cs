@@ -14,11 +14,27 @@ static class ServeCommands
     {
         var model = new Argument<string>("model") { Description = "A model directory (config.json, model.safetensors, tokenizer)." };
         var outDir = new Option<string?>("--out") { Description = "Output folder (default: <model>/onnx)." };
-        var command = new Command("export", "Export a model directory to ONNX with a KV cache (model.onnx, genai_config.json, tokenizer).") { model, outDir };
+        var defaults = WeightQuantization.Int4;
+        var quantize = new Option<string>("--quantize") { Description = "Weight-only quantization of the linear layers, the head and the embedding (MatMulNBits): int4, int8 or none.", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int4", "int8");
+        var blockSize = new Option<int>("--block-size") { Description = "Quantized weights per scale and zero point (a power of two ≥ 16).", DefaultValueFactory = _ => defaults.BlockSize };
+        var accuracy = new Option<int>("--accuracy-level") { Description = "MatMulNBits' compute precision on CPU: 4 int8 (fast), 1 float32, 0 the provider's choice.", DefaultValueFactory = _ => defaults.AccuracyLevel };
+        var float16 = new Option<bool>("--float16") { Description = "Float16 weights, activations and KV cache (for GPUs); logits stay float32." };
+        var command = new Command("export", "Export a model directory to ONNX with a KV cache (model.onnx, genai_config.json, tokenizer); optionally int4/int8 weights.")
+        {
+            model, outDir, quantize, blockSize, accuracy, float16,
+        };
         command.SetAction(result =>
         {
-            string folder = OnnxExporter.Export(result.GetValue(model)!, new OnnxExportOptions { OutputDirectory = result.GetValue(outDir) });
-            output.WriteLine($"exported to {folder}");
+            var quantization = WeightQuantization.Parse(result.GetValue(quantize)) is { } q
+                ? new WeightQuantization { Bits = q.Bits, BlockSize = result.GetValue(blockSize), AccuracyLevel = result.GetValue(accuracy) }
+                : null;
+            string folder = OnnxExporter.Export(result.GetValue(model)!, new OnnxExportOptions
+            {
+                OutputDirectory = result.GetValue(outDir), Quantization = quantization, Float16 = result.GetValue(float16),
+            });
+            long bytes = Directory.GetFiles(folder, OnnxExporter.ModelFile + "*").Sum(f => new FileInfo(f).Length);
+            output.WriteLine($"exported to {folder} ({(quantization != null ? quantization + " weights, " : "")}{bytes / 1e6:N1} MB)");
             return 0;
         });
         return command;

@@ -4,7 +4,9 @@ using Microsoft.Data.Analysis;
 using MLNetFinetune.ChatTemplates;
 using MLNetFinetune.Data;
 using MLNetFinetune.Evaluation;
+using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
+using MLNetFinetune.OnnxRuntime;
 using MLNetFinetune.Tokenization;
 using MLNetFinetune.TokenShards;
 using MLNetFinetune.TorchSharp.Modeling;
@@ -177,8 +179,8 @@ static class TrainCommands
     public static Command Evaluate(TextWriter output)
     {
         var pairs = new Option<string>("--pairs") { Description = "Instruction data to answer (.jsonl or .csv).", Required = true };
-        var model = new Option<string>("--model") { Description = "The model directory to evaluate.", Required = true };
-        var against = new Option<string?>("--base") { Description = "A second model directory (e.g. the base) to compare with." };
+        var model = new Option<string>("--model") { Description = "The model to evaluate: a model directory (TorchSharp: answers and loss) or an exported folder (ONNX Runtime, e.g. an int4 export: answers).", Required = true };
+        var against = new Option<string?>("--base") { Description = "A second model directory or exported folder (e.g. the base, or the float32 model against its int4 export) to compare with." };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Longest answer.", DefaultValueFactory = _ => 100 };
         var report = new Option<string?>("--report") { Description = "Write the answers and metrics (or, with --base, the comparison) as Markdown here, and CSV beside it." };
         var fieldMap = FieldMapOption.Create();
@@ -199,7 +201,7 @@ static class TrainCommands
                 var items = ClozeItems(ml, result.GetValue(pairs)!, FieldMapOption.Options(result, fieldMap, ["cloze"]));
                 foreach (var dir in new[] { result.GetValue(model)!, result.GetValue(against) }.OfType<string>())
                 {
-                    using var lm = CausalLMTransformer.Load(dir, new CausalLMScoringOptions { BatchSize = result.GetValue(batch) });
+                    using var lm = EvaluatedModel.Load(dir, new CausalLMScoringOptions { BatchSize = result.GetValue(batch) });
                     output.WriteLine($"{dir}: cloze recall {ClozeEvaluator.Evaluate(items, prompts => lm.Generate(prompts, new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) }))}");
                 }
                 return 0;
@@ -209,7 +211,7 @@ static class TrainCommands
                 TextColumnName = null, PromptColumnName = "Prompt", ResponseColumnName = "Response",
                 Generation = new GenerationOptions { MaxNewTokens = result.GetValue(maxNew) }, BatchSize = result.GetValue(batch),
             };
-            using var tuned = CausalLMTransformer.Load(result.GetValue(model)!, scoring);
+            using var tuned = EvaluatedModel.Load(result.GetValue(model)!, scoring);
             IDataView data;
             string question, label;
             if (tuned.Format == null && ChatTemplate.Load(result.GetValue(model)!) is { } chat)
@@ -229,7 +231,7 @@ static class TrainCommands
                     output.WriteLine($"note: --template {ignored} is not used: the model folder records the format it was trained with");
                 (question, label) = (InstructionData.FieldsOf(layout)[0], InstructionData.FieldsOf(layout)[^1]);
             }
-            var scored = tuned.Transform(data);
+            var scored = tuned.Scorer.Transform(data);
             // One report or comparison reads each lazy view once: generation is the costly part.
             string? path = result.GetValue(report);
             if (result.GetValue(against) is not { } baseDir)
@@ -242,8 +244,8 @@ static class TrainCommands
             }
             else
             {
-                using var baseline = CausalLMTransformer.Load(baseDir, scoring);
-                var comparison = ModelComparison.Compare(baseline.Transform(data), scored, question, label);
+                using var baseline = EvaluatedModel.Load(baseDir, scoring);
+                var comparison = ModelComparison.Compare(baseline.Scorer.Transform(data), scored, question, label);
                 output.WriteLine($"{result.GetValue(model)}: {comparison.Tuned}");
                 output.WriteLine($"{baseDir}: {comparison.Base}");
                 if (path == null) return 0;
@@ -282,5 +284,27 @@ static class TrainCommands
         var format = recorded ?? (template != null ? PromptFormats.Resolve(template) : InstructionData.TemplateFor(layout));
         var render = ml.Transforms.Text.ApplyPromptFormat(format);
         return (render.Fit(pairs).Transform(pairs), format);
+    }
+
+    // What evaluate scores with: a model directory through TorchSharp (answers and their loss), or an exported folder
+    // (model.onnx) through ONNX Runtime (answers), so an int4 export can be scored against its float32 model.
+    sealed record EvaluatedModel(ITransformer Scorer, PromptFormat? Format, Func<IReadOnlyList<string>, GenerationOptions, IReadOnlyList<string>> Generate, IDisposable Owner) : IDisposable
+    {
+        public static EvaluatedModel Load(string dir, CausalLMScoringOptions scoring)
+        {
+            if (!File.Exists(Path.Combine(dir, OnnxExporter.ModelFile)))
+            {
+                var lm = CausalLMTransformer.Load(dir, scoring);
+                return new(lm, lm.Format, lm.Generate, lm);
+            }
+            var ort = new OnnxGenerationTransformer(new OnnxGenerationOptions
+            {
+                ModelFolder = dir, PromptColumnName = scoring.PromptColumnName ?? "Prompt", OutputColumnName = scoring.GeneratedColumnName,
+                Generation = scoring.Generation, BatchSize = scoring.BatchSize,
+            });
+            return new(ort, ort.Model.Format, (prompts, options) => prompts.Chunk(scoring.BatchSize).SelectMany(batch => ort.Model.Generate(batch, options)).ToArray(), ort);
+        }
+
+        public void Dispose() => Owner.Dispose();
     }
 }

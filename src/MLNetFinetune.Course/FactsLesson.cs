@@ -59,6 +59,12 @@ public sealed class FactsLessonOptions
 
     /// <summary>Seed of weights order, data order and sampling. Default 0.</summary>
     public int Seed { get; init; }
+
+    /// <summary>
+    /// Also export the finetuned model with quantized weights (<see cref="WeightQuantization.Int4"/>, …) and score that
+    /// folder with ONNX Runtime on the same held-out pairs, beside the float32 model. Null (default): only float32.
+    /// </summary>
+    public WeightQuantization? Quantization { get; init; }
 }
 
 /// <summary>How a lesson shows long work: a progress display for training, timing for scoring, a loss plot.</summary>
@@ -74,10 +80,22 @@ public interface ILessonDisplay
     string? PlotLoss(string runDirectory, string title);
 }
 
-/// <summary>The lesson's numbers: exact match before and after on held-out entities, cloze recall, and the time taken.</summary>
+/// <summary>
+/// The lesson's numbers: exact match before and after on held-out entities, cloze recall, and the time taken; with a
+/// quantized export, its exact match too.
+/// </summary>
 public sealed record FactsLessonResult(GenerationMetrics BaseExtraction, GenerationMetrics TunedExtraction, GenerationMetrics BaseRecall,
     GenerationMetrics TunedRecall, Rate BaseCloze, Rate TunedCloze, double Seconds)
 {
+    /// <summary>The quantization of the export scored (<c>int4</c>, <c>int8</c>), or null.</summary>
+    public string? Quantization { get; init; }
+
+    /// <summary>The quantized export's extraction exact match (ONNX Runtime), or null.</summary>
+    public GenerationMetrics? QuantizedExtraction { get; init; }
+
+    /// <summary>The quantized export's recall exact match (ONNX Runtime), or null.</summary>
+    public GenerationMetrics? QuantizedRecall { get; init; }
+
     /// <summary>The one-line JSON summary the quickstart ends with.</summary>
     public string ToJson() => JsonSerializer.Serialize(new Dictionary<string, object>
     {
@@ -89,7 +107,11 @@ public sealed record FactsLessonResult(GenerationMetrics BaseExtraction, Generat
         ["finetuned_cloze_recall"] = Round(TunedCloze.Value),
         ["heldout_rows"] = BaseExtraction.Count + BaseRecall.Count,
         ["seconds"] = Math.Round(Seconds, 1),
-    });
+    }.Concat(Quantization == null ? [] : new Dictionary<string, object>
+    {
+        [$"{Quantization}_extraction_em"] = Round(QuantizedExtraction!.ExactMatch.Value),
+        [$"{Quantization}_recall_em"] = Round(QuantizedRecall!.ExactMatch.Value),
+    }).ToDictionary());
 
     static double Round(double value) => Math.Round(value, 4);
 }
@@ -207,8 +229,33 @@ public static class FactsLesson
         output.WriteLine($"exported to {onnx}; ONNX Runtime ({runtime.Provider}) answers:");
         for (int i = 0; i < questions.Length; i++) output.WriteLine($"  {Cell(questions[i])} → {answers[i].Trim()}");
 
+        // 6. The same model with quantized weights, scored on the same rows by ONNX Runtime.
+        Scored? quantizedExtraction = null, quantizedRecall = null;
+        if (s.Quantization is { } quantization)
+        {
+            FactPairs.Heading(output, $"6. {quantization} weights (ONNX Runtime) against float32");
+            string folder = OnnxExporter.Export(Path.Combine(runDirectory, "model"), new OnnxExportOptions { OutputDirectory = Path.Combine(s.Output, $"onnx-{quantization}"), Quantization = quantization });
+            long Bytes(string dir) => Directory.GetFiles(dir, OnnxExporter.ModelFile + "*").Sum(f => new FileInfo(f).Length);
+            output.WriteLine($"exported to {folder}: {Bytes(folder) / 1e6:N1} MB against float32's {Bytes(onnx) / 1e6:N1} MB");
+            using var quantized = new OnnxGenerationTransformer(new OnnxGenerationOptions
+            {
+                ModelFolder = folder, Generation = scoring.Generation, BatchSize = s.EvalBatchSize, Threads = s.Threads, Provider = "auto",
+            });
+            quantizedExtraction = display.Timed("extraction pairs", () => Score(quantized, quantized.Options.OutputColumnName, render, extraction));
+            quantizedRecall = display.Timed("recall pairs", () => Score(quantized, quantized.Options.OutputColumnName, render, recall));
+            output.WriteLine($"| held-out pairs | rows | finetuned, float32 (TorchSharp) | finetuned, {quantization} (ONNX Runtime) |");
+            output.WriteLine("| --- | --- | --- | --- |");
+            output.WriteLine($"| extraction exact match | {extraction.Rows.Count} | {tunedExtraction.Metrics.ExactMatch} | {quantizedExtraction.Metrics.ExactMatch} |");
+            output.WriteLine($"| recall exact match | {recall.Rows.Count} | {tunedRecall.Metrics.ExactMatch} | {quantizedRecall.Metrics.ExactMatch} |");
+            int same = tunedExtraction.Answers.Concat(tunedRecall.Answers).Zip(quantizedExtraction.Answers.Concat(quantizedRecall.Answers)).Count(p => p.First.Generated == p.Second.Generated);
+            output.WriteLine($"answers identical to float32's: {same} of {extraction.Rows.Count + recall.Rows.Count}");
+        }
+
         var result = new FactsLessonResult(baseExtraction.Metrics, tunedExtraction.Metrics, baseRecall.Metrics, tunedRecall.Metrics,
-            baseCloze, tunedCloze, clock.Elapsed.TotalSeconds);
+            baseCloze, tunedCloze, clock.Elapsed.TotalSeconds)
+        {
+            Quantization = s.Quantization?.ToString(), QuantizedExtraction = quantizedExtraction?.Metrics, QuantizedRecall = quantizedRecall?.Metrics,
+        };
         output.WriteLine();
         output.WriteLine(result.ToJson());
         return result;
@@ -217,10 +264,14 @@ public static class FactsLesson
     sealed record Scored(GenerationMetrics Metrics, IReadOnlyList<ScoredAnswer> Answers);
 
     // Renders the rows with the template and lets the model answer them (one pass over the lazy view).
-    static Scored Score<T>(CausalLMTransformer model, IEstimator<T> render, DataFrame rows) where T : class, ITransformer
+    static Scored Score<T>(CausalLMTransformer model, IEstimator<T> render, DataFrame rows) where T : class, ITransformer =>
+        Score(model, model.Scoring.GeneratedColumnName, render, rows, model.Scoring.LossColumnName);
+
+    // The same with any transformer that adds a generated column (an exported folder's answers have no loss).
+    static Scored Score<T>(ITransformer model, string generatedColumn, IEstimator<T> render, DataFrame rows, string lossColumn = "Loss") where T : class, ITransformer
     {
         var scored = model.Transform(render.Fit(rows).Transform(rows));
-        var answers = GenerationEvaluator.ReadAnswers(scored, "answer", model.Scoring.GeneratedColumnName, model.Scoring.LossColumnName);
+        var answers = GenerationEvaluator.ReadAnswers(scored, "answer", generatedColumn, lossColumn);
         return new Scored(GenerationEvaluator.Score(answers, Normalization), answers);
     }
 

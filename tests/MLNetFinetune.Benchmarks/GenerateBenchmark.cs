@@ -16,8 +16,9 @@ namespace MLNetFinetune.Benchmarks;
 /// one run: ONNX Runtime with the KV cache; ONNX Runtime GenAI on the same exported folder (a child process, since GenAI
 /// brings its own ONNX Runtime); TorchSharp with the KV cache (the decode loop's session) and without (the full sequence
 /// every step); and the cached per-token latency at position 512 against position 16. ORT runs twice, side by side: the
-/// plain path and steps through an OrtIoBinding that keeps the cache in the provider's memory. Options: --new N (256),
-/// --threads N, --provider cpu|cuda|auto, --no-genai.
+/// plain path and steps through an OrtIoBinding that keeps the cache in the provider's memory. With --quantize int4|int8
+/// the same weights are exported quantized too and timed beside float32 (tokens/s and file size). Options: --new N (256),
+/// --threads N, --provider cpu|cuda|auto, --quantize int4|int8, --no-genai.
 /// </summary>
 static class GenerateBenchmark
 {
@@ -50,13 +51,34 @@ static class GenerateBenchmark
         SaveAndExport(model, dir);
 
         using var ort = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider, ioBinding: false);
-        using var bound = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider, ioBinding: true);
         Console.WriteLine($"pythia-70m shape, {config.ParameterCount():N0} parameters; ORT provider {ort.Provider}; {threads} threads");
         long[] prompt = Enumerable.Range(0, 16).Select(i => (long)(i * 37 % 300)).ToArray();
 
-        var (ortTokensPerSecond, at16, at512) = TimeOrt(ort, prompt, newTokens, config.VocabSize);
+        // With --quantize, the same weights exported quantized (afresh: the exporter may have changed) and timed in turns
+        // with float32, three rounds each, before anything else loads: this machine's speed drifts by tens of percent
+        // within a minute, and a second model resident in the process slows the first.
+        var quantization = WeightQuantization.Parse(BenchmarkArgs.Value(args, "--quantize"));
+        string? quantizedFolder = null;
+        (double TokensPerSecond, double At16, double At512) quantizedTiming = default, ortTiming = default;
+        if (quantization != null)
+        {
+            quantizedFolder = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(dir, "onnx-" + quantization), Quantization = quantization });
+            using var q = OnnxCausalLM.Load(quantizedFolder, provider, ioBinding: false);
+            const int rounds = 3;
+            for (int round = 0; round < rounds; round++)
+            {
+                var (f, q2) = (TimeOrt(ort, prompt, newTokens, config.VocabSize), TimeOrt(q, prompt, newTokens, config.VocabSize));
+                Console.WriteLine($"round {round + 1}: float32 {f.TokensPerSecond:N1} tokens/s, {quantization} {q2.TokensPerSecond:N1} tokens/s ({q2.TokensPerSecond / f.TokensPerSecond:F2}×)");
+                ortTiming = (ortTiming.TokensPerSecond + f.TokensPerSecond / rounds, ortTiming.At16 + f.At16 / rounds, ortTiming.At512 + f.At512 / rounds);
+                quantizedTiming = (quantizedTiming.TokensPerSecond + q2.TokensPerSecond / rounds, quantizedTiming.At16 + q2.At16 / rounds, quantizedTiming.At512 + q2.At512 / rounds);
+            }
+        }
+        else ortTiming = TimeOrt(ort, prompt, newTokens, config.VocabSize);
+        var (ortTokensPerSecond, at16, at512) = ortTiming;
         Console.WriteLine($"ORT (KV cache): {ortTokensPerSecond:N1} tokens/s; per-token latency {at16:F2} ms at position 16, {at512:F2} ms at 512");
-        var (boundTokensPerSecond, bound16, bound512) = TimeOrt(bound, prompt, newTokens, config.VocabSize);
+        double boundTokensPerSecond, bound16, bound512;
+        using (var bound = OnnxCausalLM.Load(Path.Combine(dir, "onnx"), provider, ioBinding: true))
+            (boundTokensPerSecond, bound16, bound512) = TimeOrt(bound, prompt, newTokens, config.VocabSize);
         Console.WriteLine($"ORT (KV cache, IoBinding): {boundTokensPerSecond:N1} tokens/s; per-token latency {bound16:F2} ms at position 16, {bound512:F2} ms at 512");
 
         // TorchSharp with the cache, through the session the shared decode loop drives.
@@ -90,6 +112,25 @@ static class GenerateBenchmark
         double? genai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(Path.Combine(dir, "onnx"), newTokens, prompt);
         if (genai != null) Console.WriteLine($"ONNX Runtime GenAI: {genai:N1} tokens/s");
 
+        object? quantized = null;
+        if (quantization != null)
+        {
+            var (qTokensPerSecond, q16, q512) = quantizedTiming;
+            double fp32Bytes = new FileInfo(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)).Length, qBytes = new FileInfo(Path.Combine(quantizedFolder!, OnnxExporter.ModelFile)).Length;
+            Console.WriteLine($"ORT {quantization} (KV cache): {qTokensPerSecond:N1} tokens/s ({qTokensPerSecond / ortTokensPerSecond:F2}× float32); per-token latency {q16:F2} ms at 16, {q512:F2} ms at 512; " +
+                $"file {qBytes / 1e6:N1} MB ({qBytes / fp32Bytes:F3}× float32's {fp32Bytes / 1e6:N1} MB)");
+            double? qGenai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(quantizedFolder!, newTokens, prompt);
+            if (qGenai != null) Console.WriteLine($"ONNX Runtime GenAI, {quantization}: {qGenai:N1} tokens/s");
+            quantized = new
+            {
+                quantization = quantization.ToString(), block_size = quantization.BlockSize, accuracy_level = quantization.AccuracyLevel,
+                tokens_per_s = Math.Round(qTokensPerSecond, 1), vs_fp32 = Math.Round(qTokensPerSecond / ortTokensPerSecond, 2),
+                latency_ms_16 = Math.Round(q16, 3), latency_ms_512 = Math.Round(q512, 3),
+                file_mb = Math.Round(qBytes / 1e6, 1), fp32_file_mb = Math.Round(fp32Bytes / 1e6, 1), file_vs_fp32 = Math.Round(qBytes / fp32Bytes, 3),
+                genai_tokens_per_s = qGenai is { } qg ? Math.Round(qg, 1) : (double?)null,
+            };
+        }
+
         Console.WriteLine(JsonSerializer.Serialize(new
         {
             benchmark = "generate",
@@ -111,6 +152,7 @@ static class GenerateBenchmark
             latency_ms_16 = Math.Round(at16, 3),
             latency_ms_512 = Math.Round(at512, 3),
             latency_ratio_512_vs_16 = Math.Round(at512 / at16, 3),
+            quantized,
         }));
         return Task.FromResult(0);
     }

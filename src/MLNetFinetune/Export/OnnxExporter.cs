@@ -186,8 +186,9 @@ public static class OnnxExporter
         string visible = g.Node("And", [causal, padding]);
         string bias = g.Node("Where", [visible, g.Scalar(0f), g.Scalar(floatType == DataType.Float16 ? -65504f : float.MinValue)]);
 
-        // Rotary angles from position ids: [B, S, rot] → [B, 1, S, rot].
-        string cos = "", sin = "";
+        // Rotary angles from position ids, once per step for every layer: cos and sin [B, 1, S, head_dim], padded past
+        // the rotary dimensions with 1 and 0 so that the pass-through dimensions of a partial rotary come out unchanged.
+        string cos = "", sin = "", rotateHalf = "";
         if (rot > 0)
         {
             // Angles in float32 whatever the graph's type: positions up to thousands lose too much in float16. The
@@ -195,24 +196,31 @@ public static class OnnxExporter
             string freq = g.Weight("rotary.inv_freq", [1, 1, rot / 2], RotaryFrequencies.Of(c), null, DataType.Float);
             string positions = g.Node("Unsqueeze", [g.Node("Cast", [OnnxContract.PositionIds], Int("to", (long)DataType.Float)), g.Constant([2])]);
             string angles = g.Node("Mul", [positions, freq]);
-            string both = g.Node("Unsqueeze", [g.Node("Concat", [angles, angles], Int("axis", -1)), g.Constant([1])]);
-            cos = g.Node("Cos", [both]);
-            sin = g.Node("Sin", [both]);
+            string both = g.Node("Concat", [angles, angles], Int("axis", -1));
+            string Padded(string x, float value) => rot == headDim ? x
+                : g.Node("Pad", [x, g.Constant([0, 0, 0, 0, 0, headDim - rot]), g.Scalar(value, DataType.Float)]);
+            cos = g.Node("Unsqueeze", [Padded(g.Node("Cos", [both]), 1), g.Constant([1])]);
+            sin = g.Node("Unsqueeze", [Padded(g.Node("Sin", [both]), 0), g.Constant([1])]);
             if (floatType != DataType.Float)
             {
                 cos = g.Node("Cast", [cos], Int("to", (long)floatType));
                 sin = g.Node("Cast", [sin], Int("to", (long)floatType));
             }
+            // rotate_half (x₁, x₂ → −x₂, x₁ over the rotary dimensions) as a product with a signed permutation matrix:
+            // one small MatMul instead of slices, a negation and concatenations for each of q and k in every layer (each
+            // output is one ±x term, so the product is exact). Decoding one token runs ~250 nodes per step, and their
+            // count, not their arithmetic, is what a 4-bit model's step mostly costs.
+            var permutation = new float[headDim * headDim];
+            for (int j = 0; j < rot / 2; j++)
+            {
+                permutation[(j + rot / 2) * headDim + j] = -1;
+                permutation[j * headDim + j + rot / 2] = 1;
+            }
+            rotateHalf = g.Weight("rotary.rotate_half", [headDim, headDim], permutation, null);
         }
         string Slice(string x, long start, long end) => g.Node("Slice", [x, g.Constant([start]), g.Constant([end]), g.Constant([3])]);
-        string Rotate(string x)
-        {
-            if (rot == 0) return x;
-            string r = Slice(x, 0, rot);
-            string rotated = g.Node("Concat", [g.Node("Neg", [Slice(r, rot / 2, rot)]), Slice(r, 0, rot / 2)], Int("axis", 3));
-            string applied = g.Node("Add", [g.Node("Mul", [r, cos]), g.Node("Mul", [rotated, sin])]);
-            return rot == headDim ? applied : g.Node("Concat", [applied, Slice(x, rot, headDim)], Int("axis", 3));
-        }
+        string Rotate(string x) => rot == 0 ? x
+            : g.Node("Add", [g.Node("Mul", [x, cos]), g.Node("Mul", [g.Node("MatMul", [x, rotateHalf]), sin])]);
 
         string embeddingName = c.IsGptNeoX ? "gpt_neox.embed_in.weight" : "model.embed_tokens.weight";
         string embedding = "", hidden;
@@ -234,8 +242,8 @@ public static class OnnxExporter
             hidden = g.Node("Gather", [embedding, OnnxContract.InputIds], Int("axis", 0));
         }
         string scale = g.Scalar((float)(1 / Math.Sqrt(headDim)));
-        string sqrtHalf = "", half = "", unit = "", groups = "", groupAxis = "";
-        if (c.IsGptNeoX) (sqrtHalf, half, unit) = (g.Scalar((float)(1 / Math.Sqrt(2))), g.Scalar(0.5f), g.Scalar(1f));
+        string sqrtTwo = "", half = "", unit = "", groups = "", groupAxis = "";
+        if (c.IsGptNeoX) (sqrtTwo, half, unit) = (g.Scalar((float)Math.Sqrt(2)), g.Scalar(0.5f), g.Scalar(1f));
         else (rmsTwo, rmsEpsilon) = (g.Scalar(2f, DataType.Float), g.Scalar((float)c.RmsNormEps, DataType.Float));
         if (kvHeads != heads) (groupAxis, groups) = (g.Constant([2]), g.Constant([1, 1, heads / kvHeads, 1, 1]));
         // Grouped-query attention: the cache holds only the key/value heads; for attention each is repeated for the
@@ -270,8 +278,8 @@ public static class OnnxExporter
             }
             string presentK = g.Node("Concat", [OnnxContract.PastKey(i), k], Int("axis", 2));
             string presentV = g.Node("Concat", [OnnxContract.PastValue(i), v], Int("axis", 2));
-            g.Output(presentK, OnnxContract.PresentKey(i), floatType, "batch", kvHeads.ToString(), "total_sequence", headDim.ToString());
-            g.Output(presentV, OnnxContract.PresentValue(i), floatType, "batch", kvHeads.ToString(), "total_sequence", headDim.ToString());
+            presentK = g.Output(presentK, OnnxContract.PresentKey(i), floatType, "batch", kvHeads.ToString(), "total_sequence", headDim.ToString());
+            presentV = g.Output(presentV, OnnxContract.PresentValue(i), floatType, "batch", kvHeads.ToString(), "total_sequence", headDim.ToString());
             string scores = g.Node("Add", [g.Node("Mul", [g.Node("MatMul", [q, g.Node("Transpose", [RepeatKv(presentK)], Ints("perm", 0, 1, 3, 2))]), scale]), bias]);
             string attended = g.Node("MatMul", [g.Node("Softmax", [scores], Int("axis", -1)), RepeatKv(presentV)]);
             string merged = g.Node("Reshape", [g.Node("Transpose", [attended], Ints("perm", 0, 2, 1, 3)), g.Constant([0, 0, heads * headDim])]);
@@ -284,7 +292,8 @@ public static class OnnxExporter
             {
                 string up = Linear(ln2, p + ".mlp.dense_h_to_4h");
                 string gelu = c.HiddenAct == "gelu"
-                    ? g.Node("Mul", [g.Node("Mul", [up, half]), g.Node("Add", [unit, g.Node("Erf", [g.Node("Mul", [up, sqrtHalf])])])])
+                    // x · (erf(x / √2) + 1) · 0.5, in the node order ONNX Runtime fuses into one Gelu kernel.
+                    ? g.Node("Mul", [g.Node("Mul", [up, g.Node("Add", [g.Node("Erf", [g.Node("Div", [up, sqrtTwo])]), unit])]), half])
                     : TanhGelu(g, up);
                 mlp = Linear(gelu, p + ".mlp.dense_4h_to_h");
             }

@@ -37,14 +37,20 @@ internal sealed class OnnxGraphBuilder
         return names;
     }
 
-    /// <summary>Renames a node output to a graph output name by an Identity node.</summary>
-    public void Output(string value, string name, TensorProto.Types.DataType type, params string[] dims)
+    /// <summary>
+    /// Makes a node's output a graph output named <paramref name="name"/> and returns that name: the producing node's
+    /// output is renamed (and so are its consumers' inputs). An Identity node would do the same, but ONNX Runtime keeps
+    /// Identity nodes in front of graph outputs and copies the tensor: the whole KV cache again on every step.
+    /// </summary>
+    public string Output(string value, string name, TensorProto.Types.DataType type, params string[] dims)
     {
-        var node = new NodeProto { OpType = "Identity", Name = $"out_{name}" };
-        node.Input.Add(value);
-        node.Output.Add(name);
-        Graph.Node.Add(node);
+        var producer = Graph.Node.LastOrDefault(n => n.Output.Contains(value)) ?? throw new InvalidOperationException($"No node makes '{value}'.");
+        producer.Output[producer.Output.IndexOf(value)] = name;
+        foreach (var node in Graph.Node)
+            for (int i = 0; i < node.Input.Count; i++)
+                if (node.Input[i] == value) node.Input[i] = name;
         Graph.Output.Add(ValueInfo(name, type, dims));
+        return name;
     }
 
     public void Input(string name, TensorProto.Types.DataType type, params string[] dims) => Graph.Input.Add(ValueInfo(name, type, dims));

@@ -12,9 +12,12 @@ public sealed class WeightQuantization
     /// <summary>Bits per weight: 4 (default) or 8.</summary>
     public int Bits { get; init; } = 4;
 
-    /// <summary>Weights per block sharing a scale and zero point, along the input dimension: a power of two ≥ 16. Default 32
-    /// (ONNX Runtime GenAI's model builder's default; 128 makes a smaller file and loses a little more).</summary>
-    public int BlockSize { get; init; } = 32;
+    /// <summary>
+    /// Weights per block sharing a scale and zero point, along the input dimension: a power of two ≥ 16. Default 128, the
+    /// group size AWQ and GPTQ checkpoints use: float32 scales cost 0.25 bit per weight (32 costs 1 bit, a 20% larger
+    /// file and about 15% slower decoding on CPU, for slightly closer weights; docs/BENCHMARKS.md, Quantized export).
+    /// </summary>
+    public int BlockSize { get; init; } = 128;
 
     /// <summary>
     /// MatMulNBits' <c>accuracy_level</c>: the precision activations are computed in. 4 (default) lets the CPU provider
@@ -35,10 +38,10 @@ public sealed class WeightQuantization
     /// </summary>
     public bool Head { get; init; } = true;
 
-    /// <summary>4-bit weights, blocks of 32, int8 compute on CPU.</summary>
+    /// <summary>4-bit weights, blocks of 128, int8 compute on CPU.</summary>
     public static WeightQuantization Int4 => new();
 
-    /// <summary>8-bit weights, blocks of 32, int8 compute on CPU.</summary>
+    /// <summary>8-bit weights, blocks of 128, int8 compute on CPU.</summary>
     public static WeightQuantization Int8 => new() { Bits = 8 };
 
     /// <summary>The quantization a CLI names: <c>int4</c> or <c>int8</c>; <c>none</c> (or null) gives null.</summary>

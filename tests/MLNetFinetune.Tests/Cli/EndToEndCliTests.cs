@@ -55,6 +55,12 @@ public class EndToEndCliTests : IDisposable
         Assert.True(ExactHits(evaluate, Path.Combine(tuned, "model")) >= FinetunedExactMatchFloor, $"the finetuned model answers too few pairs exactly: {evaluate}");
         Assert.Equal(0, ExactHits(evaluate, Path.Combine(pretrained, "model")));
 
+        // An int4 export scored against its float32 model, by the same evaluate: the quantized answers stay close.
+        string int4 = Path.Combine(_dir.Path, "int4");
+        Assert.Contains("(int4 weights,", Run(["export", Path.Combine(tuned, "model"), "--out", int4, "--quantize", "int4", "--block-size", "32"]));
+        string quantized = Run(["evaluate", "--pairs", pairs, "--model", int4, "--base", Path.Combine(tuned, "model"), "--max-new-tokens", "8"]);
+        Assert.InRange(ExactHits(quantized, int4), ExactHits(quantized, Path.Combine(tuned, "model")) - 4, 40);
+
         Run(["export", Path.Combine(tuned, "model")]);
         string generated = Run(["generate", Path.Combine(tuned, "model", "onnx"), "-p", "### Question:\nWhich continent is Peru in?\n\n### Answer:", "--max-new-tokens", "5", "--provider", "cpu"]);
         Assert.EndsWith("\n", generated);
@@ -87,13 +93,18 @@ public class EndToEndCliTests : IDisposable
             "--steps", "10", "--lr", "3e-3", "--threads", "1", "--device", "cpu", "--block-size", "64", "--batch-size", "4");
 
         string[] lines = Run("quickstart", "--data", data, "--base", Path.Combine(pretrained, "model"), "--out", run,
-            "--steps", "6", "--max-heldout", "6", "--threads", "1").TrimEnd().Split('\n');
+            "--steps", "6", "--max-heldout", "6", "--threads", "1", "--quantize", "int4").TrimEnd().Split('\n');
         using var summary = System.Text.Json.JsonDocument.Parse(lines[^1]);
-        foreach (var key in new[] { "base_extraction_em", "finetuned_extraction_em", "base_recall_em", "finetuned_recall_em", "base_cloze_recall", "seconds" })
+        foreach (var key in new[] { "base_extraction_em", "finetuned_extraction_em", "base_recall_em", "finetuned_recall_em", "base_cloze_recall", "seconds", "int4_extraction_em", "int4_recall_em" })
             Assert.InRange(summary.RootElement.GetProperty(key).GetDouble(), 0, key == "seconds" ? 3600 : 1);
         Assert.Equal(12, summary.RootElement.GetProperty("heldout_rows").GetInt32());
         Assert.Contains(lines, l => l.StartsWith("| extraction exact match | 6 |", StringComparison.Ordinal));
         Assert.True(File.Exists(Path.Combine(run, "finetune", "metrics.csv")) && File.Exists(Path.Combine(run, "finetune", "loss.png")));
+        // The int4 export of the finetuned model, scored on the same rows beside float32.
+        Assert.Contains("| held-out pairs | rows | finetuned, float32 (TorchSharp) | finetuned, int4 (ONNX Runtime) |", lines);
+        Assert.Equal(2, lines.Count(l => l.StartsWith("| recall exact match | 6 |", StringComparison.Ordinal)));
+        Assert.Contains(lines, l => l.StartsWith("answers identical to float32's: ", StringComparison.Ordinal) && l.EndsWith(" of 12", StringComparison.Ordinal));
+        Assert.Contains("MatMulNBits", Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(run, "onnx-int4", "model.onnx"))).Graph.Node.Select(n => n.OpType));
 
         string chat = RunWithInput("What is the capital of Peru?\nWhat is the capital of Chile?\n\n", "chat", Path.Combine(run, "onnx"), "--max-new-tokens", "4", "--provider", "cpu");
         // Each question gets "> " then its answer and a line end; the empty line after the last answer gets only "> " and ends the conversation.
