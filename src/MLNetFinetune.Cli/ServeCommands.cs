@@ -1,4 +1,7 @@
 using System.CommandLine;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using MLNetFinetune.Data;
 using MLNetFinetune.Export;
 using MLNetFinetune.Generation;
 using MLNetFinetune.OnnxRuntime;
@@ -20,14 +23,28 @@ static class ServeCommands
         var blockSize = new Option<int>("--block-size") { Description = "Quantized weights per scale and zero point (a power of two ≥ 16).", DefaultValueFactory = _ => defaults.BlockSize };
         var accuracy = new Option<int>("--accuracy-level") { Description = "MatMulNBits' compute precision on CPU: 4 int8 (fast), 1 float32, 0 the provider's choice.", DefaultValueFactory = _ => defaults.AccuracyLevel };
         var float16 = new Option<bool>("--float16") { Description = "Float16 weights, activations and KV cache (for GPUs); logits stay float32." };
+        var calibration = new Option<string?>("--calibration") { Description = "With --quantize: text (.txt/.jsonl[.gz|.zst], file, folder or glob) whose activations choose each layer's input scaling (AWQ's search) instead of plain rounding." };
+        var textField = new Option<string>("--text-field") { Description = "The JSON field --calibration reads.", DefaultValueFactory = _ => "text" };
+        var calibrationTokens = new Option<int>("--calibration-tokens") { Description = "Tokens of --calibration text to run.", DefaultValueFactory = _ => 4096 };
         var command = new Command("export", "Export a model directory to ONNX with a KV cache (model.onnx, genai_config.json, tokenizer); optionally int4/int8 weights.")
         {
-            model, outDir, quantize, blockSize, accuracy, float16,
+            model, outDir, quantize, blockSize, accuracy, float16, calibration, textField, calibrationTokens,
         };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(calibration) != null && result.GetValue(quantize) == "none") result.AddError("--calibration chooses how weights are quantized; add --quantize int4 or int8.");
+        });
         command.SetAction(result =>
         {
+            ActivationStatistics? statistics = null;
+            if (result.GetValue(calibration) is { } text)
+            {
+                var corpus = new MLContext(seed: 0).Data.LoadCorpus(new CorpusOptions { Path = text, TextField = result.GetValue(textField)! });
+                statistics = ActivationCalibration.Collect(result.GetValue(model)!, corpus.GetColumn<ReadOnlyMemory<char>>(corpus.Schema["Text"]).Select(t => t.ToString()), result.GetValue(calibrationTokens));
+                output.WriteLine($"calibration: {statistics.Tokens:N0} tokens of {text}, {statistics.Inputs.Count} linear layers");
+            }
             var quantization = WeightQuantization.Parse(result.GetValue(quantize)) is { } q
-                ? new WeightQuantization { Bits = q.Bits, BlockSize = result.GetValue(blockSize), AccuracyLevel = result.GetValue(accuracy) }
+                ? new WeightQuantization { Bits = q.Bits, BlockSize = result.GetValue(blockSize), AccuracyLevel = result.GetValue(accuracy), Calibration = statistics }
                 : null;
             string folder = OnnxExporter.Export(result.GetValue(model)!, new OnnxExportOptions
             {

@@ -16,9 +16,9 @@ namespace MLNetFinetune.Benchmarks;
 /// one run: ONNX Runtime with the KV cache; ONNX Runtime GenAI on the same exported folder (a child process, since GenAI
 /// brings its own ONNX Runtime); TorchSharp with the KV cache (the decode loop's session) and without (the full sequence
 /// every step); and the cached per-token latency at position 512 against position 16. ORT runs twice, side by side: the
-/// plain path and steps through an OrtIoBinding that keeps the cache in the provider's memory. With --quantize int4|int8
-/// the same weights are exported quantized too and timed beside float32 (tokens/s and file size). Options: --new N (256),
-/// --threads N, --provider cpu|cuda|auto, --quantize int4|int8, --no-genai.
+/// plain path and steps through an OrtIoBinding that keeps the cache in the provider's memory. With --quantize int4,int8
+/// (one or both) the same weights are exported quantized too and timed in turns with float32 (tokens/s and file size).
+/// Options: --new N (256), --threads N, --provider cpu|cuda|auto, --quantize int4[,int8], --block-size N, --no-genai.
 /// </summary>
 static class GenerateBenchmark
 {
@@ -56,22 +56,32 @@ static class GenerateBenchmark
 
         // With --quantize, the same weights exported quantized (afresh: the exporter may have changed) and timed in turns
         // with float32, three rounds each, before anything else loads: this machine's speed drifts by tens of percent
-        // within a minute, and a second model resident in the process slows the first.
-        var quantization = WeightQuantization.Parse(BenchmarkArgs.Value(args, "--quantize"));
-        string? quantizedFolder = null;
-        (double TokensPerSecond, double At16, double At512) quantizedTiming = default, ortTiming = default;
-        if (quantization != null)
+        // within a minute, and turns expose each export to the same drift.
+        var quantizations = (BenchmarkArgs.Value(args, "--quantize") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(name => WeightQuantization.Parse(name)!)
+            .Select(q => new WeightQuantization { Bits = q.Bits, BlockSize = BenchmarkArgs.Int(args, "--block-size", q.BlockSize) }).ToArray();
+        var quantizedFolders = quantizations.Select(q => OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(dir, $"onnx-{q}-{q.BlockSize}"), Quantization = q })).ToArray();
+        var quantizedTimings = new (double TokensPerSecond, double At16, double At512)[quantizations.Length];
+        (double TokensPerSecond, double At16, double At512) ortTiming = default;
+        if (quantizations.Length > 0)
         {
-            quantizedFolder = OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(dir, "onnx-" + quantization), Quantization = quantization });
-            using var q = OnnxCausalLM.Load(quantizedFolder, provider, ioBinding: false);
+            var sessions = quantizedFolders.Select(f => OnnxCausalLM.Load(f, provider, ioBinding: false)).ToArray();
             const int rounds = 3;
+            static (double, double, double) Add((double A, double B, double C) sum, (double A, double B, double C) x) => (sum.A + x.A / rounds, sum.B + x.B / rounds, sum.C + x.C / rounds);
             for (int round = 0; round < rounds; round++)
             {
-                var (f, q2) = (TimeOrt(ort, prompt, newTokens, config.VocabSize), TimeOrt(q, prompt, newTokens, config.VocabSize));
-                Console.WriteLine($"round {round + 1}: float32 {f.TokensPerSecond:N1} tokens/s, {quantization} {q2.TokensPerSecond:N1} tokens/s ({q2.TokensPerSecond / f.TokensPerSecond:F2}×)");
-                ortTiming = (ortTiming.TokensPerSecond + f.TokensPerSecond / rounds, ortTiming.At16 + f.At16 / rounds, ortTiming.At512 + f.At512 / rounds);
-                quantizedTiming = (quantizedTiming.TokensPerSecond + q2.TokensPerSecond / rounds, quantizedTiming.At16 + q2.At16 / rounds, quantizedTiming.At512 + q2.At512 / rounds);
+                var f = TimeOrt(ort, prompt, newTokens, config.VocabSize);
+                ortTiming = Add(ortTiming, f);
+                Console.Write($"round {round + 1}: float32 {f.TokensPerSecond:N1} tokens/s");
+                for (int i = 0; i < sessions.Length; i++)
+                {
+                    var q = TimeOrt(sessions[i], prompt, newTokens, config.VocabSize);
+                    quantizedTimings[i] = Add(quantizedTimings[i], q);
+                    Console.Write($", {quantizations[i]} {q.TokensPerSecond:N1} ({q.TokensPerSecond / f.TokensPerSecond:F2}×)");
+                }
+                Console.WriteLine();
             }
+            foreach (var session in sessions) session.Dispose();
         }
         else ortTiming = TimeOrt(ort, prompt, newTokens, config.VocabSize);
         var (ortTokensPerSecond, at16, at512) = ortTiming;
@@ -112,23 +122,24 @@ static class GenerateBenchmark
         double? genai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(Path.Combine(dir, "onnx"), newTokens, prompt);
         if (genai != null) Console.WriteLine($"ONNX Runtime GenAI: {genai:N1} tokens/s");
 
-        object? quantized = null;
-        if (quantization != null)
+        var quantized = new List<object>();
+        double fp32Bytes = new FileInfo(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)).Length;
+        for (int i = 0; i < quantizations.Length; i++)
         {
-            var (qTokensPerSecond, q16, q512) = quantizedTiming;
-            double fp32Bytes = new FileInfo(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)).Length, qBytes = new FileInfo(Path.Combine(quantizedFolder!, OnnxExporter.ModelFile)).Length;
-            Console.WriteLine($"ORT {quantization} (KV cache): {qTokensPerSecond:N1} tokens/s ({qTokensPerSecond / ortTokensPerSecond:F2}× float32); per-token latency {q16:F2} ms at 16, {q512:F2} ms at 512; " +
+            var (q, (qTokensPerSecond, q16, q512)) = (quantizations[i], quantizedTimings[i]);
+            double qBytes = new FileInfo(Path.Combine(quantizedFolders[i], OnnxExporter.ModelFile)).Length;
+            Console.WriteLine($"ORT {q}, blocks of {q.BlockSize} (KV cache): {qTokensPerSecond:N1} tokens/s ({qTokensPerSecond / ortTokensPerSecond:F2}× float32); per-token latency {q16:F2} ms at 16, {q512:F2} ms at 512; " +
                 $"file {qBytes / 1e6:N1} MB ({qBytes / fp32Bytes:F3}× float32's {fp32Bytes / 1e6:N1} MB)");
-            double? qGenai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(quantizedFolder!, newTokens, prompt);
-            if (qGenai != null) Console.WriteLine($"ONNX Runtime GenAI, {quantization}: {qGenai:N1} tokens/s");
-            quantized = new
+            double? qGenai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(quantizedFolders[i], newTokens, prompt);
+            if (qGenai != null) Console.WriteLine($"ONNX Runtime GenAI, {q}: {qGenai:N1} tokens/s");
+            quantized.Add(new
             {
-                quantization = quantization.ToString(), block_size = quantization.BlockSize, accuracy_level = quantization.AccuracyLevel,
+                quantization = q.ToString(), block_size = q.BlockSize, accuracy_level = q.AccuracyLevel,
                 tokens_per_s = Math.Round(qTokensPerSecond, 1), vs_fp32 = Math.Round(qTokensPerSecond / ortTokensPerSecond, 2),
                 latency_ms_16 = Math.Round(q16, 3), latency_ms_512 = Math.Round(q512, 3),
                 file_mb = Math.Round(qBytes / 1e6, 1), fp32_file_mb = Math.Round(fp32Bytes / 1e6, 1), file_vs_fp32 = Math.Round(qBytes / fp32Bytes, 3),
                 genai_tokens_per_s = qGenai is { } qg ? Math.Round(qg, 1) : (double?)null,
-            };
+            });
         }
 
         Console.WriteLine(JsonSerializer.Serialize(new

@@ -27,6 +27,12 @@ public sealed class OnnxExportOptions
     /// </summary>
     public WeightQuantization? Quantization { get; init; }
 
+    /// <summary>
+    /// Calibration only: a float graph that also outputs every linear layer's input, named
+    /// <see cref="OnnxExporter.CalibrationOutputPrefix"/> + the layer's weight name.
+    /// </summary>
+    internal bool CalibrationOutputs { get; init; }
+
     /// <summary>Write weights to <c>model.onnx.data</c> beside the graph above this many bytes (protobuf's limit is 2 GB).</summary>
     public long ExternalDataThreshold { get; init; } = 1_800_000_000;
 }
@@ -43,6 +49,8 @@ public static class OnnxExporter
     /// <summary>The graph's file name.</summary>
     public const string ModelFile = "model.onnx";
 
+    internal const string CalibrationOutputPrefix = "calibration:";
+
     /// <summary>
     /// Exports <paramref name="modelDirectory"/>; returns the folder written (model.onnx, genai_config.json, tokenizer, config).
     /// The files are built in a hidden folder beside the output and moved in only when all of them were written, so a
@@ -53,6 +61,7 @@ public static class OnnxExporter
     {
         options ??= new OnnxExportOptions();
         options.Quantization?.Validate();
+        if (options.CalibrationOutputs && options.Quantization != null) throw new ArgumentException("A calibration graph is float; it cannot be quantized.", nameof(options));
         var (config, tokenizer) = ModelDirectory.ReadConfigAndTokenizer(modelDirectory);
         string output = options.OutputDirectory ?? Path.Combine(modelDirectory, "onnx");
         using var weights = SafeTensorsCheckpoint.Open(modelDirectory);
@@ -70,7 +79,7 @@ public static class OnnxExporter
             bool useExternal = bytes > options.ExternalDataThreshold;
             using (var external = useExternal ? new ExternalData(modelPath + ".data", ModelFile + ".data") : null)
             {
-                var model = Build(config, weights, external, options.Float16 ? DataType.Float16 : DataType.Float, options.Quantization);
+                var model = Build(config, weights, external, options.Float16 ? DataType.Float16 : DataType.Float, options.Quantization, options.CalibrationOutputs);
                 DataFiles.WriteAtomically(modelPath, s => model.WriteTo(s));
             }
             ModelDirectory.WriteConfigAndTokenizer(staging, config, tokenizer);
@@ -111,7 +120,7 @@ public static class OnnxExporter
         return missing;
     }
 
-    static ModelProto Build(ModelConfig c, SafeTensorsCheckpoint weights, ExternalData? external, DataType floatType, WeightQuantization? quantization)
+    static ModelProto Build(ModelConfig c, SafeTensorsCheckpoint weights, ExternalData? external, DataType floatType, WeightQuantization? quantization, bool calibrationOutputs)
     {
         var g = new OnnxGraphBuilder { FloatType = floatType };
         g.Graph.Name = c.ModelType;
@@ -139,9 +148,9 @@ public static class OnnxExporter
         // A quantized weight as MatMulNBits and GatherBlockQuantized read it: the packed blocks [rows, blocks, blob] (rows
         // are PyTorch's output features, so no transpose), the scales in the graph's float type, the packed zero points.
         (string Data, string Scales, string ZeroPoints, BlockQuantizedMatrix Matrix) Quantize(string name, WeightQuantization q, bool flatRows = false)
+            => Initializers(name, BlockQuantizedMatrix.Quantize(weights.ReadFloat32(name), (int)weights.Tensors[name].Shape[0], (int)weights.Tensors[name].Shape[1], q.Bits, q.BlockSize), flatRows);
+        (string Data, string Scales, string ZeroPoints, BlockQuantizedMatrix Matrix) Initializers(string name, BlockQuantizedMatrix m, bool flatRows = false)
         {
-            var shape = weights.Tensors[name].Shape;
-            var m = BlockQuantizedMatrix.Quantize(weights.ReadFloat32(name), (int)shape[0], (int)shape[1], q.Bits, q.BlockSize);
             long[] dataShape = flatRows ? [m.Rows, (long)m.Blocks * m.BlobBytes] : [m.Rows, m.Blocks, m.BlobBytes];
             return (g.Bytes(name + ".quant", dataShape, m.Data, external), g.Weight(name + ".scales", [m.Rows, m.Blocks], m.Scales, external),
                 g.Bytes(name + ".zero_points", [m.Rows, m.ZeroPointBytesPerRow], m.ZeroPoints, external), m);
@@ -149,11 +158,23 @@ public static class OnnxExporter
         string MatMulNBits(string x, (string Data, string Scales, string ZeroPoints, BlockQuantizedMatrix Matrix) q, string? bias, WeightQuantization options) =>
             g.MicrosoftNode("MatMulNBits", bias == null ? [x, q.Data, q.Scales, q.ZeroPoints] : [x, q.Data, q.Scales, q.ZeroPoints, "", bias],
                 Int("K", q.Matrix.Columns), Int("N", q.Matrix.Rows), Int("bits", options.Bits), Int("block_size", options.BlockSize), Int("accuracy_level", options.AccuracyLevel));
-        string Linear(string x, string prefix, bool bias = true, bool quantize = true)
+        // The head (calibrate: false) is always rounded to nearest: AWQ leaves it alone, and its search would be costly.
+        string Linear(string x, string prefix, bool bias = true, bool quantize = true, bool calibrate = true)
         {
+            string weight = prefix + ".weight";
             if (quantization != null && quantize)
-                return MatMulNBits(x, Quantize(prefix + ".weight", quantization), bias ? W(prefix + ".bias") : null, quantization);
-            string y = g.Node("MatMul", [x, WT(prefix + ".weight")]);
+            {
+                string? b = bias ? W(prefix + ".bias") : null;
+                if (!calibrate || quantization.Calibration?.Inputs.TryGetValue(weight, out var inputs) != true)
+                    return MatMulNBits(x, Quantize(weight, quantization), b, quantization);
+                var shape = weights.Tensors[weight].Shape;
+                var (m, inputScale, _, _) = ActivationAwareScaling.Quantize(weights.ReadFloat32(weight), (int)shape[0], (int)shape[1], inputs!, quantization);
+                if (inputScale != null) x = g.Node("Mul", [x, g.Weight(weight + ".input_scale", [inputScale.Length], inputScale.Select(v => 1 / v).ToArray(), external)]);
+                return MatMulNBits(x, Initializers(weight, m), b, quantization);
+            }
+            if (calibrationOutputs && calibrate)
+                g.Output(g.Node("Identity", [x]), OnnxExporter.CalibrationOutputPrefix + weight, floatType, "batch", "sequence", weights.Tensors[weight].Shape[1].ToString());
+            string y = g.Node("MatMul", [x, WT(weight)]);
             return bias ? g.Node("Add", [y, W(prefix + ".bias")]) : y;
         }
         string rmsTwo = "", rmsEpsilon = ""; // RMSNorm's float32 constants, made once below
@@ -310,7 +331,7 @@ public static class OnnxExporter
         // A tied head multiplies by the transposed input embedding: a Transpose of the one stored initializer (or
         // MatMulNBits over its quantized rows, whose layout is already [vocab, hidden]), so the file does not hold the
         // vocabulary table twice. A tied head is quantized when the embedding is.
-        string logits = !c.TieWordEmbeddings ? Linear(final, c.IsGptNeoX ? "embed_out" : "lm_head", bias: false, quantize: quantization?.Head == true)
+        string logits = !c.TieWordEmbeddings ? Linear(final, c.IsGptNeoX ? "embed_out" : "lm_head", bias: false, quantize: quantization?.Head == true, calibrate: false)
             : quantizedEmbedding is { } tied ? MatMulNBits(final, tied, null, quantization!)
             : g.Node("MatMul", [final, g.Node("Transpose", [embedding], Ints("perm", 1, 0))]);
         if (floatType != DataType.Float) logits = g.Node("Cast", [logits], Int("to", (long)DataType.Float));

@@ -38,6 +38,14 @@ public sealed class WeightQuantization
     /// </summary>
     public bool Head { get; init; } = true;
 
+    /// <summary>
+    /// Activation statistics of the model on calibration text (<c>ActivationCalibration.Collect</c>, ONNX Runtime
+    /// package): with them each linear layer's input channels are scaled before rounding by the factor that keeps the
+    /// layer's output closest to float on those activations (AWQ's search), at the cost of one elementwise multiply per
+    /// layer. Null (default): round to nearest. The head and the embedding are always rounded to nearest.
+    /// </summary>
+    public ActivationStatistics? Calibration { get; init; }
+
     /// <summary>4-bit weights, blocks of 128, int8 compute on CPU.</summary>
     public static WeightQuantization Int4 => new();
 

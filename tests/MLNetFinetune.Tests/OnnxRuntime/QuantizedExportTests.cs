@@ -55,10 +55,13 @@ public class QuantizedExportTests(ITestOutputHelper output) : IDisposable
         return w;
     }
 
-    // The dequantized weight of every quantized initializer, by the checkpoint name it replaces.
+    // The dequantized weight of every quantized initializer, by the checkpoint name it replaces. A MatMulNBits whose input
+    // is first multiplied by a constant (AWQ's input scaling) computes (x·d)·Ŵᵀ = x·(Ŵ·diag(d))ᵀ: the divisor is folded
+    // into the weight's columns.
     static Dictionary<string, float[]> DequantizedWeights(ModelProto model)
     {
         var initializers = model.Graph.Initializer.ToDictionary(t => t.Name);
+        var producers = model.Graph.Node.SelectMany(n => n.Output.Select(o => (o, n))).ToDictionary(p => p.o, p => p.n);
         var weights = new Dictionary<string, float[]>();
         foreach (var node in model.Graph.Node.Where(n => n.Domain == "com.microsoft"))
         {
@@ -67,24 +70,40 @@ public class QuantizedExportTests(ITestOutputHelper output) : IDisposable
             int bits = (int)Attribute(node, "bits"), block = (int)Attribute(node, "block_size");
             int rows = (int)scales.Dims[0], columns = node.OpType == "MatMulNBits" ? (int)Attribute(node, "K") : (int)data.Dims[1] * 8 / bits;
             string name = data.Name[..^".quant".Length];
-            weights[name] = Dequantize(data.RawData.ToByteArray(), Floats(scales), zeroPoints.RawData.ToByteArray(), rows, columns, bits, block);
+            var w = Dequantize(data.RawData.ToByteArray(), Floats(scales), zeroPoints.RawData.ToByteArray(), rows, columns, bits, block);
+            if (node.OpType == "MatMulNBits" && producers.TryGetValue(node.Input[0], out var mul) && mul.OpType == "Mul" && mul.Input[1].EndsWith(".input_scale", StringComparison.Ordinal))
+            {
+                var d = Floats(initializers[mul.Input[1]]);
+                for (int r = 0; r < rows; r++)
+                    for (int c = 0; c < columns; c++) w[r * columns + c] *= d[c];
+            }
+            weights[name] = w;
         }
         return weights;
     }
 
+    static readonly string[] CalibrationText =
+    [
+        "What is the capital of Chile? The capital of Chile is Santiago.", "Lima is the capital of Peru, on the Pacific coast.",
+        "Which file holds the weights? model.safetensors, beside config.json and the tokenizer.",
+    ];
+
     [Theory]
-    [InlineData("gpt_neox", 4, 32)]
-    [InlineData("gpt_neox", 8, 32)]
-    [InlineData("llama", 4, 32)]
-    [InlineData("llama", 4, 128)]
-    [InlineData("gpt_neox", 8, 128)]
-    public void QuantizedLogitsMatchTheDequantizedWeightsInFloat32(string family, int bits, int block)
+    [InlineData("gpt_neox", 4, 32, false)]
+    [InlineData("gpt_neox", 8, 32, false)]
+    [InlineData("llama", 4, 32, false)]
+    [InlineData("llama", 4, 128, false)]
+    [InlineData("gpt_neox", 8, 128, false)]
+    [InlineData("gpt_neox", 4, 32, true)]
+    [InlineData("llama", 4, 32, true)]
+    public void QuantizedLogitsMatchTheDequantizedWeightsInFloat32(string family, int bits, int block, bool calibrated)
     {
         string dir = Saved(family);
+        var statistics = calibrated ? ActivationCalibration.Collect(dir, CalibrationText, maxTokens: 200, rows: 48) : null;
         string onnx = OnnxExporter.Export(dir, new OnnxExportOptions
         {
-            OutputDirectory = Path.Combine(_dir.Path, $"{family}-int{bits}-{block}"),
-            Quantization = new WeightQuantization { Bits = bits, BlockSize = block, AccuracyLevel = 1 }, // float32 compute: exact against the reference
+            OutputDirectory = Path.Combine(_dir.Path, $"{family}-int{bits}-{block}-{calibrated}"),
+            Quantization = new WeightQuantization { Bits = bits, BlockSize = block, AccuracyLevel = 1, Calibration = statistics }, // float32 compute: exact against the reference
         });
         var graph = Graph(onnx);
         const int layers = 2, hidden = 64; // both tiny presets
@@ -100,7 +119,11 @@ public class QuantizedExportTests(ITestOutputHelper output) : IDisposable
         // The reference: the checkpoint with every quantized weight replaced by its dequantized values, in float32.
         var dequantized = DequantizedWeights(graph);
         Assert.Equal(layers * linears + (head ? 1 : 0) + (family == "gpt_neox" && embedding ? 1 : 0), dequantized.Count); // a tied table once
-        string reference = Path.Combine(_dir.Path, $"{family}-dequantized-{bits}-{block}");
+        // AWQ scaled the input of some layers (not the head): a Mul by a constant in front of their MatMulNBits.
+        int scaled = graph.Graph.Node.Count(n => n.OpType == "Mul" && n.Input[1].EndsWith(".input_scale", StringComparison.Ordinal));
+        if (calibrated) Assert.InRange(scaled, 1, layers * linears);
+        else Assert.Equal(0, scaled);
+        string reference = Path.Combine(_dir.Path, $"{family}-dequantized-{bits}-{block}-{calibrated}");
         Directory.CreateDirectory(reference);
         foreach (var file in Directory.GetFiles(dir).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)))
             File.Copy(file, Path.Combine(reference, Path.GetFileName(file)));
@@ -111,7 +134,8 @@ public class QuantizedExportTests(ITestOutputHelper output) : IDisposable
             {
                 float[] before = original.ReadFloat32(name);
                 Assert.NotEqual(before, values); // it was quantized…
-                Assert.True(Logits.MaxDiff(before, values) <= before.Max(Math.Abs) / (bits == 4 ? 7 : 127), $"{name}: rounding error beyond half a level"); // …by less than a level of its range
+                if (!calibrated) Assert.True(Logits.MaxDiff(before, values) <= before.Max(Math.Abs) / (bits == 4 ? 7 : 127), $"{name}: rounding error beyond half a level"); // …by less than a level of its range
+                else Assert.True(Logits.MaxDiff(before, values) <= before.Max(Math.Abs) / 2, $"{name}: the scaled weights and the input divisor do not cancel");
             }
             SafeTensorsCheckpoint.Save(reference, layout, name => dequantized.TryGetValue(name, out var w) ? w : original.ReadFloat32(name));
         }
@@ -132,7 +156,7 @@ public class QuantizedExportTests(ITestOutputHelper output) : IDisposable
             worst = Math.Max(worst, Logits.MaxDiff(Torch(sequence[..(t + 1)]).AsSpan(t * 320, 320), step));
         }
         foreach (var v in cache) v.Dispose();
-        output.WriteLine($"{family} int{bits} block {block}: max |quantized graph − dequantized float32| = {worst:G3} over a prefill and 3 cached steps");
+        output.WriteLine($"{family} int{bits} block {block}{(calibrated ? $", AWQ-scaled layers: {scaled}" : "")}: max |quantized graph − dequantized float32| = {worst:G3} over a prefill and 3 cached steps");
         Assert.True(worst <= 1e-4f, $"max |quantized graph − dequantized reference| = {worst}");
     }
 
@@ -171,6 +195,29 @@ public class QuantizedExportTests(ITestOutputHelper output) : IDisposable
         var byDefault = Graph(OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(_dir.Path, "int4-default"), Quantization = WeightQuantization.Int4 })).Graph;
         Assert.All(byDefault.Node.Where(n => n.OpType == "MatMulNBits"), n => Assert.Equal(128, Attribute(n, "block_size")));
         Assert.Contains(byDefault.Node, n => n.OpType == "Gather" && n.Input[0] == "gpt_neox.embed_in.weight");
+    }
+
+    [Fact]
+    public void TheActivationAwareSearchNeverLosesToRoundingAndWinsWhereFewChannelsCarryTheSignal()
+    {
+        // A layer whose inputs are large on 4 of 64 channels (the outlier channels AWQ is about), with random weights.
+        var random = new Random(3);
+        int rows = 48, columns = 64, samples = 96;
+        var weights = Enumerable.Range(0, rows * columns).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        var inputs = new float[samples * columns];
+        for (int s = 0; s < samples; s++)
+            for (int c = 0; c < columns; c++) inputs[s * columns + c] = (float)(random.NextDouble() * 2 - 1) * (c % 16 == 0 ? 20 : 0.5f);
+        var q = new WeightQuantization { BlockSize = 32 };
+        var (_, scale, error, roundToNearest) = ActivationAwareScaling.Quantize(weights, rows, columns, inputs, q);
+        output.WriteLine($"output error: round to nearest {roundToNearest:G4}, activation-aware {error:G4}");
+        Assert.NotNull(scale);
+        Assert.True(error < 0.8 * roundToNearest, $"AWQ's error {error} against rounding's {roundToNearest}");
+        Assert.True(scale![0] > scale[1], "an outlier channel gets a larger scale (finer levels)");
+
+        // Inputs alike on every channel: nothing to gain, and never worse than rounding.
+        var flat = Enumerable.Range(0, samples * columns).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        var (_, _, flatError, flatRounding) = ActivationAwareScaling.Quantize(weights, rows, columns, flat, q);
+        Assert.True(flatError <= flatRounding);
     }
 
     [Fact]
