@@ -32,7 +32,7 @@ static class ServeCommands
         };
         command.Validators.Add(result =>
         {
-            if (result.GetValue(calibration) != null && result.GetValue(quantize) == "none") result.AddError("--calibration chooses how weights are quantized; add --quantize int4 or int8.");
+            if (result.GetValue(calibration) != null && result.GetValue(quantize) is null or "none") result.AddError("--calibration chooses how weights are quantized; add --quantize int4 or int8.");
         });
         command.SetAction(result =>
         {

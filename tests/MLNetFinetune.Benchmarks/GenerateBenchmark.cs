@@ -131,13 +131,16 @@ static class GenerateBenchmark
             Console.WriteLine($"ORT {q}, blocks of {q.BlockSize} (KV cache): {qTokensPerSecond:N1} tokens/s ({qTokensPerSecond / ortTokensPerSecond:F2}× float32); per-token latency {q16:F2} ms at 16, {q512:F2} ms at 512; " +
                 $"file {qBytes / 1e6:N1} MB ({qBytes / fp32Bytes:F3}× float32's {fp32Bytes / 1e6:N1} MB)");
             double? qGenai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(quantizedFolders[i], newTokens, prompt);
-            if (qGenai != null) Console.WriteLine($"ONNX Runtime GenAI, {q}: {qGenai:N1} tokens/s");
+            // GenAI runs alone in its process; so does this second measurement of ours, for a like-for-like comparison.
+            double alone = AloneTokensPerSecond(quantizedFolders[i], newTokens, provider);
+            Console.WriteLine($"ORT {q}, alone in a process: {alone:N1} tokens/s" + (qGenai != null ? $"; ONNX Runtime GenAI, {q}: {qGenai:N1} tokens/s" : ""));
             quantized.Add(new
             {
                 quantization = q.ToString(), block_size = q.BlockSize, accuracy_level = q.AccuracyLevel,
                 tokens_per_s = Math.Round(qTokensPerSecond, 1), vs_fp32 = Math.Round(qTokensPerSecond / ortTokensPerSecond, 2),
                 latency_ms_16 = Math.Round(q16, 3), latency_ms_512 = Math.Round(q512, 3),
                 file_mb = Math.Round(qBytes / 1e6, 1), fp32_file_mb = Math.Round(fp32Bytes / 1e6, 1), file_vs_fp32 = Math.Round(qBytes / fp32Bytes, 3),
+                alone_tokens_per_s = Math.Round(alone, 1),
                 genai_tokens_per_s = qGenai is { } qg ? Math.Round(qg, 1) : (double?)null,
             });
         }
@@ -194,6 +197,32 @@ static class GenerateBenchmark
             foreach (var v in cache) v.Dispose();
         }
         return (newTokens / (firstNew / 1000), latency[16..24].Average(), latency[512..520].Average());
+    }
+
+    /// <summary>
+    /// <c>decode FOLDER [--new N] [--provider P]</c>: our generator on an exported folder, alone in this process, timed
+    /// as the generate benchmark times it (the generate benchmark runs it as a child process).
+    /// </summary>
+    public static Task<int> DecodeAloneAsync(string[] args)
+    {
+        using var ort = OnnxCausalLM.Load(args[0], BenchmarkArgs.Value(args, "--provider") ?? "cpu", ioBinding: false);
+        long[] prompt = Enumerable.Range(0, 16).Select(i => (long)(i * 37 % 300)).ToArray();
+        var (tokensPerSecond, _, _) = TimeOrt(ort, prompt, BenchmarkArgs.Int(args, "--new", 256), ort.Config.VocabSize);
+        Console.WriteLine(JsonSerializer.Serialize(new { tokens_per_s = Math.Round(tokensPerSecond, 1) }));
+        return Task.FromResult(0);
+    }
+
+    static double AloneTokensPerSecond(string folder, int newTokens, string provider)
+    {
+        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "MLNetFinetune.Benchmarks.dll"), "decode", folder, "--new", newTokens.ToString(), "--provider", provider])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var process = Process.Start(start)!;
+        var error = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0) throw new InvalidOperationException($"The decode benchmark failed ({process.ExitCode}): {error.Result}{output}");
+        using var json = JsonDocument.Parse(output.Trim().Split('\n')[^1]);
+        return json.RootElement.GetProperty("tokens_per_s").GetDouble();
     }
 
     // Runs tests/MLNetFinetune.GenAI.Benchmark on the folder with the same prompt and reads its JSON line.

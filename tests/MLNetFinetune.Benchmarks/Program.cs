@@ -9,6 +9,7 @@ var benchmarks = new Dictionary<string, Func<string[], Task<int>>>
     ["train"] = TrainBenchmark.RunAsync,
     ["finetune"] = FinetuneBenchmark.RunAsync,
     ["generate"] = GenerateBenchmark.RunAsync,
+    ["decode"] = GenerateBenchmark.DecodeAloneAsync,
     ["load"] = LoadBenchmark.RunAsync,
     ["serve"] = ServeBenchmark.RunAsync,
     ["fuzz"] = FuzzBenchmark.RunAsync,

@@ -124,6 +124,30 @@ public class CliFailureTests : IDisposable
     }
 
     [Fact]
+    public void ExportWithBadQuantizationSettings()
+    {
+        string onnx = Missing("onnx");
+        // Usage errors, which System.CommandLine reports with the command's help.
+        foreach (var (args, message) in new[]
+        {
+            (new[] { "--calibration", BaseModel }, "--calibration chooses how weights are quantized; add --quantize int4 or int8."),
+            (["--quantize", "int3"], "'int3' not recognized"),
+        })
+        {
+            var (code, _, stderr) = CliRunner.Run(["export", BaseModel, "--out", onnx, .. args]);
+            Assert.True(code != 0 && stderr.Contains(message, StringComparison.Ordinal), stderr);
+        }
+        Assert.Equal("error: The quantization block size must be a power of two of at least 16, not 48.", Fails("export", BaseModel, "--out", onnx, "--quantize", "int4", "--block-size", "48"));
+        string empty = Path.Combine(_dir.Path, "empty.txt");
+        File.WriteAllText(empty, "");
+        Assert.Equal($"error: {empty}: the corpus has no documents (1 file(s), all empty or blank)", Fails("export", BaseModel, "--out", onnx, "--quantize", "int4", "--calibration", empty));
+        string pairs = Path.Combine(_dir.Path, "pairs.jsonl");
+        File.WriteAllText(pairs, "{\"question\": \"What is the capital of Peru?\"}\n");
+        Assert.StartsWith($"error: {pairs}:1: no 'text' field", Fails("export", BaseModel, "--out", onnx, "--quantize", "int4", "--calibration", pairs));
+        Assert.False(Directory.Exists(onnx));
+    }
+
+    [Fact]
     public void ChatWithAMissingFolder()
     {
         string folder = Missing("onnx");

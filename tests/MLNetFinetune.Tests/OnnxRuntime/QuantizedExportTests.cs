@@ -230,6 +230,7 @@ public class QuantizedExportTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("power of two of at least 16, not 24", Assert.Throws<ArgumentException>(() =>
             OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = target, Quantization = new WeightQuantization { BlockSize = 24 } })).Message);
         Assert.Contains("Unknown quantization 'int3'", Assert.Throws<ArgumentException>(() => WeightQuantization.Parse("int3")).Message);
+        Assert.Contains("The calibration text is empty", Assert.Throws<ArgumentException>(() => ActivationCalibration.Collect(dir, [""])).Message);
         Assert.False(Directory.Exists(target));
         Assert.Null(WeightQuantization.Parse("none"));
         Assert.Equal(8, WeightQuantization.Parse("INT8")!.Bits);
