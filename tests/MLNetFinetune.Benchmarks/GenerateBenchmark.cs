@@ -212,32 +212,25 @@ static class GenerateBenchmark
         return Task.FromResult(0);
     }
 
-    static double AloneTokensPerSecond(string folder, int newTokens, string provider)
+    static double AloneTokensPerSecond(string folder, int newTokens, string provider) => FromChild("The decode benchmark",
+        ["dotnet", Path.Combine(AppContext.BaseDirectory, "MLNetFinetune.Benchmarks.dll"), "decode", folder, "--new", newTokens.ToString(), "--provider", provider], "tokens_per_s");
+
+    // Runs tests/MLNetFinetune.GenAI.Benchmark on the folder with the same prompt and reads its JSON line.
+    static double GenAiTokensPerSecond(string folder, int newTokens, long[] prompt) => FromChild("The GenAI benchmark",
+        ["dotnet", "run", "-c", "Release", "--project", Path.Combine(BenchmarkArgs.RepositoryRoot(), "tests", "MLNetFinetune.GenAI.Benchmark"), "--",
+            folder, newTokens.ToString(), .. prompt.Select(p => p.ToString())], "genai_tokens_per_s");
+
+    // Runs a benchmark alone in a child process and reads one number from the JSON object on its last line.
+    static double FromChild(string what, string[] command, string property)
     {
-        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "MLNetFinetune.Benchmarks.dll"), "decode", folder, "--new", newTokens.ToString(), "--provider", provider])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo(command[0], command[1..]) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var process = Process.Start(start)!;
         var error = process.StandardError.ReadToEndAsync();
         string output = process.StandardOutput.ReadToEnd();
         process.WaitForExit();
-        if (process.ExitCode != 0) throw new InvalidOperationException($"The decode benchmark failed ({process.ExitCode}): {error.Result}{output}");
+        if (process.ExitCode != 0) throw new InvalidOperationException($"{what} failed ({process.ExitCode}): {error.Result}{output}");
         using var json = JsonDocument.Parse(output.Trim().Split('\n')[^1]);
-        return json.RootElement.GetProperty("tokens_per_s").GetDouble();
-    }
-
-    // Runs tests/MLNetFinetune.GenAI.Benchmark on the folder with the same prompt and reads its JSON line.
-    static double GenAiTokensPerSecond(string folder, int newTokens, long[] prompt)
-    {
-        string project = Path.Combine(BenchmarkArgs.RepositoryRoot(), "tests", "MLNetFinetune.GenAI.Benchmark");
-        var start = new ProcessStartInfo("dotnet", ["run", "-c", "Release", "--project", project, "--", folder, newTokens.ToString(), .. prompt.Select(p => p.ToString())])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var process = Process.Start(start)!;
-        string output = process.StandardOutput.ReadToEnd();
-        string error = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0) throw new InvalidOperationException($"The GenAI benchmark failed ({process.ExitCode}): {error}{output}");
-        using var json = JsonDocument.Parse(output.Trim().Split('\n')[^1]);
-        return json.RootElement.GetProperty("genai_tokens_per_s").GetDouble();
+        return json.RootElement.GetProperty(property).GetDouble();
     }
 
     static long ArgMax(float[] values, int offset, int count)

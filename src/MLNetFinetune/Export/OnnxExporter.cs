@@ -229,8 +229,8 @@ public static class OnnxExporter
             }
             // rotate_half (x₁, x₂ → −x₂, x₁ over the rotary dimensions) as a product with a signed permutation matrix:
             // one small MatMul instead of slices, a negation and concatenations for each of q and k in every layer (each
-            // output is one ±x term, so the product is exact). Decoding one token runs ~250 nodes per step, and their
-            // count, not their arithmetic, is what a 4-bit model's step mostly costs.
+            // output is one ±x term, so the product is exact). A decoding step runs some 200 small nodes besides the
+            // weight products, and their count, not their arithmetic, is much of what a 4-bit model's step costs.
             var permutation = new float[headDim * headDim];
             for (int j = 0; j < rot / 2; j++)
             {
