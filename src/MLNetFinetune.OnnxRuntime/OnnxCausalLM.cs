@@ -135,9 +135,10 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         Forward(ids, positions, mask, batch, past, lastOnly: false);
 
     // With lastOnly, copies only each row's last-position logits out of ONNX Runtime's buffer ([batch, vocab]): a prefill
-    // of a long batch would otherwise copy [batch, seq, vocab] floats that decoding never reads. With hostCache a bound
-    // step leaves the cache in host memory (the batcher, which merges caches there when requests join and leave).
-    internal (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly, bool hostCache = false)
+    // of a long batch would otherwise copy [batch, seq, vocab] floats that decoding never reads; into, when given and
+    // [batch, vocab] long, receives them instead of a new array. With hostCache a bound step leaves the cache in host
+    // memory (the batcher, which merges caches there when requests join and leave).
+    internal (float[] Logits, OrtValue[] Cache) Forward(long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past, bool lastOnly, bool hostCache = false, float[]? into = null)
     {
         int layers = Config.NumHiddenLayers;
         if (batch <= 0 || ids.Length == 0 || ids.Length % batch != 0 || positions.Length != ids.Length || mask.Length % batch != 0)
@@ -187,10 +188,10 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         var all = outputs[0].GetTensorDataAsSpan<float>();
         int vocab = Config.VocabSize;
         float[] logits;
-        if (!lastOnly || seq == 1) logits = all.ToArray();
+        if (!lastOnly) logits = all.ToArray();
         else
         {
-            logits = new float[batch * vocab];
+            logits = into?.Length == batch * vocab ? into : new float[batch * vocab];
             for (int r = 0; r < batch; r++) all.Slice(((r + 1) * seq - 1) * vocab, vocab).CopyTo(logits.AsSpan(r * vocab));
         }
         var cache = outputs.Skip(1).ToArray();
@@ -236,17 +237,21 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
     long IDecoderModel.PadId => Tokenizer.PadId ?? Config.EosTokenId;
     IDecoderSession IDecoderModel.Start(int batch, int capacity) => new Session(this);
 
-    // The cache lives in the ORT values each step's outputs hand to the next step's inputs.
+    // The cache lives in the ORT values each step's outputs hand to the next step's inputs. Each step's logits go into
+    // one array the session keeps (the loop reads them before its next step): a new [batch, vocab] array per token is a
+    // large-object allocation (200 KB for a 50k vocabulary), and their collections cost a 4-bit model's short steps more
+    // than its arithmetic.
     sealed class Session(OnnxCausalLM model) : IDecoderSession
     {
         OrtValue[]? _cache;
+        float[]? _logits;
 
         public float[] Step(long[] ids, long[] positions, long[] mask, int batch)
         {
-            var (logits, next) = model.Forward(ids, positions, mask, batch, _cache, lastOnly: true);
+            var (logits, next) = model.Forward(ids, positions, mask, batch, _cache, lastOnly: true, into: _logits);
             Release();
             _cache = next;
-            return logits;
+            return _logits = logits;
         }
 
         void Release()

@@ -37,7 +37,8 @@ public interface IDecoderSession : IDisposable
     /// <summary>
     /// Runs <paramref name="ids"/> and <paramref name="positions"/> <c>[batch, seq]</c> after the cached tokens, with
     /// <paramref name="mask"/> <c>[batch, past + seq]</c> (1 real, 0 padding), appends them to the cache and returns the
-    /// logits of each row's last position <c>[batch, LogitsSize]</c>.
+    /// logits of each row's last position <c>[batch, LogitsSize]</c>, valid until the next step (a session may fill the
+    /// same array each step).
     /// </summary>
     float[] Step(long[] ids, long[] positions, long[] mask, int batch);
 }
