@@ -5,7 +5,7 @@ namespace MLNetFinetune.Export;
 /// becomes 4- or 8-bit integers in blocks along its input dimension, each block with its own scale and zero point, run by
 /// ONNX Runtime's <c>com.microsoft.MatMulNBits</c>; the input embedding becomes a <c>GatherBlockQuantized</c> over the same
 /// kind of rows. Activations, norms, biases and the KV cache stay float. Batch-1 decoding reads every weight once per
-/// token, so 4 bits read ~6× fewer bytes than float32 (scales and zero points included).
+/// token, so 4 bits in blocks of 128 read ~7× fewer bytes than float32 (scales and zero points included).
 /// </summary>
 public sealed class WeightQuantization
 {
@@ -14,8 +14,8 @@ public sealed class WeightQuantization
 
     /// <summary>
     /// Weights per block sharing a scale and zero point, along the input dimension: a power of two ≥ 16. Default 128, the
-    /// group size AWQ and GPTQ checkpoints use: float32 scales cost 0.25 bit per weight (32 costs 1 bit, a 20% larger
-    /// file and about 15% slower decoding on CPU, for slightly closer weights; docs/BENCHMARKS.md, Quantized export).
+    /// group size AWQ and GPTQ checkpoints use: float32 scales cost 0.25 bit per weight. 32 costs 1 bit, a 20% larger
+    /// file, read on every token, for slightly closer weights (docs/BENCHMARKS.md, Quantized export).
     /// </summary>
     public int BlockSize { get; init; } = 128;
 
