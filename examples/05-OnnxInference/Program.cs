@@ -39,8 +39,7 @@ ExamplePaths.Heading("5. Smaller and faster: int4 weights");
 // Each linear layer's weights as 4-bit integers in blocks, run by ONNX Runtime's MatMulNBits: a fraction of the bytes
 // to read per token. Same generator, same prompts; the answers stay close to float32's.
 string int4 = OnnxExporter.Export(model, new OnnxExportOptions { OutputDirectory = folder + "-int4", Quantization = WeightQuantization.Int4 });
-long Bytes(string dir) => new FileInfo(Path.Combine(dir, OnnxExporter.ModelFile)).Length;
-Console.WriteLine($"{int4}: {Bytes(int4) / 1e6:N1} MB against float32's {Bytes(folder) / 1e6:N1} MB");
+Console.WriteLine($"{int4}: {OnnxExporter.SizeOf(int4) / 1e6:N1} MB against float32's {OnnxExporter.SizeOf(folder) / 1e6:N1} MB");
 using var quantized = OnnxCausalLM.Load(int4);
 var int4Answers = quantized.Generate(questions.Select(q => prompt.Format(("question", q))).ToList(), options);
 for (int i = 0; i < questions.Length; i++)

@@ -50,8 +50,7 @@ static class ServeCommands
             {
                 OutputDirectory = result.GetValue(outDir), Quantization = quantization, Float16 = result.GetValue(float16),
             });
-            long bytes = Directory.GetFiles(folder, OnnxExporter.ModelFile + "*").Sum(f => new FileInfo(f).Length);
-            output.WriteLine($"exported to {folder} ({(quantization != null ? quantization + " weights, " : "")}{bytes / 1e6:N1} MB)");
+            output.WriteLine($"exported to {folder} ({(quantization != null ? quantization + " weights, " : "")}{OnnxExporter.SizeOf(folder) / 1e6:N1} MB)");
             return 0;
         });
         return command;

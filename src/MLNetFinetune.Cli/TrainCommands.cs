@@ -288,23 +288,23 @@ static class TrainCommands
 
     // What evaluate scores with: a model directory through TorchSharp (answers and their loss), or an exported folder
     // (model.onnx) through ONNX Runtime (answers), so an int4 export can be scored against its float32 model.
-    sealed record EvaluatedModel(ITransformer Scorer, PromptFormat? Format, Func<IReadOnlyList<string>, GenerationOptions, IReadOnlyList<string>> Generate, IDisposable Owner) : IDisposable
+    sealed record EvaluatedModel(ITransformer Scorer, PromptFormat? Format, Func<IReadOnlyList<string>, GenerationOptions, IReadOnlyList<string>> Generate) : IDisposable
     {
         public static EvaluatedModel Load(string dir, CausalLMScoringOptions scoring)
         {
             if (!File.Exists(Path.Combine(dir, OnnxExporter.ModelFile)))
             {
                 var lm = CausalLMTransformer.Load(dir, scoring);
-                return new(lm, lm.Format, lm.Generate, lm);
+                return new(lm, lm.Format, lm.Generate);
             }
             var ort = new OnnxGenerationTransformer(new OnnxGenerationOptions
             {
                 ModelFolder = dir, PromptColumnName = scoring.PromptColumnName ?? "Prompt", OutputColumnName = scoring.GeneratedColumnName,
                 Generation = scoring.Generation, BatchSize = scoring.BatchSize,
             });
-            return new(ort, ort.Model.Format, (prompts, options) => prompts.Chunk(scoring.BatchSize).SelectMany(batch => ort.Model.Generate(batch, options)).ToArray(), ort);
+            return new(ort, ort.Model.Format, (prompts, options) => DecodeLoop.Generate(ort.Model, prompts, options, scoring.BatchSize));
         }
 
-        public void Dispose() => Owner.Dispose();
+        public void Dispose() => ((IDisposable)Scorer).Dispose(); // both transformers hold their model
     }
 }

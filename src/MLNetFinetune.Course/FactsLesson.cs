@@ -235,8 +235,7 @@ public static class FactsLesson
         {
             FactPairs.Heading(output, $"6. {quantization} weights (ONNX Runtime) against float32");
             string folder = OnnxExporter.Export(Path.Combine(runDirectory, "model"), new OnnxExportOptions { OutputDirectory = Path.Combine(s.Output, $"onnx-{quantization}"), Quantization = quantization });
-            long Bytes(string dir) => Directory.GetFiles(dir, OnnxExporter.ModelFile + "*").Sum(f => new FileInfo(f).Length);
-            output.WriteLine($"exported to {folder}: {Bytes(folder) / 1e6:N1} MB against float32's {Bytes(onnx) / 1e6:N1} MB");
+            output.WriteLine($"exported to {folder}: {OnnxExporter.SizeOf(folder) / 1e6:N1} MB against float32's {OnnxExporter.SizeOf(onnx) / 1e6:N1} MB");
             using var quantized = new OnnxGenerationTransformer(new OnnxGenerationOptions
             {
                 ModelFolder = folder, Generation = scoring.Generation, BatchSize = s.EvalBatchSize, Threads = s.Threads, Provider = "auto",

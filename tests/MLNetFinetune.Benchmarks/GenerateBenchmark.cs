@@ -123,11 +123,11 @@ static class GenerateBenchmark
         if (genai != null) Console.WriteLine($"ONNX Runtime GenAI: {genai:N1} tokens/s");
 
         var quantized = new List<object>();
-        double fp32Bytes = new FileInfo(Path.Combine(dir, "onnx", OnnxExporter.ModelFile)).Length;
+        double fp32Bytes = OnnxExporter.SizeOf(Path.Combine(dir, "onnx"));
         for (int i = 0; i < quantizations.Length; i++)
         {
             var (q, (qTokensPerSecond, q16, q512)) = (quantizations[i], quantizedTimings[i]);
-            double qBytes = new FileInfo(Path.Combine(quantizedFolders[i], OnnxExporter.ModelFile)).Length;
+            double qBytes = OnnxExporter.SizeOf(quantizedFolders[i]);
             Console.WriteLine($"ORT {q}, blocks of {q.BlockSize} (KV cache): {qTokensPerSecond:N1} tokens/s ({qTokensPerSecond / ortTokensPerSecond:F2}× float32); per-token latency {q16:F2} ms at 16, {q512:F2} ms at 512; " +
                 $"file {qBytes / 1e6:N1} MB ({qBytes / fp32Bytes:F3}× float32's {fp32Bytes / 1e6:N1} MB)");
             double? qGenai = args.Contains("--no-genai") ? null : GenAiTokensPerSecond(quantizedFolders[i], newTokens, prompt);

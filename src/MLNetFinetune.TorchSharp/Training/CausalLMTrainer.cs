@@ -53,7 +53,7 @@ public static class CausalLMTrainer
         int padId = tokenizer.PadId ?? 0;
         var parallel = options.ProcessGroup is { WorldSize: > 1 } processGroup ? new DataParallel(processGroup) : null;
         int world = parallel?.WorldSize ?? 1;
-        bool writes = parallel?.IsMain ?? true; // rank 0 alone writes checkpoints, metrics and progress
+        bool writes = options.WritesFiles; // rank 0 alone writes checkpoints, metrics and progress
         int perStep = options.MicroBatchSize * options.GradientAccumulationSteps * world;
         int totalSteps = TotalSteps(options, data.ExamplesPerEpoch, perStep);
         bool permutes = data.Permutes(options.ShuffleBuffer);

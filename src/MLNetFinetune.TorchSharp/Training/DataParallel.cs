@@ -26,15 +26,13 @@ sealed class DataParallel(IProcessGroup group)
 
     public int WorldSize => group.WorldSize;
 
-    public bool IsMain => group.Rank == 0;
-
     /// <summary>Gives every rank rank 0's weights and checks that they now agree (a SHA-256 of every parameter's bytes).</summary>
     public void BroadcastWeights(nn.Module model)
     {
         using var _ = no_grad();
         var parameters = model.named_parameters().ToList();
         foreach (var (name, p) in parameters)
-            WithHostBytes(p, bytes => group.Broadcast(bytes, p.numel() * p.element_size(), 0, $"the broadcast of weight {name}"), writeBack: true);
+            WithHostBytes(p, bytes => group.Broadcast(bytes, p.numel() * p.element_size(), 0, $"the broadcast of weight {name}"));
         group.RequireSame(WeightDigest(parameters.Select(x => x.parameter)), "weights after the broadcast");
     }
 
@@ -42,7 +40,7 @@ sealed class DataParallel(IProcessGroup group)
     public static byte[] WeightDigest(IEnumerable<Tensor> parameters)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        foreach (var p in parameters) ReadHostBytes(p, bytes => sha.AppendData(bytes));
+        foreach (var p in parameters) WithHost(p, host => sha.AppendData(host.bytes), copyBack: false);
         return sha.GetHashAndReset();
     }
 
@@ -85,27 +83,22 @@ sealed class DataParallel(IProcessGroup group)
     void AllReduce(Tensor tensor, string what)
     {
         if (tensor.dtype != ScalarType.Float32) throw new InvalidOperationException($"Gradients are reduced as float32; this one is {tensor.dtype}.");
-        WithHostBytes(tensor, bytes => group.AllReduceSum(bytes, tensor.numel(), CollectiveType.Float32, what), writeBack: true);
+        WithHostBytes(tensor, bytes => group.AllReduceSum(bytes, tensor.numel(), CollectiveType.Float32, what));
     }
 
     // MPI reduces host memory: a contiguous CPU tensor is handed over in place (TorchSharp's `bytes` is a view of its
     // storage), any other through a contiguous host copy that is copied back.
-    static unsafe void WithHostBytes(Tensor tensor, Action<nint> use, bool writeBack)
+    static unsafe void WithHostBytes(Tensor tensor, Action<nint> use) => WithHost(tensor, host =>
     {
-        if (tensor.device_type == DeviceType.CPU && tensor.is_contiguous())
-        {
-            fixed (byte* p = tensor.bytes) use((nint)p);
-            return;
-        }
-        using var host = tensor.detach().cpu().contiguous();
         fixed (byte* p = host.bytes) use((nint)p);
-        if (writeBack) tensor.copy_(host);
-    }
+    }, copyBack: true);
 
-    static void ReadHostBytes(Tensor tensor, Action<ReadOnlySpan<byte>> use)
+    // The tensor itself when it is a contiguous CPU tensor, else a contiguous host copy (written back with copyBack).
+    static void WithHost(Tensor tensor, Action<Tensor> use, bool copyBack)
     {
-        if (tensor.device_type == DeviceType.CPU && tensor.is_contiguous()) { use(tensor.bytes); return; }
+        if (tensor.device_type == DeviceType.CPU && tensor.is_contiguous()) { use(tensor); return; }
         using var host = tensor.detach().cpu().contiguous();
-        use(host.bytes);
+        use(host);
+        if (copyBack) tensor.copy_(host);
     }
 }

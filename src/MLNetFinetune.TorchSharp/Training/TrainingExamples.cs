@@ -141,10 +141,15 @@ public sealed class TrainingExamples
     {
         var ids = new int[_blocks!.BlockSize];
         _blocks.ReadBlock(index, ids);
-        foreach (int id in ids)
-            if ((uint)id >= (uint)_vocabSize)
-                throw new InvalidDataException($"Block {index} of the token shards holds token id {id}, outside the model's vocabulary of {_vocabSize}: were the shards written with this model's tokenizer?");
+        RequireInVocabulary(ids, id => $"Block {index} of the token shards holds token id {id}, outside the model's vocabulary of {_vocabSize}: were the shards written with this model's tokenizer?");
         return new TrainingExample(ids, ids);
+    }
+
+    // Every id must index the model's embedding; the message names where the stray id came from.
+    void RequireInVocabulary(int[] ids, Func<int, string> message)
+    {
+        foreach (int id in ids)
+            if ((uint)id >= (uint)_vocabSize) throw new InvalidDataException(message(id));
     }
 
     /// <summary>Micro-batches per length-sorted group of <see cref="Epoch"/>.</summary>
@@ -231,9 +236,7 @@ public sealed class TrainingExamples
                 if (labelArray.Length != idArray.Length)
                     throw new InvalidDataException($"Row {index}: {idArray.Length} ids but {labelArray.Length} labels.");
             }
-            foreach (int id in idArray)
-                if ((uint)id >= (uint)_vocabSize)
-                    throw new InvalidDataException($"Row {index} of column '{_idsColumn}' holds token id {id}, outside the model's vocabulary of {_vocabSize}.");
+            RequireInVocabulary(idArray, id => $"Row {index} of column '{_idsColumn}' holds token id {id}, outside the model's vocabulary of {_vocabSize}.");
             bool learnable = false;
             for (int i = 1; i < labelArray.Length && !learnable; i++) learnable = labelArray[i] != TokenSequences.IgnoreIndex;
             if (!learnable) continue; // nothing to predict; not counted, so the split stays fixed

@@ -34,7 +34,7 @@ static unsafe class Mpi
     public sealed class Api
     {
         public required string Library { get; init; }
-        public required nint CommWorld, Float, Double, Int64, Byte, Sum, Max;
+        public required nint CommWorld, Float, Double, Int64, Byte, Sum;
         public required delegate* unmanaged<int*, byte***, int, int*, int> InitThread;
         public required delegate* unmanaged<int*, int> Initialized;
         public required delegate* unmanaged<int*, int> Finalized;
@@ -84,7 +84,6 @@ static unsafe class Mpi
             Int64 = Export("ompi_mpi_int64_t"),
             Byte = Export("ompi_mpi_byte"),
             Sum = Export("ompi_mpi_op_sum"),
-            Max = Export("ompi_mpi_op_max"),
             InitThread = (delegate* unmanaged<int*, byte***, int, int*, int>)Export("MPI_Init_thread"),
             Initialized = (delegate* unmanaged<int*, int>)Export("MPI_Initialized"),
             Finalized = (delegate* unmanaged<int*, int>)Export("MPI_Finalized"),

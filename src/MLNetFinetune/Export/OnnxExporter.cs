@@ -51,6 +51,9 @@ public static class OnnxExporter
 
     internal const string CalibrationOutputPrefix = "calibration:";
 
+    /// <summary>The bytes of an exported folder's graph and weights (<c>model.onnx</c>, and <c>model.onnx.data</c> when there is one).</summary>
+    public static long SizeOf(string folder) => Directory.GetFiles(folder, ModelFile + "*").Sum(f => new FileInfo(f).Length);
+
     /// <summary>
     /// Exports <paramref name="modelDirectory"/>; returns the folder written (model.onnx, genai_config.json, tokenizer, config).
     /// The files are built in a hidden folder beside the output and moved in only when all of them were written, so a

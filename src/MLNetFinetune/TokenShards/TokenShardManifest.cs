@@ -101,8 +101,13 @@ public sealed record TokenShardManifest(string Format, [property: JsonPropertyNa
     {
         var (manifest, missing) = Collect(folder, expectedInputs);
         if (missing.Count > 0) throw MissingShards(folder, expectedInputs.Count, missing, waited: null);
+        return Save(folder, manifest!);
+    }
+
+    static TokenShardManifest Save(string folder, TokenShardManifest manifest)
+    {
         DataFiles.WriteJson(Path.Combine(folder, FileName), JsonSerializer.SerializeToNode(manifest, ShardJson.Options)!);
-        return manifest!;
+        return manifest;
     }
 
     /// <summary>
@@ -115,8 +120,8 @@ public sealed record TokenShardManifest(string Format, [property: JsonPropertyNa
         var clock = System.Diagnostics.Stopwatch.StartNew();
         while (true)
         {
-            var (_, missing) = Collect(folder, expectedInputs);
-            if (missing.Count == 0) return Write(folder, expectedInputs);
+            var (manifest, missing) = Collect(folder, expectedInputs);
+            if (missing.Count == 0) return Save(folder, manifest!);
             if (clock.Elapsed >= timeout) throw MissingShards(folder, expectedInputs.Count, missing, timeout);
             var wait = pollInterval ?? TimeSpan.FromSeconds(2);
             cancellationToken.WaitHandle.WaitOne(wait < timeout - clock.Elapsed ? wait : timeout - clock.Elapsed);
