@@ -24,12 +24,13 @@ static class ServeCommands
         var accuracy = new Option<int>("--accuracy-level") { Description = "MatMulNBits' compute precision on CPU: 4 int8 (fast), 1 float32, 0 the provider's choice.", DefaultValueFactory = _ => defaults.AccuracyLevel };
         var float16 = new Option<bool>("--float16") { Description = "Float16 weights, activations and KV cache (for GPUs); logits stay float32." };
         var calibration = new Option<string?>("--calibration") { Description = "With --quantize: text (.txt/.jsonl[.gz|.zst], file, folder or glob) whose activations choose each layer's input scaling (AWQ's search) instead of plain rounding." };
-        var textField = new Option<string>("--text-field") { Description = "The JSON field --calibration reads.", DefaultValueFactory = _ => "text" };
+        var text = new CorpusTextOptions("The JSON field --calibration reads.");
         var calibrationTokens = new Option<int>("--calibration-tokens") { Description = "Tokens of --calibration text to run.", DefaultValueFactory = _ => 4096 };
         var command = new Command("export", "Export a model directory to ONNX with a KV cache (model.onnx, genai_config.json, tokenizer); optionally int4/int8 weights.")
         {
-            model, outDir, quantize, blockSize, accuracy, float16, calibration, textField, calibrationTokens,
+            model, outDir, quantize, blockSize, accuracy, float16, calibration, calibrationTokens,
         };
+        foreach (var o in text.All) command.Options.Add(o);
         command.Validators.Add(result =>
         {
             if (result.GetValue(calibration) != null && result.GetValue(quantize) is null or "none") result.AddError("--calibration chooses how weights are quantized; add --quantize int4 or int8.");
@@ -37,14 +38,14 @@ static class ServeCommands
         command.SetAction(result =>
         {
             ActivationStatistics? statistics = null;
-            if (result.GetValue(calibration) is { } text)
+            if (result.GetValue(calibration) is { } calibrationPath)
             {
-                var corpus = new MLContext(seed: 0).Data.LoadCorpus(new CorpusOptions { Path = text, TextField = result.GetValue(textField)! });
+                var corpus = new MLContext(seed: 0).Data.LoadCorpus(text.For(result, calibrationPath));
                 statistics = ActivationCalibration.Collect(result.GetValue(model)!, corpus.GetColumn<ReadOnlyMemory<char>>(corpus.Schema["Text"]).Select(t => t.ToString()), result.GetValue(calibrationTokens));
-                output.WriteLine($"calibration: {statistics.Tokens:N0} tokens of {text}, {statistics.Inputs.Count} linear layers");
+                output.WriteLine($"calibration: {statistics.Tokens:N0} tokens of {calibrationPath}, {statistics.Inputs.Count} linear layers");
             }
             var quantization = WeightQuantization.Parse(result.GetValue(quantize)) is { } q
-                ? new WeightQuantization { Bits = q.Bits, BlockSize = result.GetValue(blockSize), AccuracyLevel = result.GetValue(accuracy), Calibration = statistics }
+                ? q with { BlockSize = result.GetValue(blockSize), AccuracyLevel = result.GetValue(accuracy), Calibration = statistics }
                 : null;
             string folder = OnnxExporter.Export(result.GetValue(model)!, new OnnxExportOptions
             {

@@ -20,21 +20,21 @@ static class TokenizeCommand
         var outDir = new Option<string>("--out") { Description = "Folder for the shards, their sidecars and manifest.json.", Required = true };
         var dtype = new Option<string>("--dtype") { Description = "Token type: auto (uint16 below 65,500 tokens, else int32), uint16 or int32.", DefaultValueFactory = _ => "auto" }
             .AcceptOnlyFromAmong("auto", "uint16", "int32");
-        var textField = new Option<string>("--text-field") { Description = "JSON field holding the text.", DefaultValueFactory = _ => "text" };
-        var textMode = new Option<TextDocumentMode>("--text-mode") { Description = "How .txt files are cut into documents.", DefaultValueFactory = _ => TextDocumentMode.File };
+        var text = new CorpusTextOptions();
         var threads = new Option<int>("--threads") { Description = "Threads encoding this process's shards (0: all cores).", DefaultValueFactory = _ => 0 };
         var wait = new Option<double>("--manifest-wait") { Description = "With several ranks: minutes rank 0 waits for the others' shards before failing.", DefaultValueFactory = _ => 360 };
         var command = new Command("tokenize", "Tokenize a corpus into Megatron-LM indexed-dataset shards (.bin/.idx), resumably; ranks from mpirun/srun/torchrun split the files.")
         {
-            corpus, tokenizer, outDir, dtype, textField, textMode, threads, wait,
+            corpus, tokenizer, outDir, dtype, threads, wait,
         };
+        foreach (var o in text.All) command.Options.Add(o);
         command.SetAction(result =>
         {
             string folder = result.GetValue(outDir)!;
             var ml = new MLContext(seed: 0);
             var report = ml.Data.WriteTokenShards(new TokenShardOptions
             {
-                Corpus = new CorpusOptions { Path = result.GetValue(corpus)!, TextField = result.GetValue(textField)!, TextMode = result.GetValue(textMode) },
+                Corpus = text.For(result, result.GetValue(corpus)!),
                 Tokenizer = TextTokenizer.Load(result.GetValue(tokenizer)!),
                 OutputDirectory = folder,
                 DType = TokenDTypes.Parse(result.GetValue(dtype)!),

@@ -11,20 +11,20 @@ static class TokenizerCommand
     public static Command Create(TextWriter output)
     {
         var corpus = new Option<string>("--corpus") { Description = "Training text: .txt/.jsonl[.gz|.zst] file, folder or glob.", Required = true };
-        var textField = new Option<string>("--text-field") { Description = "JSON field holding the text.", DefaultValueFactory = _ => "text" };
-        var textMode = new Option<TextDocumentMode>("--text-mode") { Description = "How .txt files are cut into documents.", DefaultValueFactory = _ => TextDocumentMode.File };
+        var text = new CorpusTextOptions();
         var vocabSize = new Option<int>("--vocab-size") { Description = "Total vocabulary size (special tokens + 256 bytes + merges).", DefaultValueFactory = _ => 8192 };
         var minFrequency = new Option<int>("--min-frequency") { Description = "Stop when the best pair occurs fewer times.", DefaultValueFactory = _ => 2 };
         var special = new Option<string[]>("--special") { Description = "Special tokens, first ids in order.", DefaultValueFactory = _ => [TextTokenizer.EndOfText, TextTokenizer.Padding], AllowMultipleArgumentsPerToken = true };
         var outDir = new Option<string>("--out") { Description = "Folder for vocab.json, merges.txt and tokenizer.json.", Required = true };
         var train = new Command("train", "Train a byte-level BPE tokenizer (GPT-2 style) and save it in Hugging Face format.")
         {
-            corpus, textField, textMode, vocabSize, minFrequency, special, outDir,
+            corpus, vocabSize, minFrequency, special, outDir,
         };
+        foreach (var o in text.All) train.Options.Add(o);
         train.SetAction(result =>
         {
             var ml = new MLContext(seed: 0);
-            var data = ml.Data.LoadCorpus(new CorpusOptions { Path = result.GetValue(corpus)!, TextField = result.GetValue(textField)!, TextMode = result.GetValue(textMode) });
+            var data = ml.Data.LoadCorpus(text.For(result, result.GetValue(corpus)!));
             var tokenizer = BpeTrainer.Train(data, new BpeTrainerOptions
             {
                 VocabSize = result.GetValue(vocabSize),

@@ -96,22 +96,22 @@ static class TrainCommands
         var common = new Common();
         var corpus = new Option<string?>("--corpus") { Description = "Training text: .txt/.jsonl[.gz|.zst] file, folder or glob." };
         var shards = new Option<string?>("--shards") { Description = "Instead of --corpus: token shards written by `tokenize` (a folder with manifest.json), read in place; needs --tokenizer." };
-        var textMode = new Option<TextDocumentMode>("--text-mode") { Description = "How .txt files are cut into documents.", DefaultValueFactory = _ => TextDocumentMode.File };
+        var text = new CorpusTextOptions();
         var tokenizer = new Option<string?>("--tokenizer") { Description = "A tokenizer folder; without it one is trained on the corpus (--vocab-size)." };
         var vocab = new Option<int>("--vocab-size") { Description = "Vocabulary of the tokenizer trained when --tokenizer is absent.", DefaultValueFactory = _ => 8192 };
         var preset = new Option<string>("--preset") { Description = $"Model shape: {string.Join(", ", MLNetFinetune.ModelFiles.ModelConfig.PresetNames)}.", DefaultValueFactory = _ => "pythia-14m" };
         var layers = new Option<int>("--layers") { Description = "Override the preset's number of layers." };
         var hidden = new Option<int>("--hidden-size") { Description = "Override the preset's width (the MLP keeps the preset's ratio)." };
         var heads = new Option<int>("--heads") { Description = "Override the preset's attention heads." };
-        var command = new Command("pretrain", "Pretrain a model from random weights on a corpus (a GPT-NeoX or Llama-family shape: --preset).") { corpus, shards, textMode, tokenizer, vocab, preset, layers, hidden, heads };
-        foreach (var o in common.All) command.Options.Add(o);
+        var command = new Command("pretrain", "Pretrain a model from random weights on a corpus (a GPT-NeoX or Llama-family shape: --preset).") { corpus, shards, tokenizer, vocab, preset, layers, hidden, heads };
+        foreach (var o in common.All.Concat(text.All)) command.Options.Add(o);
         command.SetAction(result => common.Ranked(result, output, (group, output) =>
         {
             var ml = new MLContext(seed: result.GetValue(common.Seed));
             if ((result.GetValue(corpus) == null) == (result.GetValue(shards) == null)) throw new ArgumentException("Give the training data as --corpus (text) or --shards (token shards), one of them.");
             if (result.GetValue(shards) != null && result.GetValue(tokenizer) == null) throw new ArgumentException("--shards needs --tokenizer: the tokenizer the shards were written with.");
             using var tokenShards = result.GetValue(shards) is { } folder ? ml.Data.LoadTokenShards(folder, result.GetValue(common.Block)) : null;
-            IDataView data = (IDataView?)tokenShards ?? ml.Data.LoadCorpus(new CorpusOptions { Path = result.GetValue(corpus)!, TextMode = result.GetValue(textMode) });
+            IDataView data = (IDataView?)tokenShards ?? ml.Data.LoadCorpus(text.For(result, result.GetValue(corpus)!));
             var tok = result.GetValue(tokenizer) is { } dir ? TextTokenizer.Load(dir) : BpeTrainer.Train(data, new BpeTrainerOptions { VocabSize = result.GetValue(vocab) });
             var shape = new PretrainingOptions { Tokenizer = tok, Preset = result.GetValue(preset)!, OutputDirectory = "" }.ResolveConfig();
             if (result.GetValue(layers) > 0) shape = shape with { NumHiddenLayers = result.GetValue(layers) };

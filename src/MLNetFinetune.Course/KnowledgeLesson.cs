@@ -262,14 +262,15 @@ public static class KnowledgeLesson
     static Scored Score(CausalLMTransformer model, IReadOnlyList<EditedFact> changed, IReadOnlyList<EditedFact> added, IReadOnlyList<Fact> sameEntity,
         IReadOnlyList<Fact> others, (bool[] Same, bool[] Other)? knew, DataFrame extraction, DataFrame recall)
     {
-        Rate Trained(IReadOnlyList<EditedFact> edits, Func<EditedFact, string> value)
+        // The trained question's answers, generated once, scored against each value asked for (the new one, the old one).
+        Rate[] Trained(IReadOnlyList<EditedFact> edits, params Func<EditedFact, string>[] values)
         {
             var answers = Answers(model, edits.Select(e => Prompt(Ask(e.Fact))).ToList());
-            return new Rate(edits.Where((e, i) => Exact(answers[i], value(e))).Count(), edits.Count);
+            return values.Select(value => new Rate(edits.Where((e, i) => Exact(answers[i], value(e))).Count(), edits.Count)).ToArray();
         }
         Rate Paraphrased(IReadOnlyList<EditedFact> edits)
         {
-            var asked = edits.SelectMany(e => KnowledgeForms.Testing(e.Fact.Attribute).Select(q => (e.Fact.Value, Prompt(q.Replace("{entity}", e.Fact.Entity))))).ToList();
+            var asked = edits.SelectMany(e => KnowledgeForms.Testing(e.Fact.Attribute).Select(q => (e.Fact.Value, Prompt(AttributeTemplates.Fill(q, e.Fact))))).ToList();
             var answers = Answers(model, asked.Select(a => a.Item2).ToList());
             return new Rate(asked.Where((a, i) => Exact(answers[i], a.Value)).Count(), asked.Count);
         }
@@ -283,9 +284,10 @@ public static class KnowledgeLesson
         var same = Knows(model, sameEntity);
         var other = Knows(model, others);
         Rate Kept(bool[] now, bool[] then) => new(now.Where((k, i) => k && then[i]).Count(), then.Count(k => k));
+        var changedRates = Trained(changed, e => e.Fact.Value, e => e.Old!);
         var scores = new KnowledgeScores(
-            Trained(changed, e => e.Fact.Value), Paraphrased(changed), Cloze(changed), Trained(changed, e => e.Old!),
-            Trained(added, e => e.Fact.Value), Paraphrased(added), Cloze(added),
+            changedRates[0], Paraphrased(changed), Cloze(changed), changedRates[1],
+            Trained(added, e => e.Fact.Value)[0], Paraphrased(added), Cloze(added),
             Kept(same, knew?.Same ?? same), Kept(other, knew?.Other ?? other), Pairs(extraction), Pairs(recall));
         return new Scored(scores, (same, other));
     }
@@ -303,9 +305,7 @@ public static class KnowledgeLesson
         // Prose: the statement cut before the value is the prompt, the value and the rest of the sentence the response.
         void Prose(Fact fact, string template)
         {
-            string text = AttributeTemplates.Fill(template, fact);
-            int at = template.IndexOf("{value}", StringComparison.Ordinal);
-            string prefix = AttributeTemplates.Fill(template[..at], fact).TrimEnd();
+            string text = AttributeTemplates.Fill(template, fact), prefix = AttributeTemplates.Prefix(template, fact);
             prompts.Add(prefix);
             responses.Add(text[prefix.Length..]);
         }
@@ -313,7 +313,7 @@ public static class KnowledgeLesson
         {
             Pair(Ask(e.Fact), e.Fact.Value);
             if (lever == KnowledgeLever.Plain) continue;
-            foreach (string form in KnowledgeForms.Augmenting(e.Fact.Attribute)) Pair(form.Replace("{entity}", e.Fact.Entity), e.Fact.Value);
+            foreach (string form in KnowledgeForms.Augmenting(e.Fact.Attribute)) Pair(AttributeTemplates.Fill(form, e.Fact), e.Fact.Value);
             foreach (string statement in FactTemplates.For(e.Fact.Domain, e.Fact.Attribute).Statements) Prose(e.Fact, statement);
         }
         if (lever is KnowledgeLever.ParaphrasedWithReplay or KnowledgeLever.LoraParaphrasedWithReplay)

@@ -73,19 +73,8 @@ public static class ActivationCalibration
     // One sequence, batch 1, no past: the calibration outputs, in the order asked.
     static IDisposableReadOnlyCollection<OrtValue> Run(InferenceSession session, ModelConfig config, long[] ids, string[] outputs)
     {
-        var names = new List<string> { OnnxContract.InputIds, OnnxContract.AttentionMask, OnnxContract.PositionIds };
-        var values = new List<OrtValue>
-        {
-            OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]),
-            OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, ids.Length).ToArray(), [1, ids.Length]),
-            OrtValue.CreateTensorValueFromMemory(Enumerable.Range(0, ids.Length).Select(i => (long)i).ToArray(), [1, ids.Length]),
-        };
-        for (int i = 0; i < config.NumHiddenLayers; i++)
-            foreach (string name in new[] { OnnxContract.PastKey(i), OnnxContract.PastValue(i) })
-            {
-                names.Add(name);
-                values.Add(OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, config.KeyValueHeads, 0, config.HeadDim]));
-            }
+        var (names, values, owned) = OnnxCausalLM.Inputs(config, halfCache: false, ids, Enumerable.Range(0, ids.Length).Select(i => (long)i).ToArray(),
+            Enumerable.Repeat(1L, ids.Length).ToArray(), batch: 1, past: null);
         try
         {
             using var options = new RunOptions();
@@ -93,7 +82,7 @@ public static class ActivationCalibration
         }
         finally
         {
-            foreach (var v in values) v.Dispose();
+            foreach (var v in owned) v.Dispose();
         }
     }
 }

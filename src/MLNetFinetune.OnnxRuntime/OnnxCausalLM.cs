@@ -148,32 +148,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         if (pastLength < 0) throw new ArgumentException("The mask must cover the past and the new tokens.");
         if (past == null ? pastLength != 0 : past.Length != 2 * layers)
             throw new ArgumentException(past == null ? "A mask longer than the ids needs the cache it describes." : $"The cache holds {past.Length} values; the model has {2 * layers}.");
-        var names = new List<string> { OnnxContract.InputIds, OnnxContract.AttentionMask, OnnxContract.PositionIds };
-        var values = new List<OrtValue>
-        {
-            OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]),
-            OrtValue.CreateTensorValueFromMemory(mask, [batch, mask.Length / batch]),
-            OrtValue.CreateTensorValueFromMemory(positions, [batch, seq]),
-        };
-        var empty = new List<OrtValue>();
-        for (int i = 0; i < layers; i++)
-        {
-            names.Add(OnnxContract.PastKey(i));
-            names.Add(OnnxContract.PastValue(i));
-            if (past != null) { values.Add(past[2 * i]); values.Add(past[2 * i + 1]); }
-            else
-            {
-                for (int kv = 0; kv < 2; kv++)
-                {
-                    long[] shape = [batch, Config.KeyValueHeads, 0, Config.HeadDim]; // the cache holds the key/value heads only
-                    var none = _halfCache
-                        ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), shape)
-                        : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), shape);
-                    empty.Add(none);
-                    values.Add(none);
-                }
-            }
-        }
+        var (names, values, owned) = Inputs(Config, _halfCache, ids, positions, mask, batch, past);
         IDisposableReadOnlyCollection<OrtValue> outputs;
         try
         {
@@ -182,8 +157,7 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         }
         finally
         {
-            for (int i = 0; i < 3; i++) values[i].Dispose();
-            foreach (var v in empty) v.Dispose();
+            foreach (var v in owned) v.Dispose();
         }
         var all = outputs[0].GetTensorDataAsSpan<float>();
         int vocab = Config.VocabSize;
@@ -197,6 +171,42 @@ public sealed class OnnxCausalLM : IDecoderModel, IDisposable
         var cache = outputs.Skip(1).ToArray();
         outputs[0].Dispose();
         return (logits, cache);
+    }
+
+    // A step's inputs by the contract's names: ids, mask and positions, then each layer's past keys and values, the
+    // previous step's outputs or, for a first step, empty ones (the cache holds the key/value heads only). Owned are
+    // the values made here, for the caller to dispose after the run.
+    internal static (List<string> Names, List<OrtValue> Values, List<OrtValue> Owned) Inputs(ModelConfig config, bool halfCache,
+        long[] ids, long[] positions, long[] mask, int batch, OrtValue[]? past)
+    {
+        int seq = ids.Length / batch;
+        var names = new List<string> { OnnxContract.InputIds, OnnxContract.AttentionMask, OnnxContract.PositionIds };
+        var values = new List<OrtValue>
+        {
+            OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]),
+            OrtValue.CreateTensorValueFromMemory(mask, [batch, mask.Length / batch]),
+            OrtValue.CreateTensorValueFromMemory(positions, [batch, seq]),
+        };
+        var owned = new List<OrtValue>(values);
+        for (int i = 0; i < config.NumHiddenLayers; i++)
+        {
+            names.Add(OnnxContract.PastKey(i));
+            names.Add(OnnxContract.PastValue(i));
+            if (past != null) { values.Add(past[2 * i]); values.Add(past[2 * i + 1]); }
+            else
+            {
+                for (int kv = 0; kv < 2; kv++)
+                {
+                    long[] shape = [batch, config.KeyValueHeads, 0, config.HeadDim];
+                    var none = halfCache
+                        ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), shape)
+                        : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), shape);
+                    owned.Add(none);
+                    values.Add(none);
+                }
+            }
+        }
+        return (names, values, owned);
     }
 
     // One step through a binding made for it (a binding per call keeps Forward safe to call from several threads, as

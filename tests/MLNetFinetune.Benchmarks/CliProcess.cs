@@ -13,14 +13,20 @@ static class CliProcess
         string[] command = ["dotnet", Cli, .. arguments];
         var start = ranks == 1 ? new ProcessStartInfo(command[0], command[1..])
             : new ProcessStartInfo("mpirun", ["-np", $"{ranks}", "--oversubscribe", "--bind-to", "none", .. command]);
-        start.RedirectStandardOutput = start.RedirectStandardError = true;
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; // CI containers run as root
         start.Environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+        return Output(start, $"mlnet-finetune ({ranks} process(es))");
+    }
+
+    /// <summary>Runs a child process to its end and returns its standard output, failing with both outputs on a non-zero exit.</summary>
+    public static string Output(ProcessStartInfo start, string what)
+    {
+        start.RedirectStandardOutput = start.RedirectStandardError = true;
         using var process = Process.Start(start)!;
         var error = process.StandardError.ReadToEndAsync();
         string output = process.StandardOutput.ReadToEnd();
         process.WaitForExit();
-        if (process.ExitCode != 0) throw new InvalidOperationException($"mlnet-finetune ({ranks} process(es)) exited with {process.ExitCode}: {output}{error.Result}");
+        if (process.ExitCode != 0) throw new InvalidOperationException($"{what} exited with {process.ExitCode}: {output}{error.Result}");
         return output;
     }
 }

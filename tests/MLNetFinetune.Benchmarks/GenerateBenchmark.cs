@@ -59,7 +59,7 @@ static class GenerateBenchmark
         // within a minute, and turns expose each export to the same drift.
         var quantizations = (BenchmarkArgs.Value(args, "--quantize") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Select(name => WeightQuantization.Parse(name)!)
-            .Select(q => new WeightQuantization { Bits = q.Bits, BlockSize = BenchmarkArgs.Int(args, "--block-size", q.BlockSize) }).ToArray();
+            .Select(q => q with { BlockSize = BenchmarkArgs.Int(args, "--block-size", q.BlockSize) }).ToArray();
         var quantizedFolders = quantizations.Select(q => OnnxExporter.Export(dir, new OnnxExportOptions { OutputDirectory = Path.Combine(dir, $"onnx-{q}-{q.BlockSize}"), Quantization = q })).ToArray();
         var quantizedTimings = new (double TokensPerSecond, double At16, double At512)[quantizations.Length];
         (double TokensPerSecond, double At16, double At512) ortTiming = default;
@@ -222,12 +222,7 @@ static class GenerateBenchmark
     // Runs a benchmark alone in a child process and reads one number from the JSON object on its last line.
     static double FromChild(string what, string[] command, string property)
     {
-        var start = new ProcessStartInfo(command[0], command[1..]) { RedirectStandardOutput = true, RedirectStandardError = true };
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0) throw new InvalidOperationException($"{what} failed ({process.ExitCode}): {error.Result}{output}");
+        string output = CliProcess.Output(new ProcessStartInfo(command[0], command[1..]), what);
         using var json = JsonDocument.Parse(output.Trim().Split('\n')[^1]);
         return json.RootElement.GetProperty(property).GetDouble();
     }

@@ -12,7 +12,10 @@ public sealed record AttributeTemplates(IReadOnlyList<string> Statements, string
     public string Ask(Fact fact) => Question.Replace("{entity}", fact.Entity);
 
     /// <summary>The prose prompt whose continuation is the value: the first statement cut before <c>{value}</c>.</summary>
-    public string Cloze(Fact fact) => Statements[0][..Statements[0].IndexOf("{value}", StringComparison.Ordinal)].Replace("{entity}", fact.Entity).TrimEnd();
+    public string Cloze(Fact fact) => Prefix(Statements[0], fact);
+
+    /// <summary><paramref name="statement"/> filled in and cut before <c>{value}</c> (trailing space trimmed).</summary>
+    public static string Prefix(string statement, Fact fact) => Fill(statement[..statement.IndexOf("{value}", StringComparison.Ordinal)], fact).TrimEnd();
 }
 
 /// <summary>

@@ -7,7 +7,7 @@ namespace MLNetFinetune.Export;
 /// kind of rows. Activations, norms, biases and the KV cache stay float. Batch-1 decoding reads every weight once per
 /// token, so 4 bits in blocks of 128 read ~7× fewer bytes than float32 (scales and zero points included).
 /// </summary>
-public sealed class WeightQuantization
+public sealed record WeightQuantization
 {
     /// <summary>Bits per weight: 4 (default) or 8.</summary>
     public int Bits { get; init; } = 4;
@@ -92,8 +92,11 @@ internal sealed record BlockQuantizedMatrix(int Rows, int Columns, int Bits, int
     /// </summary>
     public static BlockQuantizedMatrix Quantize(float[] weights, int rows, int columns, int bits, int blockSize)
     {
-        int blocks = (columns + blockSize - 1) / blockSize, blob = blockSize * bits / 8, zpBytes = (blocks * bits + 7) / 8;
-        var q = new BlockQuantizedMatrix(rows, columns, bits, blockSize, new byte[(long)rows * blocks * blob], new float[(long)rows * blocks], new byte[(long)rows * zpBytes]);
+        var shape = new BlockQuantizedMatrix(rows, columns, bits, blockSize, [], [], []);
+        var q = shape with
+        {
+            Data = new byte[(long)rows * shape.Blocks * shape.BlobBytes], Scales = new float[(long)rows * shape.Blocks], ZeroPoints = new byte[(long)rows * shape.ZeroPointBytesPerRow],
+        };
         Parallel.For(0, rows, r => q.QuantizeRow(weights.AsSpan((int)((long)r * columns), columns), r));
         return q;
     }
